@@ -1,0 +1,7 @@
+//! Isolation as a user of Hearth would meet it: real Linux users, real sandboxes, real
+//! cgroups. Needs root, bubblewrap, setpriv and cgroups; each test says "skipped" otherwise.
+
+mod common;
+mod fsaccess;
+mod sandbox;
+mod users;

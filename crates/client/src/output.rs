@@ -1,0 +1,259 @@
+//! Human tables by default, `-o json` for scripts.
+
+use anyhow::Result;
+use hearth_model::api;
+use hearth_model::format_mib;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// "3m ago" style.
+fn ago(ms: i64) -> String {
+    let secs = ((now_ms() - ms) / 1000).max(0);
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        3600..=86_399 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+fn duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 10_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+fn timestamp(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+pub fn print_jobs(jobs: &[api::Job], format: Format, with_owner: bool) -> Result<()> {
+    if format == Format::Json {
+        return json(&jobs);
+    }
+    if jobs.is_empty() {
+        eprintln!("No jobs yet. Submit one with `hearth submit app.py`.");
+        return Ok(());
+    }
+    let mut header = vec!["ID"];
+    if with_owner {
+        header.push("OWNER");
+    }
+    header.extend([
+        "NAME",
+        "STATE",
+        "CORES",
+        "MEMORY",
+        "SUBMITTED",
+        "DURATION",
+        "REASON",
+    ]);
+    let rows = jobs
+        .iter()
+        .map(|j| {
+            let mut r = vec![j.id.to_string()];
+            if with_owner {
+                r.push(j.owner.clone());
+            }
+            let dur = match (j.running_at_ms, j.finished_at_ms) {
+                (Some(s), Some(e)) => duration(e - s),
+                (Some(s), None) => duration(now_ms() - s),
+                _ => "-".into(),
+            };
+            r.extend([
+                j.name.clone(),
+                j.state.to_string(),
+                j.cores.to_string(),
+                format_mib(j.memory_limit_mib),
+                ago(j.submitted_at_ms),
+                dur,
+                j.reason.clone().unwrap_or_default(),
+            ]);
+            r
+        })
+        .collect();
+    table(&header, rows);
+    Ok(())
+}
+
+pub fn print_job(j: &api::Job, format: Format) -> Result<()> {
+    if format == Format::Json {
+        return json(j);
+    }
+    let r = &j.resources;
+    println!("Job {}: {}", j.id, j.name);
+    println!("  owner:      {}", j.owner);
+    println!("  state:      {}", j.state);
+    if let Some(reason) = &j.reason {
+        let label = if j.state.is_terminal() {
+            "reason"
+        } else {
+            "waiting"
+        };
+        println!("  {label}:{:w$}{reason}", "", w = 11 - label.len());
+    }
+    if let Some(code) = j.exit_code {
+        println!("  exit code:  {code}");
+    }
+    if j.oom_killed {
+        println!("  OOM killed: yes");
+    }
+    println!(
+        "  app:        {}{} {}",
+        j.main,
+        j.class
+            .as_deref()
+            .map(|c| format!(" (class {c})"))
+            .unwrap_or_default(),
+        j.args.join(" ")
+    );
+    println!(
+        "  resources:  driver {} cores {}, {} x executor {} cores {} -> local[{}], memory limit {} (heap + overhead)",
+        r.driver_cores,
+        format_mib(r.driver_memory_mib),
+        r.num_executors,
+        r.executor_cores,
+        format_mib(r.executor_memory_mib),
+        j.cores,
+        format_mib(j.memory_limit_mib)
+    );
+    if let Some(node) = &j.node {
+        println!("  node:       {node}");
+    }
+    println!("  phases:");
+    println!("    submitted  {}", timestamp(j.submitted_at_ms));
+    let phases = [
+        ("queued", Some(j.submitted_at_ms), j.started_at_ms),
+        ("starting", j.started_at_ms, j.running_at_ms),
+        ("running", j.running_at_ms, j.finished_at_ms),
+    ];
+    for (name, from, to) in phases {
+        if let Some(from) = from {
+            match to {
+                Some(to) => println!("    {name:<10} {}", duration(to - from)),
+                None if !j.state.is_terminal() => {
+                    println!("    {name:<10} {} so far", duration(now_ms() - from))
+                }
+                None => {}
+            }
+        }
+    }
+    if let Some(f) = j.finished_at_ms {
+        println!("    finished   {}", timestamp(f));
+    }
+    Ok(())
+}
+
+pub fn print_users(users: &[api::User], format: Format) -> Result<()> {
+    if format == Format::Json {
+        return json(&users);
+    }
+    table(
+        &["NAME", "ADMIN", "UID", "CREATED"],
+        users
+            .iter()
+            .map(|u| {
+                vec![
+                    u.name.clone(),
+                    if u.admin { "yes" } else { "" }.into(),
+                    u.uid.to_string(),
+                    ago(u.created_at_ms),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+pub fn print_tokens(tokens: &[api::Token], format: Format) -> Result<()> {
+    if format == Format::Json {
+        return json(&tokens);
+    }
+    table(
+        &["ID", "NAME", "CREATED", "EXPIRES", "LAST USED"],
+        tokens
+            .iter()
+            .map(|t| {
+                vec![
+                    t.id.to_string(),
+                    t.name.clone(),
+                    ago(t.created_at_ms),
+                    t.expires_at_ms
+                        .map(timestamp)
+                        .unwrap_or_else(|| "never".into()),
+                    t.last_used_at_ms.map(ago).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
+    if format == Format::Json {
+        return json(&nodes);
+    }
+    table(
+        &["NAME", "CORES", "MEMORY", "ISOLATION", "PROBLEMS"],
+        nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.name.clone(),
+                    format!("{}/{}", n.used_cores, n.cores),
+                    format!(
+                        "{}/{}",
+                        format_mib(n.used_memory_mib),
+                        format_mib(n.memory_mib)
+                    ),
+                    if n.isolation { "on" } else { "OFF" }.into(),
+                    n.problems.join("; "),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! `hearth`: the one binary. `hearth up` runs the platform; everything else is the CLI.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hearth_agent::sandbox::ShimCommand;
+use hearth_agent::users::UidRange;
+use hearth_server::config::{machine_resources, Config};
+use hearth_server::runtime::RuntimeLocation;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hearth",
+    version,
+    about = "A secure multi-user Apache Spark platform"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: hearth_client::Global,
+    #[command(subcommand)]
+    cmd: Top,
+}
+
+#[derive(Debug, Subcommand)]
+enum Top {
+    /// Run the whole platform (control plane + local agent) in one process
+    Up(Box<UpArgs>),
+    /// Manage the Spark runtime on this machine
+    Runtime {
+        #[command(subcommand)]
+        cmd: RuntimeCommand,
+    },
+    #[command(hide = true)]
+    Internal {
+        #[command(subcommand)]
+        cmd: InternalCommand,
+    },
+    #[command(flatten)]
+    Client(hearth_client::Command),
+}
+
+#[derive(Debug, Args)]
+struct RuntimeArgs {
+    /// The runtime venv (default: DATA_DIR/runtime)
+    #[arg(long, env = "HEARTH_RUNTIME")]
+    runtime: Option<PathBuf>,
+    /// Use an existing Spark installation instead (a pyspark or Spark directory)
+    #[arg(long, env = "SPARK_HOME_FOR_HEARTH")]
+    spark_home: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Where Hearth keeps its data
+    #[arg(long, env = "HEARTH_DATA_DIR", default_value = "./.hearth")]
+    data_dir: PathBuf,
+    /// Address for the API and web port
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Cores offered to jobs (default: all)
+    #[arg(long)]
+    cores: Option<u32>,
+    /// Memory offered to jobs, e.g. 16g (default: all)
+    #[arg(long)]
+    memory: Option<String>,
+    /// File holding the first admin password (else HEARTH_ADMIN_PASSWORD, else generated)
+    #[arg(long)]
+    admin_password_file: Option<PathBuf>,
+    /// Linux uids to allocate for users, e.g. 200000-299999
+    #[arg(long, default_value = "200000-299999")]
+    uid_range: String,
+    /// Largest upload, e.g. 2g
+    #[arg(long, default_value = "2g")]
+    max_upload: String,
+    /// Seconds between SIGTERM and SIGKILL when stopping a job
+    #[arg(long, default_value_t = 10)]
+    stop_grace: u64,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum RuntimeCommand {
+    /// Install the pinned pyspark into a venv Hearth manages
+    Install {
+        #[arg(long, env = "HEARTH_DATA_DIR", default_value = "./.hearth")]
+        data_dir: PathBuf,
+        /// Where to install (default: DATA_DIR/runtime)
+        #[arg(long, env = "HEARTH_RUNTIME")]
+        runtime: Option<PathBuf>,
+        /// The Python to build the venv from; must be readable by every job's uid
+        #[arg(long, default_value = "/usr/bin/python3")]
+        python: PathBuf,
+    },
+    /// Check that jobs can run: Spark runtime and Java
+    Check {
+        #[arg(long, env = "HEARTH_DATA_DIR", default_value = "./.hearth")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InternalCommand {
+    /// Supervise one task (started by the agent, not by people)
+    Shim { dir: PathBuf },
+}
+
+fn absolute(p: PathBuf) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Ok(std::env::current_dir()?.join(p))
+    }
+}
+
+fn runtime_location(data_dir: &std::path::Path, args: RuntimeArgs) -> Result<RuntimeLocation> {
+    Ok(RuntimeLocation {
+        venv: absolute(args.runtime.unwrap_or_else(|| data_dir.join("runtime")))?,
+        spark_home: args.spark_home.map(absolute).transpose()?,
+    })
+}
+
+fn parse_uid_range(s: &str) -> Result<UidRange> {
+    let parsed = s
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)));
+    match parsed {
+        Some((first, last)) if first >= 1000 && first <= last => Ok(UidRange { first, last }),
+        _ => bail!(
+            "--uid-range {s}: write FIRST-LAST with 1000 <= FIRST <= LAST, e.g. 200000-299999"
+        ),
+    }
+}
+
+fn up_config(args: UpArgs) -> Result<Config> {
+    let data_dir = absolute(args.data_dir)?;
+    let (machine_cores, machine_mib) = machine_resources();
+    let cores = args.cores.unwrap_or(machine_cores);
+    if cores == 0 || cores > machine_cores {
+        bail!("--cores {cores}: this machine has {machine_cores} cores; offer between 1 and {machine_cores}");
+    }
+    let memory_mib = match &args.memory {
+        Some(m) => hearth_model::parse_mib(m).map_err(|e| anyhow::anyhow!("--memory: {e}"))?,
+        None => machine_mib,
+    };
+    if memory_mib > machine_mib {
+        bail!(
+            "--memory {}: this machine has {}; offer at most that",
+            args.memory.unwrap_or_default(),
+            hearth_model::format_mib(machine_mib)
+        );
+    }
+    let max_upload_mib = hearth_model::parse_mib(&args.max_upload)
+        .map_err(|e| anyhow::anyhow!("--max-upload: {e}"))?;
+    let admin_password = match &args.admin_password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading --admin-password-file {}", f.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        None => std::env::var("HEARTH_ADMIN_PASSWORD").ok(),
+    };
+    let runtime = runtime_location(&data_dir, args.runtime)?;
+    Ok(Config {
+        listen: args.listen,
+        cores,
+        memory_mib,
+        uid_range: parse_uid_range(&args.uid_range)?,
+        runtime,
+        max_upload_bytes: max_upload_mib * 1024 * 1024,
+        admin_password,
+        shim: ShimCommand {
+            program: std::env::current_exe().context("finding the hearth binary")?,
+            args: vec!["internal".into(), "shim".into()],
+        },
+        stop_grace: Duration::from_secs(args.stop_grace),
+        data_dir,
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    match cli.cmd {
+        Top::Internal {
+            cmd: InternalCommand::Shim { dir },
+        } => Ok(hearth_agent::sandbox::run_shim(&dir)),
+        Top::Up(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let cfg = up_config(*args)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(hearth_server::run(cfg, shutdown_signal()))?;
+            Ok(0)
+        }
+        Top::Runtime {
+            cmd:
+                RuntimeCommand::Install {
+                    data_dir,
+                    runtime,
+                    python,
+                },
+        } => {
+            let dir = absolute(runtime.unwrap_or_else(|| data_dir.join("runtime")))?;
+            hearth_server::runtime::install(&dir, &python).map_err(anyhow::Error::msg)?;
+            Ok(0)
+        }
+        Top::Runtime {
+            cmd: RuntimeCommand::Check { data_dir, runtime },
+        } => match runtime_location(&absolute(data_dir)?, runtime)?.locate() {
+            Ok(rt) => {
+                println!("Spark: {}", rt.spark_home.display());
+                println!("Python: {}", rt.python.display());
+                println!("Java: {}", rt.java);
+                Ok(0)
+            }
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("- {p}");
+                }
+                Ok(1)
+            }
+        },
+        Top::Client(cmd) => hearth_client::run(&cli.global, cmd),
+    }
+}

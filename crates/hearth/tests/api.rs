@@ -1,0 +1,427 @@
+//! The API and CLI without running Spark: authentication, ownership, bad input, files.
+
+mod common;
+
+use common::{api_call, apps, run_with_stdin, text, Hearth, BIN};
+use serde_json::json;
+use std::process::Command;
+
+#[test]
+fn every_call_needs_a_valid_token() {
+    let mut h = Hearth::start();
+    let alice = h.add_user("alice");
+    let (status, body) = api_call(&h.url, None, "GET", "/api/v1/jobs", None);
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Bearer"),
+        "{body}"
+    );
+    for bad in ["nonsense", "hth_1_00", "hth_999_abcdef"] {
+        let (status, body) = api_call(&h.url, Some(bad), "GET", "/api/v1/whoami", None);
+        assert_eq!(status, 401, "{bad}: {body}");
+    }
+    // The OpenAPI document is behind the same door.
+    let (status, _) = api_call(&h.url, None, "GET", "/api/v1/openapi.json", None);
+    assert_eq!(status, 401);
+
+    // A created token works until revoked.
+    let out = h.cli(&alice, &["token", "create", "ci"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_string();
+    let (status, me) = api_call(&h.url, Some(&token), "GET", "/api/v1/whoami", None);
+    assert_eq!((status, me["name"].as_str()), (200, Some("alice")));
+    let id = token.split('_').nth(1).expect("id");
+    let out = h.cli(&alice, &["token", "revoke", id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (status, _) = api_call(&h.url, Some(&token), "GET", "/api/v1/whoami", None);
+    assert_eq!(status, 401);
+
+    // An expired token is refused and says so.
+    let out = h.cli(&alice, &["token", "create", "short", "--ttl", "1s"]);
+    let token = text(&out.stdout).trim().to_string();
+    assert_eq!(
+        api_call(&h.url, Some(&token), "GET", "/api/v1/whoami", None).0,
+        200
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (status, body) = api_call(&h.url, Some(&token), "GET", "/api/v1/whoami", None);
+    assert_eq!(status, 401);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("expired"),
+        "{body}"
+    );
+
+    // Wrong passwords do not log in.
+    let out = run_with_stdin(
+        Command::new(BIN)
+            .args([
+                "login",
+                "--server",
+                &h.url,
+                "--user",
+                "alice",
+                "--password-stdin",
+                "--config",
+            ])
+            .arg(std::env::temp_dir().join(common::unique("cfg"))),
+        "wrong-password",
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("wrong user name or password"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Tokens are stored only as slow salted hashes.
+    let db = std::fs::read(h.data_dir.join("hearth.db")).expect("db");
+    let secret = alice.token.rsplit('_').next().expect("secret");
+    assert!(!String::from_utf8_lossy(&db).contains(secret));
+}
+
+#[test]
+fn only_admins_manage_users() {
+    let mut h = Hearth::start();
+    let alice = h.add_user("alice");
+    let out = h.cli(&alice, &["user", "add", "mallory"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("only admins"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = h.cli(&alice, &["user", "list"]);
+    assert!(!out.status.success());
+
+    let out = h.cli(&h.admin, &["user", "add", "carol"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(
+        printed.contains("Password (shown only this once)"),
+        "{printed}"
+    );
+    let out = h.cli(&h.admin, &["user", "list", "-o", "json"]);
+    let users: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let names: Vec<&str> = users
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["admin", "alice", "carol"]);
+    let carol_uid = users[2]["uid"].as_u64().expect("uid");
+    // The Linux account exists while the user does.
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
+    assert!(passwd.contains(&format!("hearth{carol_uid}:")));
+    let out = h.cli(&h.admin, &["user", "add", "carol"]);
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = h.cli(&h.admin, &["user", "add", "Bad Name"]);
+    assert!(
+        text(&out.stderr).contains("not a valid user name"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = h.cli(&h.admin, &["user", "remove", "carol"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
+    assert!(!passwd.contains(&format!("hearth{carol_uid}:")));
+}
+
+#[test]
+fn bad_input_is_refused_clearly_and_nothing_is_persisted() {
+    let mut h = Hearth::start_with(&["--cores", "2", "--memory", "4g"]);
+    let alice = h.add_user("alice");
+    let sleepy = apps().join("sleepy.py").display().to_string();
+
+    // CLI errors, before anything reaches the server.
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["submit", "--executor-memory", "4x", &sleepy],
+            "`4x` is not a memory size",
+        ),
+        (
+            &["submit", "--conf", "spark.foo", &sleepy],
+            "write --conf key=value",
+        ),
+        (
+            &["submit", "/no/such/app.py"],
+            "no such file: /no/such/app.py",
+        ),
+        (
+            &["submit", "--py-files", "/no/lib.zip", &sleepy],
+            "no such file: /no/lib.zip",
+        ),
+        (
+            &["submit", "--bogus-flag", &sleepy],
+            "unexpected argument '--bogus-flag'",
+        ),
+        // Refused by the server, with the numbers.
+        (
+            &["submit", "--num-executors", "8", &sleepy],
+            "this machine offers jobs 2 cores",
+        ),
+        (
+            &["submit", "--driver-memory", "8g", &sleepy],
+            "ask for fewer or smaller executors",
+        ),
+        (
+            &["submit", "--conf", "spark.executor.memory=2g", &sleepy],
+            "use --executor-memory",
+        ),
+        (
+            &["submit", "--executor-cores", "0", &sleepy],
+            "--executor-cores must be at least 1",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = h.cli(&alice, args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = text(&out.stderr);
+        assert!(err.contains(want), "{args:?}: expected `{want}` in:\n{err}");
+    }
+    let empty = std::env::temp_dir().join(common::unique("empty.py"));
+    std::fs::write(&empty, "").expect("empty");
+    let out = h.cli(&alice, &["submit", &empty.display().to_string()]);
+    assert!(
+        text(&out.stderr).contains("is empty"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = std::fs::remove_file(empty);
+
+    // API errors: JSON, types, unknown fields, ids, uploads.
+    let zero = "0".repeat(64);
+    let cases: Vec<(&str, String, Option<serde_json::Value>, u16, &str)> = vec![
+        (
+            "POST",
+            "/api/v1/jobs".into(),
+            Some(json!({"main": {"name": "a.py", "sha256": zero}, "driver_memory": "1g"})),
+            422,
+            "unknown field `driver_memory`",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs".into(),
+            Some(json!({"main": "a.py"})),
+            422,
+            "invalid type",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs".into(),
+            Some(json!({})),
+            422,
+            "missing field `main`",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs".into(),
+            Some(json!({"main": {"name": "a.py", "sha256": zero}})),
+            400,
+            "was not uploaded",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs".into(),
+            Some(json!({"main": {"name": "../a.py", "sha256": zero}})),
+            400,
+            "not a valid file name",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs".into(),
+            Some(json!({"main": {"name": "a.txt", "sha256": zero}})),
+            400,
+            "neither a .py nor a .jar",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs".into(),
+            Some(json!({"main": {"name": "a.py", "sha256": "xyz"}})),
+            400,
+            "64 lowercase hex",
+        ),
+        ("GET", "/api/v1/jobs/abc".into(), None, 400, "not a job id"),
+        (
+            "GET",
+            "/api/v1/jobs/999".into(),
+            None,
+            404,
+            "you have no job 999",
+        ),
+        (
+            "GET",
+            "/api/v1/jobs?state=sleeping".into(),
+            None,
+            400,
+            "not a job state",
+        ),
+        (
+            "GET",
+            "/api/v1/jobs?colour=red".into(),
+            None,
+            400,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/api/v1/tokens".into(),
+            Some(json!({"name": "x", "ttl_seconds": -5})),
+            422,
+            "invalid value",
+        ),
+        (
+            "GET",
+            "/api/v1/nope".into(),
+            None,
+            404,
+            "no such API endpoint",
+        ),
+    ];
+    for (method, path, body, want_status, want) in cases {
+        let (status, resp) = h.api(&alice, method, &path, body);
+        assert_eq!(status, want_status, "{method} {path}: {resp}");
+        let msg = resp["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            msg.contains(want),
+            "{method} {path}: expected `{want}` in {resp}"
+        );
+        assert!(resp["error"]["code"].is_string(), "{resp}");
+    }
+    // Malformed JSON.
+    let resp = ureq::post(&format!("{}/api/v1/jobs", h.url))
+        .set("Authorization", &format!("Bearer {}", alice.token))
+        .set("Content-Type", "application/json")
+        .send_string("{\"main\": ");
+    match resp {
+        Err(ureq::Error::Status(400, r)) => {
+            let body = r.into_string().unwrap_or_default();
+            assert!(body.contains("invalid_body"), "{body}");
+        }
+        other => panic!("malformed JSON: {other:?}"),
+    }
+    // Uploads: empty, wrong digest.
+    let put = |sha: &str, body: &[u8]| match ureq::put(&format!("{}/api/v1/blobs/{sha}", h.url))
+        .set("Authorization", &format!("Bearer {}", alice.token))
+        .send_bytes(body)
+    {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{e}"),
+    };
+    let (s, b) = put(&zero, b"");
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("empty"), "{b}");
+    let (s, b) = put(&zero, b"print(1)\n");
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("digest_mismatch"), "{b}");
+    let blobs_tmp = h.data_dir.join("blobs").join("tmp");
+    assert_eq!(
+        std::fs::read_dir(blobs_tmp).map(|d| d.count()).unwrap_or(0),
+        0,
+        "half-written upload left"
+    );
+
+    // None of it left a job behind.
+    let (_, list) = h.api(&alice, "GET", "/api/v1/jobs", None);
+    assert_eq!(list["jobs"].as_array().map(|a| a.len()), Some(0), "{list}");
+    let (_, list) = h.api(&h.admin, "GET", "/api/v1/jobs?all=true", None);
+    assert_eq!(list["jobs"].as_array().map(|a| a.len()), Some(0), "{list}");
+}
+
+#[test]
+fn every_documented_route_is_served() {
+    let h = Hearth::start();
+    let (status, doc) = h.api(&h.admin, "GET", "/api/v1/openapi.json", None);
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 15);
+    for (path, item) in paths {
+        for method in ["get", "post", "put", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let concrete = path
+                .replace("{name}", "nobody")
+                .replace("{id}", "424242")
+                .replace("{sha256}", &"0".repeat(64))
+                .replace("{path}", "no-such-file");
+            let resp = match method {
+                "put" => ureq::put(&format!("{}{concrete}", h.url))
+                    .set("Authorization", &format!("Bearer {}", h.admin.token))
+                    .send_bytes(b"x"),
+                _ => ureq::request(&method.to_uppercase(), &format!("{}{concrete}", h.url))
+                    .set("Authorization", &format!("Bearer {}", h.admin.token))
+                    .call(),
+            };
+            let (status, body) = match resp {
+                Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+                Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+                Err(e) => panic!("{method} {concrete}: {e}"),
+            };
+            assert_ne!(status, 405, "{method} {path} not routed");
+            assert!(
+                !body.contains("no such API endpoint"),
+                "{method} {path} not routed: {body}"
+            );
+        }
+    }
+}
+
+#[test]
+fn workspace_files_round_trip_and_stay_private() {
+    let mut h = Hearth::start();
+    let alice = h.add_user("alice");
+    let bob = h.add_user("bob");
+    let local = std::env::temp_dir().join(common::unique("data.csv"));
+    std::fs::write(&local, "a,b\n1,2\n").expect("write");
+    let out = h.cli(
+        &alice,
+        &["fs", "put", &local.display().to_string(), "input/data.csv"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let on_disk = h.workspace(&alice).join("input").join("data.csv");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&on_disk).expect("stat")),
+        alice.uid
+    );
+    let ls = text(&h.cli(&alice, &["fs", "ls", "input"]).stdout);
+    assert!(ls.contains("data.csv") && ls.contains('8'), "{ls}");
+    let get = h.cli(&alice, &["fs", "get", "input/data.csv", "-"]);
+    assert_eq!(text(&get.stdout), "a,b\n1,2\n");
+    // Bob sees nothing of it; `..` is refused.
+    let get = h.cli(&bob, &["fs", "get", "input/data.csv", "-"]);
+    assert!(!get.status.success());
+    assert!(
+        text(&get.stderr).contains("no such file"),
+        "{}",
+        text(&get.stderr)
+    );
+    let (status, body) = h.api(
+        &bob,
+        "GET",
+        "/api/v1/files/..%2Falice%2Finput%2Fdata.csv",
+        None,
+    );
+    assert!(status == 400 || status == 404, "{status} {body}");
+    // A symlink Alice planted to something she may not read leads nowhere.
+    std::os::unix::fs::symlink("/etc/shadow", h.workspace(&alice).join("shadow")).expect("symlink");
+    let get = h.cli(&alice, &["fs", "get", "shadow", "-"]);
+    assert!(!get.status.success());
+    assert!(!text(&get.stdout).contains("root:"));
+    let rm = h.cli(&alice, &["fs", "rm", "input/data.csv"]);
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
+    assert!(!on_disk.exists());
+    let _ = std::fs::remove_file(local);
+}

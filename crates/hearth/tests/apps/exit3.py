@@ -1,0 +1,3 @@
+import sys
+print("failing on purpose", flush=True)
+sys.exit(3)

@@ -1,0 +1,353 @@
+//! A real `hearth up` for integration tests: its own data dir and port, the shared Spark
+//! runtime from `HEARTH_TEST_RUNTIME`, and users made through the real CLI.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hearth");
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+pub fn apps() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("apps")
+}
+
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+pub fn runtime() -> PathBuf {
+    match std::env::var("HEARTH_TEST_RUNTIME") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => panic!(
+            "HEARTH_TEST_RUNTIME is not set: run the tests with scripts/test.sh, which installs the Spark runtime"
+        ),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// A logged-in CLI identity: its own client config file.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub name: String,
+    pub config: PathBuf,
+    pub token: String,
+    pub uid: u32,
+}
+
+pub struct Hearth {
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+    pub admin: User,
+    uids: Vec<u32>,
+    work: PathBuf,
+}
+
+impl Hearth {
+    pub fn start() -> Hearth {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Hearth {
+        let work = std::env::temp_dir().join(unique("hearth-it"));
+        std::fs::create_dir_all(&work).expect("work dir");
+        let port = free_port();
+        let mut h = Hearth {
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: work.join("data"),
+            port,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            admin: User {
+                name: "admin".into(),
+                config: work.join("admin.json"),
+                token: String::new(),
+                uid: 0,
+            },
+            uids: Vec::new(),
+            work,
+        };
+        h.boot();
+        h.admin = h.login("admin", ADMIN_PASSWORD);
+        h
+    }
+
+    /// Starts (or restarts) the server process on the same data dir and port.
+    pub fn boot(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work.join("server.log"))
+            .expect("server log");
+        let child = Command::new(BIN)
+            .arg("up")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--runtime")
+            .arg(runtime())
+            .arg("--stop-grace")
+            .arg("3")
+            .args(&self.extra_args)
+            .env("HEARTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("HEARTH_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start hearth up");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if ureq::get(&format!("{}/healthz", self.url)).call().is_ok() {
+                return;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("hearth up exited with {status}:\n{}", self.server_log());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hearth up did not come up:\n{}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.work.join("server.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, as Ctrl-C would, and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().expect("wait for hearth")
+    }
+
+    pub fn login(&self, name: &str, password: &str) -> User {
+        let config = self.work.join(format!("{name}.json"));
+        let out = run_with_stdin(
+            Command::new(BIN)
+                .args([
+                    "login",
+                    "--server",
+                    &self.url,
+                    "--user",
+                    name,
+                    "--password-stdin",
+                ])
+                .arg("--config")
+                .arg(&config),
+            password,
+        );
+        assert!(out.status.success(), "login {name}: {}", text(&out.stderr));
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
+        User {
+            name: name.into(),
+            config,
+            token: cfg["token"].as_str().expect("token").to_string(),
+            uid: 0,
+        }
+    }
+
+    /// Creates a user through the admin's CLI and logs them in.
+    pub fn add_user(&mut self, name: &str) -> User {
+        let password = format!("{name}-password-123");
+        let out = run_with_stdin(
+            Command::new(BIN)
+                .args(["user", "add", name, "--password-stdin"])
+                .arg("--config")
+                .arg(&self.admin.config),
+            &password,
+        );
+        assert!(
+            out.status.success(),
+            "user add {name}: {}",
+            text(&out.stderr)
+        );
+        let mut user = self.login(name, &password);
+        let me = self.api(&user, "GET", "/api/v1/whoami", None);
+        user.uid = me.1["uid"].as_u64().expect("uid") as u32;
+        self.uids.push(user.uid);
+        user
+    }
+
+    /// Runs the CLI as `user`.
+    pub fn cli(&self, user: &User, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&user.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hearth")
+    }
+
+    /// One raw API call: (status, JSON body or Null).
+    pub fn api(
+        &self,
+        user: &User,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        api_call(&self.url, Some(&user.token), method, path, body)
+    }
+
+    pub fn workspace(&self, user: &User) -> PathBuf {
+        self.data_dir.join("workspaces").join(&user.name)
+    }
+
+    /// Waits until the job is in a terminal state; returns its JSON.
+    pub fn wait_job(&self, user: &User, id: u64, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, job) = self.api(user, "GET", &format!("/api/v1/jobs/{id}"), None);
+            assert_eq!(status, 200, "{job}");
+            let state = job["state"].as_str().unwrap_or("");
+            if ["succeeded", "failed", "cancelled", "lost"].contains(&state) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} still {state}:\n{}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn wait_state(
+        &self,
+        user: &User,
+        id: u64,
+        want: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, job) = self.api(user, "GET", &format!("/api/v1/jobs/{id}"), None);
+            if job["state"] == want {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never became {want}: {job}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn logs(&self, user: &User, id: u64) -> String {
+        let out = self.cli(user, &["logs", &id.to_string()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// Submits with the CLI; returns the job id.
+    pub fn submit(&self, user: &User, args: &[&str]) -> u64 {
+        let mut all = vec!["submit"];
+        all.extend_from_slice(args);
+        let out = self.cli(user, &all);
+        assert!(out.status.success(), "submit failed: {}", text(&out.stderr));
+        text(&out.stdout).trim().parse().expect("job id on stdout")
+    }
+}
+
+impl Drop for Hearth {
+    fn drop(&mut self) {
+        self.kill9();
+        for uid in &self.uids {
+            let name = format!("hearth{uid}");
+            let _ = Command::new("userdel").arg(&name).output();
+            let _ = Command::new("groupdel").arg(&name).output();
+        }
+        // Processes a failed test may have left: everything of our users' uids.
+        for uid in &self.uids {
+            let _ = Command::new("pkill")
+                .args(["-9", "-U", &uid.to_string()])
+                .output();
+        }
+        if std::env::var("HEARTH_TEST_KEEP").is_err() {
+            let _ = std::fs::remove_dir_all(&self.work);
+        }
+    }
+}
+
+pub fn api_call(
+    url: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = ureq::request(method, &format!("{url}{path}"));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let res = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let (status, resp) = match res {
+        Ok(r) => (r.status(), r),
+        Err(ureq::Error::Status(s, r)) => (s, r),
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let text = resp.into_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+pub fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = writeln!(stdin, "{input}");
+    }
+    child.wait_with_output().expect("wait")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}

@@ -1,0 +1,113 @@
+//! The check at submission time: limits that refuse a job outright rather than make it
+//! wait (queued-job quotas, the priority cap, unknown queues). The server calls
+//! [`check_submission`] before it stores a new job and shows the refusal as the error.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::plan::Scope;
+use crate::snapshot::{JobOptions, Priority, Snapshot};
+
+/// Why a submission is refused, in words that say what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The user's or group's `max_queued_jobs` is reached.
+    TooManyQueued {
+        scope: Scope,
+        queued: u32,
+        max: u32,
+    },
+    /// The job asks for a priority above the user's cap.
+    PriorityAboveCap {
+        asked: Priority,
+        max: Priority,
+    },
+    UnknownQueue {
+        queue: String,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::TooManyQueued { scope, queued, max } => {
+                let (who, whose) = match scope {
+                    Scope::User => ("you already have".to_string(), "your"),
+                    Scope::Group(g) => (format!("group {g} already has"), "its"),
+                    Scope::Queue(q) => (format!("queue {q} already has"), "its"),
+                };
+                write!(
+                    f,
+                    "{who} {queued} jobs queued and {whose} quota allows {max}: wait for some to start, or cancel some"
+                )
+            }
+            Refusal::PriorityAboveCap { asked, max } => write!(
+                f,
+                "priority {asked} is above the highest you may use, {max}: submit with --priority {max} or lower"
+            ),
+            Refusal::UnknownQueue { queue } => write!(
+                f,
+                "queue {queue} does not exist: ask an admin to create it, or submit without --queue"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// May `user` submit a job with `options` now? `snapshot` is the current state (its
+/// `queued` jobs are counted against the queued-job quotas; the new job is not in it).
+pub fn check_submission(
+    snapshot: &Snapshot,
+    user: &str,
+    options: &JobOptions,
+) -> Result<(), Refusal> {
+    let config = &snapshot.config;
+    if let Some(queue) = &options.queue {
+        if !config.queue_exists(queue) {
+            return Err(Refusal::UnknownQueue {
+                queue: queue.clone(),
+            });
+        }
+    }
+    let max = config.max_priority(user);
+    if options.priority > max {
+        return Err(Refusal::PriorityAboveCap {
+            asked: options.priority,
+            max,
+        });
+    }
+    let group = config.group_of(user);
+    let mut group_of: HashMap<&str, bool> = HashMap::new();
+    let (mut mine, mut ours) = (0u32, 0u32);
+    for job in &snapshot.queued {
+        if job.user == user {
+            mine += 1;
+        }
+        let same_group = *group_of
+            .entry(job.user.as_str())
+            .or_insert_with(|| config.group_of(&job.user) == group);
+        if same_group {
+            ours += 1;
+        }
+    }
+    if let Some(max) = config.user_quota(user).max_queued_jobs {
+        if mine >= max {
+            return Err(Refusal::TooManyQueued {
+                scope: Scope::User,
+                queued: mine,
+                max,
+            });
+        }
+    }
+    if let Some(max) = config.group(group).and_then(|g| g.quota.max_queued_jobs) {
+        if ours >= max {
+            return Err(Refusal::TooManyQueued {
+                scope: Scope::Group(group.to_string()),
+                queued: ours,
+                max,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! Uploads (content-addressed blobs) and each user's private workspace. Workspace files are
+//! touched with the user's own filesystem identity, never root's.
+
+use super::{AppState, Caller};
+use crate::blobs::is_sha256_hex;
+use crate::error::{ApiError, ApiResult};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hearth_agent::{fsaccess, LinuxUser};
+use hearth_model::api;
+use std::io::Write;
+use std::path::{Component, PathBuf};
+use tokio_stream::StreamExt;
+
+fn check_digest(sha256: &str) -> ApiResult<()> {
+    if is_sha256_hex(sha256) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_digest",
+            format!("`{sha256}` is not a SHA-256: use 64 lowercase hex digits"),
+        ))
+    }
+}
+
+pub async fn put_blob(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(sha256): Path<String>,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<api::BlobInfo>)> {
+    check_digest(&sha256)?;
+    if let Some(size) = app.store.blob_of(&sha256, caller.0.id)? {
+        return Ok((StatusCode::OK, Json(api::BlobInfo { sha256, size })));
+    }
+    let size = app
+        .blobs
+        .put(&sha256, body, app.cfg.max_upload_bytes)
+        .await?;
+    app.store.add_blob(&sha256, size, caller.0.id)?;
+    Ok((StatusCode::CREATED, Json(api::BlobInfo { sha256, size })))
+}
+
+/// Whether the caller already uploaded this content (so the CLI can skip the upload).
+pub async fn get_blob(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(sha256): Path<String>,
+) -> ApiResult<Json<api::BlobInfo>> {
+    check_digest(&sha256)?;
+    match app.store.blob_of(&sha256, caller.0.id)? {
+        Some(size) => Ok(Json(api::BlobInfo { sha256, size })),
+        None => Err(ApiError::not_found(format!(
+            "you have not uploaded {sha256}"
+        ))),
+    }
+}
+
+/// Resolves a workspace-relative path; `..` and absolute paths are refused.
+fn workspace_path(app: &AppState, caller: &Caller, rel: &str) -> ApiResult<(LinuxUser, PathBuf)> {
+    let user = caller.0.linux(app);
+    let mut path = user.home.clone();
+    for c in std::path::Path::new(rel).components() {
+        match c {
+            Component::Normal(p) => path.push(p),
+            Component::CurDir => {}
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_path",
+                    format!("`{rel}` leaves your workspace: use a path relative to it, without .."),
+                ))
+            }
+        }
+    }
+    Ok((user, path))
+}
+
+fn fs_error(rel: &str, e: std::io::Error) -> ApiError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            ApiError::not_found(format!("no such file in your workspace: {rel}"))
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            ApiError::forbidden(format!("permission denied: {rel}"))
+        }
+        std::io::ErrorKind::AlreadyExists => {
+            ApiError::conflict("exists", format!("{rel} already exists"))
+        }
+        _ => ApiError::bad_request("file_error", format!("{rel}: {e}")),
+    }
+}
+
+pub async fn get_root(state: State<AppState>, caller: Caller) -> ApiResult<Response> {
+    get(state, caller, Path(String::new())).await
+}
+
+pub async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(rel): Path<String>,
+) -> ApiResult<Response> {
+    let (user, path) = workspace_path(&app, &caller, &rel)?;
+    let (u2, p2) = (user.clone(), path.clone());
+    let is_dir = tokio::task::spawn_blocking(move || {
+        fsaccess::as_user(&u2, move || std::fs::metadata(&p2).map(|m| m.is_dir()))
+    })
+    .await
+    .map_err(|e| ApiError::internal("reading the workspace", e))?
+    .map_err(|e| fs_error(&rel, e))?;
+    if is_dir {
+        let entries = tokio::task::spawn_blocking(move || fsaccess::list_dir(&user, &path))
+            .await
+            .map_err(|e| ApiError::internal("reading the workspace", e))?
+            .map_err(|e| fs_error(&rel, e))?;
+        let mut list: Vec<api::FileEntry> = entries
+            .into_iter()
+            .map(|e| api::FileEntry {
+                name: e.name,
+                dir: e.is_dir,
+                size: e.size,
+                modified_ms: e.mtime_ms,
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        return Ok(Json(list).into_response());
+    }
+    let file = tokio::task::spawn_blocking(move || fsaccess::open_read(&user, &path))
+        .await
+        .map_err(|e| ApiError::internal("reading the workspace", e))?
+        .map_err(|e| fs_error(&rel, e))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Writes a file into the workspace: to a temporary name first, renamed when complete, so a
+/// cut-off upload never leaves half a file.
+pub async fn put(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(rel): Path<String>,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<api::FileEntry>)> {
+    let (user, path) = workspace_path(&app, &caller, &rel)?;
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(ApiError::bad_request(
+            "invalid_path",
+            "name a file to write",
+        ));
+    };
+    let name = name.to_string_lossy().to_string();
+    let tmp = parent.join(format!(".{name}.upload-{}", crate::auth::random_hex(6)));
+    let (u2, parent2, tmp2) = (user.clone(), parent.to_path_buf(), tmp.clone());
+    let mut file = tokio::task::spawn_blocking(move || {
+        fsaccess::as_user(&u2, move || {
+            std::fs::create_dir_all(&parent2)?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp2)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal("writing the workspace", e))?
+    .map_err(|e| fs_error(&rel, e))?;
+    let max = app.cfg.max_upload_bytes;
+    let mut size = 0u64;
+    let mut stream = body.into_data_stream();
+    let mut result: ApiResult<()> = Ok(());
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                result = Err(ApiError::bad_request(
+                    "upload_interrupted",
+                    format!("the upload was cut off: {e}"),
+                ));
+                break;
+            }
+        };
+        size += chunk.len() as u64;
+        if size > max {
+            result = Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "upload_too_large",
+                format!(
+                    "the file is larger than the upload limit of {} MiB",
+                    max / (1024 * 1024)
+                ),
+            ));
+            break;
+        }
+        // Small blocking writes to a local disk; chunks are at most a few hundred KiB.
+        if let Err(e) = file.write_all(&chunk) {
+            result = Err(fs_error(&rel, e));
+            break;
+        }
+    }
+    let (u2, path2, tmp2) = (user.clone(), path.clone(), tmp.clone());
+    let ok = result.is_ok();
+    let finish = tokio::task::spawn_blocking(move || {
+        fsaccess::as_user(&u2, move || {
+            if ok {
+                file.sync_all()?;
+                std::fs::rename(&tmp2, &path2)
+            } else {
+                std::fs::remove_file(&tmp2)
+            }
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal("writing the workspace", e))?;
+    result?;
+    finish.map_err(|e| fs_error(&rel, e))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(api::FileEntry {
+            name,
+            dir: false,
+            size,
+            modified_ms: crate::store::now_ms(),
+        }),
+    ))
+}
+
+pub async fn remove(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(rel): Path<String>,
+) -> ApiResult<StatusCode> {
+    let (user, path) = workspace_path(&app, &caller, &rel)?;
+    if path == user.home {
+        return Err(ApiError::bad_request(
+            "invalid_path",
+            "you cannot remove your workspace itself",
+        ));
+    }
+    tokio::task::spawn_blocking(move || fsaccess::remove(&user, &path))
+        .await
+        .map_err(|e| ApiError::internal("writing the workspace", e))?
+        .map_err(|e| fs_error(&rel, e))?;
+    Ok(StatusCode::NO_CONTENT)
+}

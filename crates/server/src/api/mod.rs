@@ -1,0 +1,145 @@
+//! The REST API under `/api/v1`: routing, authentication of every call, and the JSON body
+//! extractor that turns malformed input into a clear 4xx.
+
+mod files;
+mod jobs;
+pub mod openapi;
+mod users;
+
+use crate::auth::TokenCheck;
+use crate::error::{ApiError, ApiResult};
+use crate::store::UserRow;
+use crate::App;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::routing::{get, post, put};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+pub type AppState = Arc<App>;
+
+/// Every route: (method, path as in the OpenAPI document). The router and the document are
+/// both checked against this list by tests.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/api/v1/login"),
+    ("get", "/api/v1/whoami"),
+    ("get", "/api/v1/users"),
+    ("post", "/api/v1/users"),
+    ("delete", "/api/v1/users/{name}"),
+    ("get", "/api/v1/tokens"),
+    ("post", "/api/v1/tokens"),
+    ("delete", "/api/v1/tokens/{id}"),
+    ("put", "/api/v1/blobs/{sha256}"),
+    ("get", "/api/v1/blobs/{sha256}"),
+    ("get", "/api/v1/jobs"),
+    ("post", "/api/v1/jobs"),
+    ("get", "/api/v1/jobs/{id}"),
+    ("post", "/api/v1/jobs/{id}/cancel"),
+    ("get", "/api/v1/jobs/{id}/logs"),
+    ("get", "/api/v1/files"),
+    ("get", "/api/v1/files/{path}"),
+    ("put", "/api/v1/files/{path}"),
+    ("delete", "/api/v1/files/{path}"),
+    ("get", "/api/v1/nodes"),
+    ("get", "/api/v1/openapi.json"),
+];
+
+pub fn router(app: AppState) -> Router {
+    let api = Router::new()
+        .route("/login", post(users::login))
+        .route("/whoami", get(users::whoami))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/{name}", axum::routing::delete(users::remove))
+        .route("/tokens", get(users::list_tokens).post(users::create_token))
+        .route("/tokens/{id}", axum::routing::delete(users::revoke_token))
+        .route("/blobs/{sha256}", put(files::put_blob).get(files::get_blob))
+        .route("/jobs", get(jobs::list).post(jobs::submit))
+        .route("/jobs/{id}", get(jobs::show))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/logs", get(jobs::logs))
+        .route("/files", get(files::get_root))
+        .route(
+            "/files/{*path}",
+            get(files::get).put(files::put).delete(files::remove),
+        )
+        .route("/nodes", get(jobs::nodes))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(|| async {
+            ApiError::not_found("no such API endpoint: see /api/v1/openapi.json")
+        });
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        // Uploads stream and enforce their own limit; everything else is small JSON.
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
+        .with_state(app)
+}
+
+/// The authenticated user of a request.
+pub struct Caller(pub UserRow);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> ApiResult<Self> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "no credentials: send `Authorization: Bearer <token>` (hearth login stores one)",
+                )
+            })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must read `Bearer <token>`")
+            })?
+            .trim();
+        match app.tokens.check(&app.store, token)? {
+            TokenCheck::Valid { user_id } => match app.store.user_by_id(user_id)? {
+                Some(u) => Ok(Caller(u)),
+                None => Err(ApiError::unauthorized("the token's user no longer exists")),
+            },
+            TokenCheck::Invalid(why) => Err(ApiError::unauthorized(why)),
+        }
+    }
+}
+
+impl Caller {
+    pub fn require_admin(&self) -> ApiResult<()> {
+        if self.0.admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("only admins may do this"))
+        }
+    }
+}
+
+/// A JSON body whose every defect (syntax, unknown field, wrong type) is a 400 that says
+/// what was wrong.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(ApiError::new(rej.status(), "invalid_body", rej.body_text())),
+        }
+    }
+}
+
+/// Parses an id from a path segment.
+pub fn parse_id(what: &str, s: &str) -> ApiResult<i64> {
+    s.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("`{s}` is not a {what} id: ids are positive numbers"),
+        )
+    })
+}

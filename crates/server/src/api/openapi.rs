@@ -1,0 +1,138 @@
+//! The OpenAPI 3.1 document of the API, served at `/api/v1/openapi.json`. Tests check that
+//! it lists exactly the routes in [`super::ROUTES`].
+
+use super::Caller;
+use axum::Json;
+use serde_json::{json, Value};
+
+fn op(summary: &str, body: Option<&str>, ok: &str) -> Value {
+    let mut op = json!({
+        "summary": summary,
+        "responses": {
+            ok: {"description": "success"},
+            "4XX": {"description": "the request was wrong; the body says what to fix",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        }
+    });
+    if let Some(schema) = body {
+        op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+    }
+    op
+}
+
+fn raw_body(summary: &str, ok: &str) -> Value {
+    let mut o = op(summary, None, ok);
+    o["requestBody"] = json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
+    o
+}
+
+pub fn document() -> Value {
+    let file_ref = json!({"type": "object", "required": ["name", "sha256"], "additionalProperties": false,
+        "properties": {"name": {"type": "string"}, "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}});
+    let files = json!({"type": "array", "items": {"$ref": "#/components/schemas/FileRef"}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Hearth API", "version": "1"},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v1/login": {"post": {"security": [], "summary": "exchange a user name and password for a token",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}}}},
+                "responses": {"200": {"description": "a new token"}, "401": {"description": "wrong user name or password"}}}},
+            "/api/v1/whoami": {"get": op("the calling user", None, "200")},
+            "/api/v1/users": {"get": op("all users (admins)", None, "200"),
+                              "post": op("create a user (admins)", Some("CreateUser"), "201")},
+            "/api/v1/users/{name}": {"delete": op("remove a user (admins)", None, "200"),
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]},
+            "/api/v1/tokens": {"get": op("your tokens", None, "200"),
+                               "post": op("create a token", Some("CreateToken"), "201")},
+            "/api/v1/tokens/{id}": {"delete": op("revoke one of your tokens", None, "204"),
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}]},
+            "/api/v1/blobs/{sha256}": {
+                "put": raw_body("upload a file; its SHA-256 must match the path", "201"),
+                "get": op("whether you uploaded this content", None, "200"),
+                "parameters": [{"name": "sha256", "in": "path", "required": true, "schema": {"type": "string"}}]},
+            "/api/v1/jobs": {
+                "get": {"summary": "your jobs, newest first (all users' with all=true, admins)",
+                        "parameters": [
+                            {"name": "all", "in": "query", "schema": {"type": "boolean"}},
+                            {"name": "state", "in": "query", "schema": {"$ref": "#/components/schemas/JobState"}},
+                            {"name": "limit", "in": "query", "schema": {"type": "integer"}}],
+                        "responses": {"200": {"description": "jobs"}}},
+                "post": op("submit a job", Some("SubmitJob"), "201")},
+            "/api/v1/jobs/{id}": {"get": op("one job", None, "200"),
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}]},
+            "/api/v1/jobs/{id}/cancel": {"post": op("cancel a job", None, "200"),
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}]},
+            "/api/v1/jobs/{id}/logs": {"get": {"summary": "a job's output; header x-hearth-log-offset gives the body's starting byte offset",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "tail", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "follow", "in": "query", "schema": {"type": "boolean"}}],
+                "responses": {"200": {"description": "text/plain output"}}}},
+            "/api/v1/files": {"get": op("list your workspace", None, "200")},
+            "/api/v1/files/{path}": {
+                "get": op("a file's content, or a directory's listing", None, "200"),
+                "put": raw_body("write a file", "201"),
+                "delete": op("remove a file or directory", None, "204"),
+                "parameters": [{"name": "path", "in": "path", "required": true, "schema": {"type": "string"}}]},
+            "/api/v1/nodes": {"get": op("the machines and their use", None, "200")},
+            "/api/v1/openapi.json": {"get": op("this document", None, "200")}
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "properties": {"error": {"type": "object",
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "JobState": {"type": "string", "enum": ["queued", "starting", "running", "succeeded", "failed", "cancelled", "lost"]},
+                "LoginRequest": {"type": "object", "required": ["user", "password"], "additionalProperties": false,
+                    "properties": {"user": {"type": "string"}, "password": {"type": "string"}, "token_name": {"type": "string"}}},
+                "CreateUser": {"type": "object", "required": ["name"], "additionalProperties": false,
+                    "properties": {"name": {"type": "string"}, "admin": {"type": "boolean"}, "password": {"type": "string"}}},
+                "CreateToken": {"type": "object", "required": ["name"], "additionalProperties": false,
+                    "properties": {"name": {"type": "string"}, "ttl_seconds": {"type": "integer", "minimum": 1}}},
+                "FileRef": file_ref,
+                "SubmitJob": {"type": "object", "required": ["main"], "additionalProperties": false,
+                    "properties": {
+                        "name": {"type": "string"}, "main": {"$ref": "#/components/schemas/FileRef"},
+                        "class": {"type": "string"}, "args": {"type": "array", "items": {"type": "string"}},
+                        "conf": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "py_files": files, "files": files, "archives": files, "jars": files,
+                        "resources": {"type": "object", "additionalProperties": false, "properties": {
+                            "driver_cores": {"type": "integer", "minimum": 1},
+                            "driver_memory": {"type": "string", "examples": ["2g"]},
+                            "executor_cores": {"type": "integer", "minimum": 1},
+                            "executor_memory": {"type": "string", "examples": ["4g"]},
+                            "num_executors": {"type": "integer", "minimum": 0}}}}}
+            }
+        }
+    })
+}
+
+pub async fn serve(_caller: Caller) -> Json<Value> {
+    Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_document_lists_exactly_the_routes() {
+        let doc = document();
+        let mut in_doc = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in ["get", "post", "put", "delete"] {
+                if item.get(method).is_some() {
+                    in_doc.insert((method.to_string(), path.clone()));
+                }
+            }
+        }
+        let routes: BTreeSet<(String, String)> = super::super::ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(in_doc, routes);
+    }
+}

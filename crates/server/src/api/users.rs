@@ -1,0 +1,170 @@
+//! Login, accounts and tokens.
+
+use super::{parse_id, ApiJson, AppState, Caller};
+use crate::accounts;
+use crate::auth::{self, format_token, new_token};
+use crate::error::{ApiError, ApiResult};
+use crate::store::{TokenRow, UserRow};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use hearth_model::api;
+
+fn user_view(u: &UserRow) -> api::User {
+    api::User {
+        name: u.name.clone(),
+        admin: u.admin,
+        uid: u.uid,
+        created_at_ms: u.created_at,
+    }
+}
+
+fn token_view(t: &TokenRow) -> api::Token {
+    api::Token {
+        id: t.id as u64,
+        name: t.name.clone(),
+        created_at_ms: t.created_at,
+        expires_at_ms: t.expires_at,
+        last_used_at_ms: t.last_used_at,
+    }
+}
+
+pub async fn login(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<api::LoginRequest>,
+) -> ApiResult<Json<api::LoginResponse>> {
+    let bad = || ApiError::unauthorized("wrong user name or password");
+    let user = app.store.user_by_name(&req.user)?;
+    // Verify even for an unknown user, so timing does not reveal who exists.
+    let hash = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| auth::dummy_hash().to_string());
+    let password = req.password.clone();
+    let ok = tokio::task::spawn_blocking(move || auth::verify_secret(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let Some(user) = user.filter(|_| ok) else {
+        return Err(bad());
+    };
+    let name = req.token_name.unwrap_or_else(|| "login".into());
+    let user2 = user.clone();
+    let t = tokio::task::spawn_blocking(move || new_token(&user2, &name, None))
+        .await
+        .map_err(|e| ApiError::internal("creating a token", e))?;
+    let id = app.store.insert_token(&t.row)?;
+    Ok(Json(api::LoginResponse {
+        user: user_view(&user),
+        token: format_token(id, &t.secret),
+        token_id: id as u64,
+    }))
+}
+
+pub async fn whoami(caller: Caller) -> Json<api::User> {
+    Json(user_view(&caller.0))
+}
+
+pub async fn list(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<api::User>>> {
+    caller.require_admin()?;
+    Ok(Json(app.store.users()?.iter().map(user_view).collect()))
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<api::CreateUser>,
+) -> ApiResult<(StatusCode, Json<api::CreatedUser>)> {
+    caller.require_admin()?;
+    let app2 = app.clone();
+    let (user, generated) = tokio::task::spawn_blocking(move || {
+        accounts::create(&app2, &req.name, req.admin, req.password)
+    })
+    .await
+    .map_err(|e| ApiError::internal("creating the user", e))??;
+    Ok((
+        StatusCode::CREATED,
+        Json(api::CreatedUser {
+            user: user_view(&user),
+            generated_password: generated,
+        }),
+    ))
+}
+
+pub async fn remove(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    caller.require_admin()?;
+    if name == caller.0.name {
+        return Err(ApiError::bad_request(
+            "cannot_remove_self",
+            "you cannot remove your own account: ask another admin",
+        ));
+    }
+    let user = app
+        .store
+        .user_by_name(&name)?
+        .ok_or_else(|| ApiError::not_found(format!("no user named {name}")))?;
+    let kept = accounts::remove(&app, &user)?;
+    Ok(Json(
+        serde_json::json!({ "removed": name, "workspace_kept_at": kept }),
+    ))
+}
+
+pub async fn list_tokens(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<api::Token>>> {
+    Ok(Json(
+        app.store
+            .tokens_of(caller.0.id)?
+            .iter()
+            .map(token_view)
+            .collect(),
+    ))
+}
+
+pub async fn create_token(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<api::CreateToken>,
+) -> ApiResult<(StatusCode, Json<api::CreatedToken>)> {
+    if req.name.trim().is_empty() || req.name.len() > 100 {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "a token needs a name of 1-100 characters, e.g. `laptop` or `ci`",
+        ));
+    }
+    if req.ttl_seconds == Some(0) {
+        return Err(ApiError::bad_request(
+            "invalid_ttl",
+            "a token's ttl must be at least one second; omit it for a token that does not expire",
+        ));
+    }
+    let user = caller.0.clone();
+    let t = tokio::task::spawn_blocking(move || new_token(&user, &req.name, req.ttl_seconds))
+        .await
+        .map_err(|e| ApiError::internal("creating a token", e))?;
+    let id = app.store.insert_token(&t.row)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(api::CreatedToken {
+            token: token_view(&TokenRow { id, ..t.row }),
+            secret: format_token(id, &t.secret),
+        }),
+    ))
+}
+
+pub async fn revoke_token(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = parse_id("token", &id)?;
+    if !app.store.delete_token(id, caller.0.id)? {
+        return Err(ApiError::not_found(format!("you have no token {id}")));
+    }
+    app.tokens.forget(id);
+    Ok(StatusCode::NO_CONTENT)
+}

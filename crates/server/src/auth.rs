@@ -1,0 +1,223 @@
+//! Passwords and tokens. Both are stored only as salted Argon2 hashes. A token reads
+//! `hth_<id>_<secret>`: the id finds the row, the slow hash checks the secret once, and a
+//! verified token is then remembered (by a fast digest) until it is revoked or expires.
+
+use crate::store::{now_ms, Store, TokenRow, UserRow};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Random bytes from the OS, hex-encoded.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // getrandom only fails if the OS has no entropy source at all; then nothing is safe.
+    getrandom::getrandom(&mut buf).expect("the OS random source failed");
+    hex::encode(buf)
+}
+
+/// A password people can type: 20 characters from an unambiguous alphabet (~100 bits).
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut buf = [0u8; 20];
+    getrandom::getrandom(&mut buf).expect("the OS random source failed");
+    buf.iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    let mut salt = [0u8; 16];
+    getrandom::getrandom(&mut salt).expect("the OS random source failed");
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
+    Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .expect("argon2 with default parameters cannot fail")
+}
+
+/// A real hash of nothing in particular, checked against when a login names an unknown
+/// user, so that a wrong name costs the same time as a wrong password.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_secret("no such user"))
+}
+
+pub fn verify_secret(secret: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Checks a user name for the rules Hearth keeps: short, lowercase, safe in paths and URLs.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid user name: use 1-32 lowercase letters, digits, - or _, starting with a letter"
+        ))
+    }
+}
+
+pub struct NewToken {
+    pub row: TokenRow,
+    pub secret: String,
+}
+
+/// Creates a token for `user`; the caller stores `row` and shows `secret` once.
+pub fn new_token(user: &UserRow, name: &str, ttl_seconds: Option<u64>) -> NewToken {
+    let secret = random_hex(32);
+    let now = now_ms();
+    NewToken {
+        row: TokenRow {
+            id: 0,
+            user_id: user.id,
+            name: name.to_string(),
+            secret_hash: hash_secret(&secret),
+            created_at: now,
+            expires_at: ttl_seconds.map(|t| now.saturating_add((t as i64).saturating_mul(1000))),
+            last_used_at: None,
+        },
+        secret,
+    }
+}
+
+pub fn format_token(id: i64, secret: &str) -> String {
+    format!("hth_{id}_{secret}")
+}
+
+struct Verified {
+    digest: [u8; 32],
+    user_id: i64,
+    expires_at: Option<i64>,
+    last_touched: i64,
+}
+
+/// Remembers verified tokens so that only the first use pays for Argon2.
+#[derive(Default)]
+pub struct TokenCache {
+    verified: Mutex<HashMap<i64, Verified>>,
+}
+
+pub enum TokenCheck {
+    Valid { user_id: i64 },
+    Invalid(&'static str),
+}
+
+impl TokenCache {
+    pub fn check(&self, store: &Store, token: &str) -> Result<TokenCheck, rusqlite::Error> {
+        let Some((id, secret)) = token
+            .strip_prefix("hth_")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(id, secret)| id.parse::<i64>().ok().map(|id| (id, secret)))
+        else {
+            return Ok(TokenCheck::Invalid(
+                "the token is malformed: Hearth tokens look like hth_<id>_<secret>",
+            ));
+        };
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let now = now_ms();
+        {
+            let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = cache.get_mut(&id) {
+                if v.digest != digest {
+                    return Ok(TokenCheck::Invalid("the token is not valid"));
+                }
+                if v.expires_at.is_some_and(|e| e <= now) {
+                    cache.remove(&id);
+                    return Ok(TokenCheck::Invalid(
+                        "the token has expired: log in again or create a new token",
+                    ));
+                }
+                let user_id = v.user_id;
+                // Recording use costs a write; once a minute is precise enough.
+                if now - v.last_touched > 60_000 {
+                    v.last_touched = now;
+                    drop(cache);
+                    store.touch_token(id, now)?;
+                }
+                return Ok(TokenCheck::Valid { user_id });
+            }
+        }
+        let Some(row) = store.token(id)? else {
+            return Ok(TokenCheck::Invalid(
+                "the token is not valid (revoked or never issued): log in again",
+            ));
+        };
+        if row.expires_at.is_some_and(|e| e <= now) {
+            return Ok(TokenCheck::Invalid(
+                "the token has expired: log in again or create a new token",
+            ));
+        }
+        if !verify_secret(secret, &row.secret_hash) {
+            return Ok(TokenCheck::Invalid("the token is not valid"));
+        }
+        store.touch_token(id, now)?;
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                Verified {
+                    digest,
+                    user_id: row.user_id,
+                    expires_at: row.expires_at,
+                    last_touched: now,
+                },
+            );
+        Ok(TokenCheck::Valid {
+            user_id: row.user_id,
+        })
+    }
+
+    /// Forgets a revoked token at once.
+    pub fn forget(&self, token_id: i64) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&token_id);
+    }
+
+    /// Forgets every token of a removed user.
+    pub fn forget_user(&self, user_id: i64) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, v| v.user_id != user_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_verify_only_against_their_own_hash() {
+        let h = hash_secret("correct horse");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_secret("correct horse", &h));
+        assert!(!verify_secret("correct horse!", &h));
+        assert!(!verify_secret("x", "not a hash"));
+    }
+
+    #[test]
+    fn user_names_are_checked() {
+        assert!(check_user_name("alice").is_ok());
+        assert!(check_user_name("data-eng_2").is_ok());
+        for bad in ["", "Alice", "1abc", "a/b", "a b", &"x".repeat(33)] {
+            assert!(check_user_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The dispatcher: feeds the scheduler a snapshot, applies its plan in one transaction, and
+//! runs admitted jobs on the machine (prepare the job directory, launch the sandboxed task,
+//! watch it, record how it ended exactly once). Also reconciles after a restart.
+
+use crate::spark;
+use crate::store::{now_ms, JobEnd, JobRow, UserRow};
+use crate::{App, LOCAL_NODE};
+use hearth_agent::sandbox::{self, Task, TaskExit, TaskSpec};
+use hearth_model::api::FileRef;
+use hearth_model::JobState;
+use hearth_sched::{Allocation, Node, PendingJob, Resources, Snapshot};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the dispatcher looks again even when nothing woke it.
+const TICK: Duration = Duration::from_secs(2);
+/// How often a missing runtime is looked for again (e.g. after `hearth runtime install`).
+const RUNTIME_RECHECK: Duration = Duration::from_secs(10);
+
+pub fn gang(job: &JobRow) -> Resources {
+    Resources::new(
+        job.resources.total_cores(),
+        job.resources.memory_limit_mib(),
+    )
+}
+
+pub fn node_capacity(app: &App) -> Resources {
+    Resources::new(app.cfg.cores, app.cfg.memory_mib)
+}
+
+pub async fn run(app: Arc<App>) {
+    loop {
+        if app.is_shutting_down() {
+            return;
+        }
+        if let Err(e) = pass(&app) {
+            tracing::error!("scheduling pass failed: {e}");
+        }
+        tokio::select! {
+            _ = app.wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// The runtime, re-checking now and then while it is missing.
+pub fn runtime(app: &App) -> Result<crate::runtime::Runtime, Vec<String>> {
+    {
+        let guard = app.runtime.read().unwrap_or_else(|p| p.into_inner());
+        if guard.0.is_ok() || guard.1.elapsed() < RUNTIME_RECHECK {
+            return guard.0.clone();
+        }
+    }
+    let fresh = app.cfg.runtime.locate();
+    let mut guard = app.runtime.write().unwrap_or_else(|p| p.into_inner());
+    *guard = (fresh.clone(), Instant::now());
+    fresh
+}
+
+/// One scheduling pass.
+fn pass(app: &Arc<App>) -> Result<(), rusqlite::Error> {
+    let queued = app.store.jobs_in(&[JobState::Queued])?;
+    if queued.is_empty() {
+        return Ok(());
+    }
+    if let Err(problems) = runtime(app) {
+        let reason = format!("no node can run jobs: {}", problems.join("; "));
+        let waiting: Vec<(i64, String)> = queued.iter().map(|j| (j.id, reason.clone())).collect();
+        app.store.apply_plan(&[], &waiting)?;
+        return Ok(());
+    }
+    let active = app
+        .store
+        .jobs_in(&[JobState::Starting, JobState::Running])?;
+    let snapshot = Snapshot {
+        now_ms: now_ms(),
+        nodes: vec![Node {
+            name: LOCAL_NODE.into(),
+            capacity: node_capacity(app),
+            schedulable: true,
+        }],
+        running: active
+            .iter()
+            .map(|j| Allocation {
+                job: j.id as u64,
+                user: j.owner.clone(),
+                node: j.node.clone().unwrap_or_else(|| LOCAL_NODE.into()),
+                resources: gang(j),
+            })
+            .collect(),
+        queued: queued
+            .iter()
+            .map(|j| PendingJob {
+                id: j.id as u64,
+                user: j.owner.clone(),
+                submitted_ms: j.submitted_at,
+                resources: gang(j),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let plan = hearth_sched::schedule(&snapshot);
+    let placements: Vec<(i64, String)> = plan
+        .placements
+        .iter()
+        .map(|p| (p.job as i64, p.node.clone()))
+        .collect();
+    let waiting: Vec<(i64, String)> = plan
+        .waiting
+        .iter()
+        .map(|w| (w.job as i64, w.reason.to_string()))
+        .collect();
+    for id in app.store.apply_plan(&placements, &waiting)? {
+        let app = app.clone();
+        tokio::spawn(async move { start(app, id).await });
+    }
+    Ok(())
+}
+
+struct Prepared {
+    spec: TaskSpec,
+}
+
+fn task_dir(app: &App, id: i64) -> PathBuf {
+    app.cfg.job_dir(id).join("task")
+}
+
+pub fn log_path(app: &App, id: i64) -> PathBuf {
+    app.cfg.job_dir(id).join("output.log")
+}
+
+fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Lays out the job's directory and describes its task. Root-owned except `tmp` and `conf`,
+/// which belong to the job's uid (`conf` holds the job's Spark secret, for its eyes only).
+fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> {
+    let rt = runtime(app).map_err(|p| p.join("; "))?;
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let dir = app.cfg.job_dir(job.id);
+    let linux = user.linux(app);
+    let owner = app.isolation.enabled.then_some((linux.uid, linux.gid));
+    mkdir(&dir, 0o700, None).map_err(|e| io("creating the job directory", e))?;
+    let files = dir.join("files");
+    mkdir(&files, 0o755, None).map_err(|e| io("creating the job's files", e))?;
+    let place = |f: &FileRef| -> Result<PathBuf, String> {
+        let dest = files.join(&f.name);
+        if !dest.exists() {
+            let src = app.blobs.path(&f.sha256);
+            std::fs::hard_link(&src, &dest)
+                .or_else(|_| std::fs::copy(&src, &dest).map(|_| ()))
+                .map_err(|e| io(&format!("placing {}", f.name), e))?;
+        }
+        Ok(dest)
+    };
+    let spec = &job.spec;
+    let main = place(&spec.main)?;
+    let list = |refs: &[FileRef]| refs.iter().map(&place).collect::<Result<Vec<_>, _>>();
+    let (py_files, extra_files, archives, jars) = (
+        list(&spec.py_files)?,
+        list(&spec.files)?,
+        list(&spec.archives)?,
+        list(&spec.jars)?,
+    );
+    let tmp = dir.join("tmp");
+    mkdir(&tmp, 0o700, owner).map_err(|e| io("creating the job's /tmp", e))?;
+    let conf = dir.join("conf");
+    mkdir(&conf, 0o700, owner).map_err(|e| io("creating the job's conf", e))?;
+    let props = conf.join("spark.properties");
+    std::fs::write(
+        &props,
+        spark::properties_file(&crate::auth::random_hex(32), free_port()),
+    )
+    .and_then(|_| std::fs::set_permissions(&props, std::fs::Permissions::from_mode(0o400)))
+    .and_then(|_| match owner {
+        Some((u, g)) => std::os::unix::fs::chown(&props, Some(u), Some(g)),
+        None => Ok(()),
+    })
+    .map_err(|e| io("writing the job's Spark properties", e))?;
+    hearth_agent::users::ensure_workspace(&linux).map_err(|e| e.to_string())?;
+
+    let app_spec = spark::LocalApp {
+        spark_home: &rt.spark_home,
+        name: &job.name,
+        cores: job.resources.total_cores(),
+        heap_mib: job.resources.total_memory_mib(),
+        properties_file: &props,
+        main,
+        class: spec.class.as_deref(),
+        args: &spec.args,
+        conf: &spec.conf,
+        py_files,
+        files: extra_files,
+        archives,
+        jars,
+    };
+    let argv = spark::local_submit_argv(&app_spec);
+    let env = spark::job_env(&rt, &linux, &user.name, job.id);
+    Ok(Prepared {
+        spec: TaskSpec {
+            id: format!("{}-job-{}", app.instance, job.id),
+            dir: task_dir(app, job.id),
+            user: linux.clone(),
+            argv,
+            env,
+            cwd: linux.home.clone(),
+            rw_paths: vec![linux.home.clone()],
+            ro_paths: vec![files, conf, rt.root.clone()],
+            hidden_paths: vec![app.cfg.data_dir.clone()],
+            tmp_dir: tmp,
+            log_path: log_path(app, job.id),
+            memory_limit_mib: job.resources.memory_limit_mib(),
+            cpu_cores: job.resources.total_cores(),
+            pids_max: 4096,
+        },
+    })
+}
+
+/// A free TCP port for the job's Spark UI (the OS may hand it out again, in which case
+/// Spark moves to the next port by itself).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(4040)
+}
+
+fn fail(app: &App, id: i64, reason: String) {
+    tracing::warn!(job = id, "{reason}");
+    let end = JobEnd {
+        state: JobState::Failed,
+        exit_code: None,
+        reason: Some(reason),
+        oom_killed: false,
+    };
+    if let Err(e) = app.store.finish_job(id, &end) {
+        tracing::error!(job = id, "recording the failure: {e}");
+    }
+    app.wake.notify_one();
+}
+
+/// Starts an admitted job and watches it to the end.
+async fn start(app: Arc<App>, id: i64) {
+    let loaded = app.store.job(id).and_then(|j| match j {
+        Some(j) => app.store.user_by_id(j.user_id).map(|u| u.map(|u| (j, u))),
+        None => Ok(None),
+    });
+    let (job, user) = match loaded {
+        Ok(Some(x)) => x,
+        Ok(None) => return fail(&app, id, "the job's owner no longer exists".into()),
+        Err(e) => return fail(&app, id, format!("reading the job: {e}")),
+    };
+    let prepared = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || prepare(&app, &job, &user)).await
+    };
+    let spec = match prepared {
+        Ok(Ok(p)) => p.spec,
+        Ok(Err(e)) => return fail(&app, id, format!("could not prepare the job: {e}")),
+        Err(e) => return fail(&app, id, format!("could not prepare the job: {e}")),
+    };
+    lock(&app).insert(id, spec.dir.clone());
+    let task = match Task::launch(&spec, &app.cfg.shim).await {
+        Ok(t) => t,
+        Err(e) => {
+            lock(&app).remove(&id);
+            return fail(&app, id, format!("could not start the job's process: {e}"));
+        }
+    };
+    if let Err(e) = app.store.mark_running(id) {
+        tracing::error!(job = id, "recording the start: {e}");
+    }
+    // A cancel that came while the task was launching.
+    if matches!(app.store.job(id), Ok(Some(j)) if j.cancel_requested) {
+        let (dir, grace) = (spec.dir.clone(), app.cfg.stop_grace);
+        tokio::spawn(async move { sandbox::stop(&dir, grace).await });
+    }
+    watch(app, id, task).await;
+}
+
+fn lock(app: &App) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, PathBuf>> {
+    app.running.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn watch(app: Arc<App>, id: i64, mut task: Task) {
+    let exit = task.wait().await;
+    record_end(&app, id, &exit);
+    lock(&app).remove(&id);
+    let tmp = app.cfg.job_dir(id).join("tmp");
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(tmp)).await;
+    app.wake.notify_one();
+}
+
+fn record_end(app: &App, id: i64, exit: &TaskExit) {
+    let job = match app.store.job(id) {
+        Ok(Some(j)) => j,
+        _ => return,
+    };
+    let end = if job.cancel_requested {
+        JobEnd {
+            state: JobState::Cancelled,
+            exit_code: exit.code,
+            reason: Some("cancelled by its owner or an admin".into()),
+            oom_killed: false,
+        }
+    } else if app.is_shutting_down() {
+        JobEnd {
+            state: JobState::Cancelled,
+            exit_code: exit.code,
+            reason: Some("stopped because Hearth shut down".into()),
+            oom_killed: false,
+        }
+    } else if exit.oom_killed {
+        JobEnd {
+            state: JobState::Failed,
+            exit_code: exit.code,
+            reason: Some(format!(
+                "killed by the OOM killer: the job used more than its memory limit of {} MiB \
+                 (heap plus Spark's overhead); ask for more with --driver-memory or --executor-memory",
+                job.resources.memory_limit_mib()
+            )),
+            oom_killed: true,
+        }
+    } else if exit.code == Some(0) {
+        JobEnd {
+            state: JobState::Succeeded,
+            exit_code: Some(0),
+            reason: None,
+            oom_killed: false,
+        }
+    } else {
+        let reason = match (exit.code, exit.signal) {
+            (Some(c), _) => format!("the job's process exited with code {c}; its log says why"),
+            (None, Some(s)) => format!("the job's process was killed by signal {s}"),
+            (None, None) => "the job's process ended without an exit status".into(),
+        };
+        JobEnd {
+            state: JobState::Failed,
+            exit_code: exit.code,
+            reason: Some(reason),
+            oom_killed: false,
+        }
+    };
+    if let Err(e) = app.store.finish_job(id, &end) {
+        tracing::error!(job = id, "recording the end: {e}");
+    }
+}
+
+/// Cancels a job: a queued one at once, a running one by stopping its process tree.
+pub async fn cancel(app: &Arc<App>, job: &JobRow) -> Result<(), rusqlite::Error> {
+    if job.state == JobState::Queued {
+        app.store.finish_job(
+            job.id,
+            &JobEnd {
+                state: JobState::Cancelled,
+                exit_code: None,
+                reason: Some("cancelled before it started".into()),
+                oom_killed: false,
+            },
+        )?;
+        app.wake.notify_one();
+        return Ok(());
+    }
+    app.store.request_cancel(job.id)?;
+    let dir = lock(app).get(&job.id).cloned();
+    if let Some(dir) = dir {
+        let grace = app.cfg.stop_grace;
+        tokio::spawn(async move { sandbox::stop(&dir, grace).await });
+    }
+    Ok(())
+}
+
+/// Stops every running job (Hearth is shutting down) and waits until each end is recorded.
+pub async fn stop_all(app: &Arc<App>) {
+    let dirs: Vec<PathBuf> = lock(app).values().cloned().collect();
+    let grace = app.cfg.stop_grace;
+    let stops: Vec<_> = dirs
+        .into_iter()
+        .map(|d| tokio::spawn(async move { sandbox::stop(&d, grace).await }))
+        .collect();
+    for s in stops {
+        let _ = s.await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lock(app).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// After a restart: reattach to jobs whose processes still run, record the ones that ended
+/// meanwhile, requeue the ones that never started, and mark the rest lost with the reason.
+pub async fn reconcile(app: &Arc<App>) -> Result<(), rusqlite::Error> {
+    for job in app
+        .store
+        .jobs_in(&[JobState::Starting, JobState::Running])?
+    {
+        let dir = task_dir(app, job.id);
+        match Task::reattach(&dir) {
+            Ok(Some(task)) => {
+                tracing::info!(job = job.id, "reattached to a running job");
+                if job.state == JobState::Starting {
+                    app.store.mark_running(job.id)?;
+                }
+                lock(app).insert(job.id, dir);
+                tokio::spawn(watch(app.clone(), job.id, task));
+            }
+            Ok(None) if job.state == JobState::Starting => {
+                app.store.requeue(
+                    job.id,
+                    "requeued: Hearth restarted before the job's process started",
+                )?;
+            }
+            Ok(None) => {
+                app.store.finish_job(
+                    job.id,
+                    &JobEnd {
+                        state: JobState::Lost,
+                        exit_code: None,
+                        reason: Some(
+                            "lost: the job's processes were gone when Hearth restarted and no exit status was recorded"
+                                .into(),
+                        ),
+                        oom_killed: false,
+                    },
+                )?;
+            }
+            Err(e) => {
+                app.store.finish_job(
+                    job.id,
+                    &JobEnd {
+                        state: JobState::Lost,
+                        exit_code: None,
+                        reason: Some(format!("lost: could not reattach after a restart: {e}")),
+                        oom_killed: false,
+                    },
+                )?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! Hearth's control plane: users, tokens, jobs, files and logs behind the REST API, and the
+//! dispatcher that feeds the scheduler and runs its plans on the machine's agent.
+
+pub mod accounts;
+pub mod api;
+pub mod auth;
+pub mod blobs;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod runtime;
+pub mod spark;
+pub mod store;
+
+use anyhow::Context;
+use config::Config;
+use hearth_agent::sandbox::Isolation;
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The name of the one node `hearth up` runs.
+pub const LOCAL_NODE: &str = "local";
+
+/// The shared state of a running server.
+pub struct App {
+    pub cfg: Config,
+    pub store: store::Store,
+    pub tokens: auth::TokenCache,
+    pub blobs: blobs::BlobStore,
+    pub isolation: Isolation,
+    /// The Spark runtime, or why there is none; re-checked while missing.
+    pub runtime: RwLock<(Result<runtime::Runtime, Vec<String>>, std::time::Instant)>,
+    /// Wakes the dispatcher: a job was submitted, ended or cancelled.
+    pub wake: tokio::sync::Notify,
+    /// Task directories of jobs whose processes this server watches.
+    pub running: Mutex<HashMap<i64, PathBuf>>,
+    pub shutting_down: AtomicBool,
+    /// Distinguishes this data dir's tasks from other Hearth instances' on the machine.
+    pub instance: String,
+}
+
+impl App {
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts the server on `cfg`, serves until `shutdown` resolves, then stops running jobs
+/// and records their state.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // Everything Hearth creates is private unless it says otherwise (the store, blobs, job
+    // directories); what a user must reach gets its mode set explicitly.
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o077) };
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
+    // Traversable but not listable: a user's own identity must reach their workspace (the
+    // server opens workspace files as that user), and nothing else in here is readable.
+    for dir in [&cfg.data_dir, &cfg.workspaces_dir()] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("securing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(cfg.jobs_dir())
+        .with_context(|| format!("creating {}", cfg.jobs_dir().display()))?;
+    let store = store::Store::open(&cfg.db_path())
+        .with_context(|| format!("opening the metadata store {}", cfg.db_path().display()))?;
+    let instance = match store.meta("instance")? {
+        Some(i) => i,
+        None => {
+            let i = auth::random_hex(4);
+            store.set_meta("instance", &i)?;
+            i
+        }
+    };
+    let isolation = hearth_agent::sandbox::probe();
+    if !isolation.enabled {
+        eprintln!("WARNING: isolation is OFF. Jobs of different users are not separated:");
+        for p in &isolation.problems {
+            eprintln!("  - {p}");
+        }
+    }
+    let runtime = cfg.runtime.locate();
+    if let Err(problems) = &runtime {
+        eprintln!("Jobs cannot start until the Spark runtime is ready:");
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+    }
+    let blobs = blobs::BlobStore::open(cfg.blobs_dir())
+        .with_context(|| format!("opening the blob store {}", cfg.blobs_dir().display()))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another Hearth running? Pass --listen ADDR:PORT for another address",
+                cfg.listen
+            )
+        })?;
+    let app = Arc::new(App {
+        cfg,
+        store,
+        tokens: auth::TokenCache::default(),
+        blobs,
+        isolation,
+        runtime: RwLock::new((runtime, std::time::Instant::now())),
+        wake: tokio::sync::Notify::new(),
+        running: Mutex::new(HashMap::new()),
+        shutting_down: AtomicBool::new(false),
+        instance,
+    });
+    accounts::bootstrap_admin(&app)?;
+    dispatch::reconcile(&app).await?;
+    let dispatcher = tokio::spawn(dispatch::run(app.clone()));
+    let url = format!("http://{}", listener.local_addr()?);
+    eprintln!(
+        "Hearth is up at {url} (data in {})",
+        app.cfg.data_dir.display()
+    );
+    tracing::info!(%url, "serving");
+
+    let router = api::router(app.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut serve_rx = stop_rx.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = serve_rx.changed().await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    shutdown.await;
+    eprintln!("Hearth is shutting down: stopping running jobs...");
+    app.shutting_down.store(true, Ordering::SeqCst);
+    app.wake.notify_one();
+    dispatch::stop_all(&app).await;
+    let _ = stop_tx.send(true);
+    // Open log streams end when their jobs do; do not wait on idle clients forever.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
+    dispatcher.abort();
+    drop(stop_rx);
+    eprintln!("Hearth stopped.");
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The one place that builds Spark command lines and configuration. Pure: paths in, argv
+//! and file contents out.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `--conf` keys Hearth owns: resources must match what the scheduler granted and the OS
+/// enforces, and security settings are not the user's to turn off.
+const RESERVED: &[(&str, &str)] = &[
+    ("spark.master", "Hearth chooses where a job runs"),
+    ("spark.submit.deployMode", "Hearth chooses where a job runs"),
+    ("spark.driver.memory", "use --driver-memory"),
+    ("spark.driver.cores", "use --driver-cores"),
+    ("spark.executor.memory", "use --executor-memory"),
+    ("spark.executor.cores", "use --executor-cores"),
+    ("spark.executor.instances", "use --num-executors"),
+    (
+        "spark.driver.memoryOverhead",
+        "Hearth sets the overhead it enforces",
+    ),
+    ("spark.authenticate", "every job gets its own secret"),
+    ("spark.authenticate.secret", "every job gets its own secret"),
+    ("spark.ui.port", "Hearth assigns the UI port"),
+    ("spark.local.dir", "the job's private /tmp is its local dir"),
+];
+
+/// Refuses `--conf` settings that Hearth owns, saying what to use instead.
+pub fn check_user_conf(conf: &BTreeMap<String, String>) -> Result<(), String> {
+    for key in conf.keys() {
+        if key.trim().is_empty() {
+            return Err("--conf needs a key: write --conf key=value".into());
+        }
+        if let Some((_, why)) = RESERVED.iter().find(|(k, _)| k == key) {
+            return Err(format!("--conf {key} cannot be set: {why}"));
+        }
+    }
+    Ok(())
+}
+
+/// Everything needed to run one application in local mode.
+#[derive(Debug, Clone)]
+pub struct LocalApp<'a> {
+    pub spark_home: &'a Path,
+    pub name: &'a str,
+    pub cores: u32,
+    /// The driver JVM's heap: in local mode the executors live in it too.
+    pub heap_mib: u64,
+    pub properties_file: &'a Path,
+    pub main: PathBuf,
+    pub class: Option<&'a str>,
+    pub args: &'a [String],
+    pub conf: &'a BTreeMap<String, String>,
+    pub py_files: Vec<PathBuf>,
+    pub files: Vec<PathBuf>,
+    pub archives: Vec<PathBuf>,
+    pub jars: Vec<PathBuf>,
+}
+
+fn join(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `spark-submit --master local[N] ...` for the app.
+pub fn local_submit_argv(app: &LocalApp) -> Vec<String> {
+    let mut argv = vec![
+        app.spark_home
+            .join("bin")
+            .join("spark-submit")
+            .display()
+            .to_string(),
+        "--master".into(),
+        format!("local[{}]", app.cores),
+        "--name".into(),
+        app.name.to_string(),
+        "--properties-file".into(),
+        app.properties_file.display().to_string(),
+        "--driver-memory".into(),
+        format!("{}m", app.heap_mib),
+    ];
+    for (flag, list) in [
+        ("--py-files", &app.py_files),
+        ("--files", &app.files),
+        ("--archives", &app.archives),
+        ("--jars", &app.jars),
+    ] {
+        if !list.is_empty() {
+            argv.push(flag.into());
+            argv.push(join(list));
+        }
+    }
+    for (k, v) in app.conf {
+        argv.push("--conf".into());
+        argv.push(format!("{k}={v}"));
+    }
+    if let Some(class) = app.class {
+        argv.push("--class".into());
+        argv.push(class.to_string());
+    }
+    argv.push(app.main.display().to_string());
+    argv.extend(app.args.iter().cloned());
+    argv
+}
+
+/// The job's Spark properties file (read by spark-submit, readable only by the job's uid):
+/// its own `spark.authenticate` secret, which stays off the command line.
+pub fn properties_file(secret: &str, ui_port: u16) -> String {
+    let mut props = String::new();
+    for (k, v) in [
+        ("spark.authenticate", "true"),
+        ("spark.authenticate.secret", secret),
+        ("spark.ui.port", &ui_port.to_string()),
+        ("spark.local.dir", "/tmp"),
+        // Hearth captures the job's output itself; no colour codes in stored logs.
+        ("spark.ui.showConsoleProgress", "false"),
+    ] {
+        props.push_str(&format!("{k}={v}\n"));
+    }
+    props
+}
+
+/// The whole environment of a job's process: nothing of Hearth's own environment (which may
+/// hold the admin password) leaks in.
+pub fn job_env(
+    rt: &crate::runtime::Runtime,
+    user: &hearth_agent::LinuxUser,
+    hearth_user: &str,
+    job_id: i64,
+) -> Vec<(String, String)> {
+    let python = rt.python.display().to_string();
+    let mut env = vec![
+        ("HOME".into(), user.home.display().to_string()),
+        ("USER".into(), user.name.clone()),
+        ("LOGNAME".into(), user.name.clone()),
+        ("SPARK_USER".into(), hearth_user.to_string()),
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("TMPDIR".into(), "/tmp".into()),
+        ("SPARK_HOME".into(), rt.spark_home.display().to_string()),
+        ("PYSPARK_PYTHON".into(), python.clone()),
+        ("PYSPARK_DRIVER_PYTHON".into(), python),
+        // Single-machine jobs: keep Spark off the external interface.
+        ("SPARK_LOCAL_IP".into(), "127.0.0.1".into()),
+        ("PYTHONUNBUFFERED".into(), "1".into()),
+        ("HEARTH_JOB_ID".into(), job_id.to_string()),
+    ];
+    if let Ok(java_home) = std::env::var("JAVA_HOME") {
+        env.push(("JAVA_HOME".into(), java_home));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_argv_reads_like_spark_submit() {
+        let conf = BTreeMap::from([("spark.sql.shuffle.partitions".to_string(), "4".to_string())]);
+        let args = vec!["in.csv".to_string(), "out".to_string()];
+        let app = LocalApp {
+            spark_home: Path::new("/rt/pyspark"),
+            name: "wordcount",
+            cores: 2,
+            heap_mib: 2048,
+            properties_file: Path::new("/job/conf/spark.properties"),
+            main: PathBuf::from("/job/files/app.py"),
+            class: None,
+            args: &args,
+            conf: &conf,
+            py_files: vec![PathBuf::from("/job/files/lib.zip")],
+            files: vec![],
+            archives: vec![],
+            jars: vec![],
+        };
+        assert_eq!(
+            local_submit_argv(&app).join(" "),
+            "/rt/pyspark/bin/spark-submit --master local[2] --name wordcount \
+             --properties-file /job/conf/spark.properties --driver-memory 2048m \
+             --py-files /job/files/lib.zip --conf spark.sql.shuffle.partitions=4 \
+             /job/files/app.py in.csv out"
+        );
+    }
+
+    #[test]
+    fn reserved_conf_is_refused_with_the_flag_to_use() {
+        let conf = BTreeMap::from([("spark.executor.memory".to_string(), "8g".to_string())]);
+        let e = check_user_conf(&conf).expect_err("reserved");
+        assert!(e.contains("--executor-memory"), "{e}");
+        let ok = BTreeMap::from([("spark.sql.adaptive.enabled".to_string(), "true".to_string())]);
+        assert!(check_user_conf(&ok).is_ok());
+    }
+
+    #[test]
+    fn the_secret_stays_in_the_properties_file() {
+        let props = properties_file("s3cr3t", 4050);
+        assert!(props.contains("spark.authenticate=true\n"));
+        assert!(props.contains("spark.authenticate.secret=s3cr3t\n"));
+    }
+}

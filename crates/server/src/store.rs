@@ -1,0 +1,583 @@
+//! The metadata store: users, tokens, blobs and jobs in SQLite (WAL, migrations, one
+//! transaction per change), so a kill -9 at any moment leaves a consistent store.
+//! Every query of the server lives here; nothing else speaks SQL.
+
+use hearth_model::api::SubmitJob;
+use hearth_model::{JobResources, JobState};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+pub type Result<T> = std::result::Result<T, rusqlite::Error>;
+
+/// Each entry upgrades the schema by one version; never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    admin INTEGER NOT NULL,
+    password_hash TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    linux_name TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    last_used_at INTEGER
+);
+CREATE TABLE blobs (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE blob_owners (
+    sha256 TEXT NOT NULL REFERENCES blobs(sha256),
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (sha256, user_id)
+);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    resources TEXT NOT NULL,
+    submitted_at INTEGER NOT NULL,
+    started_at INTEGER,
+    running_at INTEGER,
+    finished_at INTEGER,
+    exit_code INTEGER,
+    reason TEXT,
+    oom_killed INTEGER NOT NULL DEFAULT 0,
+    node TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_by_state ON jobs(state);
+CREATE INDEX jobs_by_user ON jobs(user_id, id);
+"#];
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: i64,
+    pub name: String,
+    pub admin: bool,
+    pub password_hash: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub linux_name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub secret_hash: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub owner: String,
+    pub name: String,
+    pub state: JobState,
+    pub spec: SubmitJob,
+    pub resources: JobResources,
+    pub submitted_at: i64,
+    pub started_at: Option<i64>,
+    pub running_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub oom_killed: bool,
+    pub node: Option<String>,
+    pub cancel_requested: bool,
+}
+
+/// How a job ended, as recorded once.
+#[derive(Debug, Clone)]
+pub struct JobEnd {
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub oom_killed: bool,
+}
+
+fn bad_json(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+}
+
+const USER_COLS: &str = "id, name, admin, password_hash, uid, gid, linux_name, created_at";
+const TOKEN_COLS: &str = "id, user_id, name, secret_hash, created_at, expires_at, last_used_at";
+const JOB_COLS: &str = "id, user_id, owner, name, state, spec, resources, submitted_at, \
+     started_at, running_at, finished_at, exit_code, reason, oom_killed, node, cancel_requested";
+
+fn user_row(r: &Row) -> Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        admin: r.get(2)?,
+        password_hash: r.get(3)?,
+        uid: r.get(4)?,
+        gid: r.get(5)?,
+        linux_name: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+fn token_row(r: &Row) -> Result<TokenRow> {
+    Ok(TokenRow {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        name: r.get(2)?,
+        secret_hash: r.get(3)?,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        last_used_at: r.get(6)?,
+    })
+}
+
+fn job_row(r: &Row) -> Result<JobRow> {
+    let state: String = r.get(4)?;
+    let spec: String = r.get(5)?;
+    let resources: String = r.get(6)?;
+    Ok(JobRow {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        owner: r.get(2)?,
+        name: r.get(3)?,
+        state: JobState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Text,
+                format!("unknown job state {state}").into(),
+            )
+        })?,
+        spec: serde_json::from_str(&spec).map_err(bad_json)?,
+        resources: serde_json::from_str(&resources).map_err(bad_json)?,
+        submitted_at: r.get(7)?,
+        started_at: r.get(8)?,
+        running_at: r.get(9)?,
+        finished_at: r.get(10)?,
+        exit_code: r.get(11)?,
+        reason: r.get(12)?,
+        oom_killed: r.get(13)?,
+        node: r.get(14)?,
+        cancel_requested: r.get(15)?,
+    })
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let store = Store {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll
+        // back), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    // ---- users ----
+
+    pub fn user_count(&self) -> Result<i64> {
+        self.conn()
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+    }
+
+    pub fn insert_user(&self, u: &UserRow) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO users (name, admin, password_hash, uid, gid, linux_name, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                u.name,
+                u.admin,
+                u.password_hash,
+                u.uid,
+                u.gid,
+                u.linux_name,
+                u.created_at
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Result<Option<UserRow>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE name = ?1"),
+                [name],
+                user_row,
+            )
+            .optional()
+    }
+
+    pub fn user_by_id(&self, id: i64) -> Result<Option<UserRow>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+                [id],
+                user_row,
+            )
+            .optional()
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY name"))?;
+        let rows = st.query_map([], user_row)?;
+        rows.collect()
+    }
+
+    pub fn delete_user(&self, id: i64) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM users WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    // ---- tokens ----
+
+    pub fn insert_token(&self, t: &TokenRow) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO tokens (user_id, name, secret_hash, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![t.user_id, t.name, t.secret_hash, t.created_at, t.expires_at],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn token(&self, id: i64) -> Result<Option<TokenRow>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"),
+                [id],
+                token_row,
+            )
+            .optional()
+    }
+
+    pub fn tokens_of(&self, user_id: i64) -> Result<Vec<TokenRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {TOKEN_COLS} FROM tokens WHERE user_id = ?1 ORDER BY id"
+        ))?;
+        let rows = st.query_map([user_id], token_row)?;
+        rows.collect()
+    }
+
+    /// Deletes the token if `user_id` owns it; false if there was no such token of theirs.
+    pub fn delete_token(&self, id: i64, user_id: i64) -> Result<bool> {
+        let n = self.conn().execute(
+            "DELETE FROM tokens WHERE id = ?1 AND user_id = ?2",
+            [id, user_id],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn touch_token(&self, id: i64, at: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+            [id, at],
+        )?;
+        Ok(())
+    }
+
+    // ---- blobs ----
+
+    /// Records that `user_id` holds the blob (uploading it proves possession).
+    pub fn add_blob(&self, sha256: &str, size: u64, user_id: i64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO blobs (sha256, size, created_at) VALUES (?1, ?2, ?3)",
+            params![sha256, size as i64, now_ms()],
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO blob_owners (sha256, user_id) VALUES (?1, ?2)",
+            params![sha256, user_id],
+        )?;
+        tx.commit()
+    }
+
+    /// The blob's size if `user_id` holds it. Nobody learns of another user's blobs.
+    pub fn blob_of(&self, sha256: &str, user_id: i64) -> Result<Option<u64>> {
+        self.conn()
+            .query_row(
+                "SELECT b.size FROM blobs b JOIN blob_owners o ON o.sha256 = b.sha256
+                 WHERE b.sha256 = ?1 AND o.user_id = ?2",
+                params![sha256, user_id],
+                |r| r.get::<_, i64>(0).map(|s| s as u64),
+            )
+            .optional()
+    }
+
+    // ---- jobs ----
+
+    pub fn insert_job(
+        &self,
+        user: &UserRow,
+        name: &str,
+        spec: &SubmitJob,
+        resources: &JobResources,
+    ) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO jobs (user_id, owner, name, state, spec, resources, submitted_at)
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6)",
+            params![
+                user.id,
+                user.name,
+                name,
+                serde_json::to_string(spec).map_err(bad_json)?,
+                serde_json::to_string(resources).map_err(bad_json)?,
+                now_ms()
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn job(&self, id: i64) -> Result<Option<JobRow>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_row,
+            )
+            .optional()
+    }
+
+    /// Jobs newest first; of one user, or of everyone when `user_id` is None.
+    pub fn jobs(&self, user_id: Option<i64>, limit: i64) -> Result<Vec<JobRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR user_id = ?1)
+             ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![user_id, limit], job_row)?;
+        rows.collect()
+    }
+
+    pub fn jobs_in(&self, states: &[JobState]) -> Result<Vec<JobRow>> {
+        let conn = self.conn();
+        let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let mut st = conn.prepare(&format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE state IN ({}) ORDER BY id",
+            list.join(",")
+        ))?;
+        let rows = st.query_map([], job_row)?;
+        rows.collect()
+    }
+
+    pub fn active_job_count(&self, user_id: i64) -> Result<i64> {
+        self.conn().query_row(
+            "SELECT count(*) FROM jobs WHERE user_id = ?1
+             AND state IN ('queued', 'starting', 'running')",
+            [user_id],
+            |r| r.get(0),
+        )
+    }
+
+    /// Applies one scheduling plan in one transaction: admitted jobs become `starting` on
+    /// their node; waiting jobs get their current reason. Returns the jobs actually admitted
+    /// (a job cancelled meanwhile is not).
+    pub fn apply_plan(
+        &self,
+        placements: &[(i64, String)],
+        waiting: &[(i64, String)],
+    ) -> Result<Vec<i64>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now_ms();
+        let mut admitted = Vec::new();
+        for (id, node) in placements {
+            let n = tx.execute(
+                "UPDATE jobs SET state = 'starting', started_at = ?2, node = ?3, reason = NULL
+                 WHERE id = ?1 AND state = 'queued'",
+                params![id, now, node],
+            )?;
+            if n == 1 {
+                admitted.push(*id);
+            }
+        }
+        for (id, reason) in waiting {
+            tx.execute(
+                "UPDATE jobs SET reason = ?2
+                 WHERE id = ?1 AND state = 'queued' AND reason IS NOT ?2",
+                params![id, reason],
+            )?;
+        }
+        tx.commit()?;
+        Ok(admitted)
+    }
+
+    pub fn mark_running(&self, id: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET state = 'running', running_at = ?2
+             WHERE id = ?1 AND state = 'starting'",
+            params![id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Puts a job that never started back in the queue.
+    pub fn requeue(&self, id: i64, reason: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET state = 'queued', started_at = NULL, node = NULL, reason = ?2
+             WHERE id = ?1 AND state = 'starting'",
+            params![id, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Records how a job ended, once: a job already terminal is left as it was.
+    pub fn finish_job(&self, id: i64, end: &JobEnd) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE jobs SET state = ?2, exit_code = ?3, reason = ?4, oom_killed = ?5,
+             finished_at = ?6
+             WHERE id = ?1 AND state IN ('queued', 'starting', 'running')",
+            params![
+                id,
+                end.state.as_str(),
+                end.exit_code,
+                end.reason,
+                end.oom_killed,
+                now_ms()
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn request_cancel(&self, id: i64) -> Result<()> {
+        self.conn()
+            .execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "hearth-store-test-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        (Store::open(&dir.join("db.sqlite")).expect("open"), dir)
+    }
+
+    #[test]
+    fn migrations_run_once_and_reopen_cleanly() {
+        let (store, dir) = temp_store();
+        store.set_meta("k", "v").expect("meta");
+        drop(store);
+        let store = Store::open(&dir.join("db.sqlite")).expect("reopen");
+        assert_eq!(store.meta("k").expect("meta").as_deref(), Some("v"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_finished_job_is_recorded_once() {
+        let (store, dir) = temp_store();
+        let user = UserRow {
+            id: 0,
+            name: "alice".into(),
+            admin: false,
+            password_hash: "x".into(),
+            uid: 1,
+            gid: 1,
+            linux_name: "a".into(),
+            created_at: 0,
+        };
+        let uid = store.insert_user(&user).expect("user");
+        let user = UserRow { id: uid, ..user };
+        let spec: SubmitJob =
+            serde_json::from_str(r#"{"main":{"name":"a.py","sha256":"ab"}}"#).expect("spec");
+        let id = store
+            .insert_job(&user, "a", &spec, &JobResources::default())
+            .expect("job");
+        assert_eq!(
+            store
+                .apply_plan(&[(id, "local".into())], &[])
+                .expect("plan"),
+            vec![id]
+        );
+        let end = |state| JobEnd {
+            state,
+            exit_code: Some(0),
+            reason: None,
+            oom_killed: false,
+        };
+        assert!(store
+            .finish_job(id, &end(JobState::Succeeded))
+            .expect("end"));
+        assert!(!store.finish_job(id, &end(JobState::Lost)).expect("end"));
+        let job = store.job(id).expect("get").expect("exists");
+        assert_eq!(job.state, JobState::Succeeded);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (Debian packages, the pinned Spark
+# runtime), then runs every test. Safe to run again: each step skips what is done.
+# Run as root: the tests create Linux users, cgroups and sandboxes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/test.sh must run as root: the tests create users, cgroups and sandboxes" >&2
+    exit 2
+fi
+
+need_pkgs=()
+command -v bwrap >/dev/null || need_pkgs+=(bubblewrap)
+command -v pgrep >/dev/null || need_pkgs+=(procps)
+command -v java >/dev/null || need_pkgs+=(openjdk-17-jre-headless)
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "==> installing ${need_pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+# One Spark runtime shared by every test server (about 900 MB; kept between runs).
+export HEARTH_TEST_RUNTIME="${HEARTH_TEST_RUNTIME:-/var/cache/hearth/test-runtime}"
+cargo build --quiet -p hearth
+./target/debug/hearth runtime install --runtime "$HEARTH_TEST_RUNTIME"
+
+cargo nextest run --workspace --no-fail-fast "$@"
