@@ -13,7 +13,8 @@ fi
 need_pkgs=()
 command -v bwrap >/dev/null || need_pkgs+=(bubblewrap)
 command -v pgrep >/dev/null || need_pkgs+=(procps)
-command -v java >/dev/null || need_pkgs+=(openjdk-17-jre-headless)
+# javac builds the JVM test application.
+command -v javac >/dev/null || need_pkgs+=(openjdk-17-jdk-headless)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "==> installing ${need_pkgs[*]}"

@@ -425,3 +425,74 @@ fn workspace_files_round_trip_and_stay_private() {
     assert!(!on_disk.exists());
     let _ = std::fs::remove_file(local);
 }
+
+#[test]
+fn uploads_over_the_limit_are_refused() {
+    let mut h = Hearth::start_with(&["--max-upload", "1m"]);
+    let alice = h.add_user("alice");
+    let big = std::env::temp_dir().join(common::unique("big.py"));
+    std::fs::write(&big, vec![b'#'; 2 << 20]).expect("write");
+    let out = h.cli(&alice, &["submit", &big.display().to_string()]);
+    let _ = std::fs::remove_file(&big);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("upload limit of 1 MiB"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (_, list) = h.api(&alice, "GET", "/api/v1/jobs", None);
+    assert_eq!(list["jobs"].as_array().map(|a| a.len()), Some(0));
+}
+
+#[test]
+fn without_root_hearth_says_isolation_is_off() {
+    // `nobody` runs a Hearth of its own in a directory it owns.
+    let work = std::env::temp_dir().join(common::unique("nonroot"));
+    std::fs::create_dir_all(&work).expect("dir");
+    let _ = Command::new("chown").arg("65534:65534").arg(&work).output();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let child = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(BIN)
+        .args(["up", "--data-dir"])
+        .arg(work.join("data"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--runtime",
+            "/nonexistent",
+        ])
+        .env("HEARTH_ADMIN_PASSWORD", "nonroot-password")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ureq::get(&format!("http://127.0.0.1:{port}/healthz"))
+        .call()
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hearth up as nobody did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("wait");
+    let _ = std::fs::remove_dir_all(&work);
+    let err = text(&out.stderr);
+    assert!(err.contains("isolation is OFF"), "{err}");
+    assert!(err.contains("not running as root"), "{err}");
+    assert!(err.contains("hearth runtime install"), "{err}");
+}

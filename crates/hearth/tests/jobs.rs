@@ -440,3 +440,63 @@ fn a_restart_reattaches_running_jobs_keeps_queued_ones_and_marks_vanished_ones_l
     // Logs survive restarts.
     assert!(h.logs(&alice, survivor).contains("sleepy done"));
 }
+
+#[test]
+fn a_jvm_application_runs_with_its_main_class() {
+    let mut h = Hearth::start();
+    let alice = h.add_user("alice");
+    // Build the jar against the runtime's own Spark jars.
+    let work = std::env::temp_dir().join(common::unique("jvm-app"));
+    let classes = work.join("classes");
+    std::fs::create_dir_all(&classes).expect("dirs");
+    let spark_jars = std::fs::read_dir(common::runtime().join("lib"))
+        .expect("runtime lib")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/pyspark/jars"))
+        .find(|p| p.is_dir())
+        .expect("pyspark jars");
+    let javac = Command::new("javac")
+        .arg("-cp")
+        .arg(format!("{}/*", spark_jars.display()))
+        .arg("-d")
+        .arg(&classes)
+        .arg(apps().join("jvm/WordLengths.java"))
+        .output()
+        .expect("javac");
+    assert!(javac.status.success(), "{}", text(&javac.stderr));
+    let jar = work.join("wordlengths.jar");
+    let out = Command::new("jar")
+        .arg("cf")
+        .arg(&jar)
+        .arg("-C")
+        .arg(&classes)
+        .arg(".")
+        .output()
+        .expect("jar");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = h.cli(
+        &alice,
+        &[
+            "submit",
+            "--wait",
+            "--num-executors",
+            "0",
+            "--driver-memory",
+            "512m",
+            "--class",
+            "org.example.WordLengths",
+            &jar.display().to_string(),
+            "100",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let jobs: serde_json::Value =
+        serde_json::from_slice(&h.cli(&alice, &["jobs", "-o", "json"]).stdout).expect("json");
+    let id = jobs[0]["id"].as_u64().expect("id");
+    assert!(
+        h.logs(&alice, id).contains("jvm app: n=100 sum=4950"),
+        "{}",
+        h.logs(&alice, id)
+    );
+}

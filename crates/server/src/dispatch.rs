@@ -294,8 +294,13 @@ async fn watch(app: Arc<App>, id: i64, mut task: Task) {
     let exit = task.wait().await;
     record_end(&app, id, &exit);
     lock(&app).remove(&id);
-    let tmp = app.cfg.job_dir(id).join("tmp");
-    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(tmp)).await;
+    // The job's scratch space and its Spark secret are of no use once it ended.
+    let dir = app.cfg.job_dir(id);
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(dir.join("tmp"));
+        let _ = std::fs::remove_dir_all(dir.join("conf"));
+    })
+    .await;
     app.wake.notify_one();
 }
 
