@@ -424,7 +424,9 @@ fn fs(client: &Client, cmd: FsCommand) -> Result<()> {
                     let dest = PathBuf::from(other.unwrap_or_else(|| {
                         remote.rsplit('/').next().unwrap_or(&remote).to_string()
                     }));
-                    let tmp = dest.with_extension("hearth-part");
+                    let mut tmp = dest.clone().into_os_string();
+                    tmp.push(".hearth-part");
+                    let tmp = PathBuf::from(tmp);
                     let mut f = std::fs::File::create(&tmp)
                         .with_context(|| format!("creating {}", tmp.display()))?;
                     let n = std::io::copy(&mut reader, &mut f)?;
@@ -497,8 +499,8 @@ fn parse_ttl(s: &str) -> Result<u64> {
         Some('s') => (&s[..s.len() - 1], 1),
         _ => (s, 1),
     };
-    match num.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n * mult),
+    match num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
+        Some(n) if n > 0 => Ok(n),
         _ => bail!("--ttl {s} is not a duration: write e.g. 30d, 12h, 90m or 3600s"),
     }
 }

@@ -49,6 +49,15 @@ fn timestamp(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// Memory for people: `0`, `896 MiB`, `23.5 GiB`.
+fn human_mib(mib: u64) -> String {
+    match mib {
+        0 => "0".into(),
+        1..=1023 => format!("{mib} MiB"),
+        _ => format!("{:.1} GiB", mib as f64 / 1024.0),
+    }
+}
+
 fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -246,8 +255,8 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
                     format!("{}/{}", n.used_cores, n.cores),
                     format!(
                         "{}/{}",
-                        format_mib(n.used_memory_mib),
-                        format_mib(n.memory_mib)
+                        human_mib(n.used_memory_mib),
+                        human_mib(n.memory_mib)
                     ),
                     if n.isolation { "on" } else { "OFF" }.into(),
                     n.problems.join("; "),

@@ -165,6 +165,8 @@ fn up_config(args: UpArgs) -> Result<Config> {
         ),
         None => std::env::var("HEARTH_ADMIN_PASSWORD").ok(),
     };
+    // Out of the environment, or every shim and job launched from here would inherit it.
+    std::env::remove_var("HEARTH_ADMIN_PASSWORD");
     let runtime = runtime_location(&data_dir, args.runtime)?;
     Ok(Config {
         listen: args.listen,

@@ -288,6 +288,29 @@ fn bad_input_is_refused_clearly_and_nothing_is_persisted() {
             404,
             "no such API endpoint",
         ),
+        (
+            "POST",
+            "/api/v1/tokens".into(),
+            Some(json!({"name": "x", "ttl_seconds": u64::MAX})),
+            400,
+            "between one second and ten years",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs".into(),
+            Some(
+                json!({"main": {"name": "a.py", "sha256": zero}, "conf": {"spark.local.dir=/x": "y"}}),
+            ),
+            400,
+            "not a Spark setting name",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs".into(),
+            Some(json!({"main": {"name": "a,b.py", "sha256": zero}})),
+            400,
+            "no slashes, commas",
+        ),
     ];
     for (method, path, body, want_status, want) in cases {
         let (status, resp) = h.api(&alice, method, &path, body);
@@ -420,6 +443,20 @@ fn workspace_files_round_trip_and_stay_private() {
     let get = h.cli(&alice, &["fs", "get", "shadow", "-"]);
     assert!(!get.status.success());
     assert!(!text(&get.stdout).contains("root:"));
+    // The host's /proc is world-readable and shows everyone's command lines: a link to it
+    // must lead nowhere either.
+    std::os::unix::fs::symlink("/proc", h.workspace(&alice).join("p")).expect("symlink");
+    let (status, body) = h.api(&alice, "GET", "/api/v1/files/p/1/cmdline", None);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("outside the workspace"),
+        "{body}"
+    );
+    let ls = h.cli(&alice, &["fs", "ls", "p"]);
+    assert!(!ls.status.success(), "{}", text(&ls.stdout));
     let rm = h.cli(&alice, &["fs", "rm", "input/data.csv"]);
     assert!(rm.status.success(), "{}", text(&rm.stderr));
     assert!(!on_disk.exists());

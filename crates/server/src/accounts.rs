@@ -86,7 +86,7 @@ pub fn create(
 /// Removes a user with no active jobs. Their workspace is moved aside, not deleted, so an
 /// admin can still recover what they wrote.
 pub fn remove(app: &App, user: &UserRow) -> ApiResult<String> {
-    if app.store.active_job_count(user.id)? > 0 {
+    if !app.store.delete_idle_user(user.id)? {
         return Err(ApiError::conflict(
             "user_has_jobs",
             format!(
@@ -95,14 +95,17 @@ pub fn remove(app: &App, user: &UserRow) -> ApiResult<String> {
             ),
         ));
     }
-    app.store.delete_user(user.id)?;
     app.tokens.forget_user(user.id);
     let home = app.cfg.workspace(&user.name);
     let kept = app
         .cfg
         .workspaces_dir()
         .join(format!(".removed-{}-{}", user.name, now_ms()));
-    let _ = std::fs::rename(&home, &kept);
+    // Root's from now on: the freed uid may go to a new user, who must not reach it.
+    if std::fs::rename(&home, &kept).is_ok() {
+        let _ = std::os::unix::fs::chown(&kept, Some(0), Some(0));
+        let _ = std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o700));
+    }
     if app.isolation.enabled {
         hearth_agent::users::remove_user(&user.linux(app))
             .map_err(|e| ApiError::internal("removing the Linux user", e))?;

@@ -27,14 +27,30 @@ pub fn generate_password() -> String {
         .collect()
 }
 
+/// Argon2id with OWASP's 7 MiB / 5 passes setting: as slow as its 19 MiB / 2 passes one,
+/// with less memory held by an idle server.
+fn argon2() -> Argon2<'static> {
+    let params = argon2::Params::new(7 * 1024, 5, 1, None).expect("valid Argon2 parameters");
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// Hands the hash's working memory back to the OS: the allocator would otherwise keep it
+/// per thread, and an idle server would sit on tens of MB.
+fn release_memory() {
+    // SAFETY: malloc_trim only returns free heap memory to the OS.
+    unsafe { libc::malloc_trim(0) };
+}
+
 pub fn hash_secret(secret: &str) -> String {
     let mut salt = [0u8; 16];
     getrandom::getrandom(&mut salt).expect("the OS random source failed");
     let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
-    Argon2::default()
+    let hash = argon2()
         .hash_password(secret.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .expect("argon2 with default parameters cannot fail")
+        .expect("argon2 with valid parameters cannot fail");
+    release_memory();
+    hash
 }
 
 /// A real hash of nothing in particular, checked against when a login names an unknown
@@ -44,14 +60,13 @@ pub fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_secret("no such user"))
 }
 
+/// Checks a secret against a stored hash (whatever parameters it was made with).
 pub fn verify_secret(secret: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(secret.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    let ok = PasswordHash::new(hash)
+        .map(|h| argon2().verify_password(secret.as_bytes(), &h).is_ok())
+        .unwrap_or(false);
+    release_memory();
+    ok
 }
 
 /// Checks a user name for the rules Hearth keeps: short, lowercase, safe in paths and URLs.
@@ -87,7 +102,9 @@ pub fn new_token(user: &UserRow, name: &str, ttl_seconds: Option<u64>) -> NewTok
             name: name.to_string(),
             secret_hash: hash_secret(&secret),
             created_at: now,
-            expires_at: ttl_seconds.map(|t| now.saturating_add((t as i64).saturating_mul(1000))),
+            expires_at: ttl_seconds.map(|t| {
+                now.saturating_add(i64::try_from(t).unwrap_or(i64::MAX).saturating_mul(1000))
+            }),
             last_used_at: None,
         },
         secret,
@@ -105,6 +122,9 @@ struct Verified {
     last_touched: i64,
 }
 
+/// The longest lifetime a token may ask for: ten years.
+pub const MAX_TTL_SECONDS: u64 = 10 * 366 * 86_400;
+
 /// Remembers verified tokens so that only the first use pays for Argon2.
 #[derive(Default)]
 pub struct TokenCache {
@@ -116,67 +136,86 @@ pub enum TokenCheck {
     Invalid(&'static str),
 }
 
+fn parse_token(token: &str) -> Option<(i64, &str)> {
+    token
+        .strip_prefix("hth_")
+        .and_then(|rest| rest.split_once('_'))
+        .and_then(|(id, secret)| id.parse::<i64>().ok().map(|id| (id, secret)))
+}
+
+const MALFORMED: &str = "the token is malformed: Hearth tokens look like hth_<id>_<secret>";
+const EXPIRED: &str = "the token has expired: log in again or create a new token";
+
 impl TokenCache {
-    pub fn check(&self, store: &Store, token: &str) -> Result<TokenCheck, rusqlite::Error> {
-        let Some((id, secret)) = token
-            .strip_prefix("hth_")
-            .and_then(|rest| rest.split_once('_'))
-            .and_then(|(id, secret)| id.parse::<i64>().ok().map(|id| (id, secret)))
-        else {
-            return Ok(TokenCheck::Invalid(
-                "the token is malformed: Hearth tokens look like hth_<id>_<secret>",
-            ));
+    /// Decides from memory alone, when it can (a token verified before, or a malformed
+    /// one). Cheap: safe to call on an async worker.
+    pub fn check_cached(
+        &self,
+        store: &Store,
+        token: &str,
+    ) -> Result<Option<TokenCheck>, rusqlite::Error> {
+        let Some((id, secret)) = parse_token(token) else {
+            return Ok(Some(TokenCheck::Invalid(MALFORMED)));
         };
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         let now = now_ms();
-        {
-            let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(v) = cache.get_mut(&id) {
-                if v.digest != digest {
-                    return Ok(TokenCheck::Invalid("the token is not valid"));
-                }
-                if v.expires_at.is_some_and(|e| e <= now) {
-                    cache.remove(&id);
-                    return Ok(TokenCheck::Invalid(
-                        "the token has expired: log in again or create a new token",
-                    ));
-                }
-                let user_id = v.user_id;
-                // Recording use costs a write; once a minute is precise enough.
-                if now - v.last_touched > 60_000 {
-                    v.last_touched = now;
-                    drop(cache);
-                    store.touch_token(id, now)?;
-                }
-                return Ok(TokenCheck::Valid { user_id });
-            }
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(v) = cache.get_mut(&id) else {
+            return Ok(None);
+        };
+        if v.digest != digest {
+            return Ok(Some(TokenCheck::Invalid("the token is not valid")));
         }
+        if v.expires_at.is_some_and(|e| e <= now) {
+            cache.remove(&id);
+            return Ok(Some(TokenCheck::Invalid(EXPIRED)));
+        }
+        let user_id = v.user_id;
+        // Recording use costs a write; once a minute is precise enough.
+        if now - v.last_touched > 60_000 {
+            v.last_touched = now;
+            drop(cache);
+            store.touch_token(id, now)?;
+        }
+        Ok(Some(TokenCheck::Valid { user_id }))
+    }
+
+    /// The full check: the stored row and its slow hash. Blocks for tens of milliseconds:
+    /// call it on a blocking thread.
+    pub fn verify(&self, store: &Store, token: &str) -> Result<TokenCheck, rusqlite::Error> {
+        let Some((id, secret)) = parse_token(token) else {
+            return Ok(TokenCheck::Invalid(MALFORMED));
+        };
+        let now = now_ms();
         let Some(row) = store.token(id)? else {
             return Ok(TokenCheck::Invalid(
                 "the token is not valid (revoked or never issued): log in again",
             ));
         };
         if row.expires_at.is_some_and(|e| e <= now) {
-            return Ok(TokenCheck::Invalid(
-                "the token has expired: log in again or create a new token",
-            ));
+            return Ok(TokenCheck::Invalid(EXPIRED));
         }
         if !verify_secret(secret, &row.secret_hash) {
             return Ok(TokenCheck::Invalid("the token is not valid"));
         }
         store.touch_token(id, now)?;
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id,
-                Verified {
-                    digest,
-                    user_id: row.user_id,
-                    expires_at: row.expires_at,
-                    last_touched: now,
-                },
-            );
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        // Revoked while we hashed? A revoke deletes the row before it takes this lock to
+        // forget, so looking again under the lock cannot miss it.
+        if store.token(id)?.is_none() {
+            return Ok(TokenCheck::Invalid(
+                "the token is not valid (revoked or never issued): log in again",
+            ));
+        }
+        cache.insert(
+            id,
+            Verified {
+                digest: Sha256::digest(secret.as_bytes()).into(),
+                user_id: row.user_id,
+                expires_at: row.expires_at,
+                last_touched: now,
+            },
+        );
         Ok(TokenCheck::Valid {
             user_id: row.user_id,
         })
@@ -206,7 +245,7 @@ mod tests {
     #[test]
     fn secrets_verify_only_against_their_own_hash() {
         let h = hash_secret("correct horse");
-        assert!(h.starts_with("$argon2id$"));
+        assert!(h.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{h}");
         assert!(verify_secret("correct horse", &h));
         assert!(!verify_secret("correct horse!", &h));
         assert!(!verify_secret("x", "not a hash"));

@@ -153,12 +153,12 @@ fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> 
     mkdir(&files, 0o755, None).map_err(|e| io("creating the job's files", e))?;
     let place = |f: &FileRef| -> Result<PathBuf, String> {
         let dest = files.join(&f.name);
-        if !dest.exists() {
-            let src = app.blobs.path(&f.sha256);
-            std::fs::hard_link(&src, &dest)
-                .or_else(|_| std::fs::copy(&src, &dest).map(|_| ()))
-                .map_err(|e| io(&format!("placing {}", f.name), e))?;
-        }
+        // Never trust what a directory left from an earlier run holds: link afresh.
+        let _ = std::fs::remove_file(&dest);
+        let src = app.blobs.path(&f.sha256);
+        std::fs::hard_link(&src, &dest)
+            .or_else(|_| std::fs::copy(&src, &dest).map(|_| ()))
+            .map_err(|e| io(&format!("placing {}", f.name), e))?;
         Ok(dest)
     };
     let spec = &job.spec;
@@ -233,8 +233,16 @@ fn free_port() -> u16 {
         .unwrap_or(4040)
 }
 
+/// Removes what a job no longer needs once it ended: its scratch space and its Spark secret.
+fn clean_up(app: &App, id: i64) {
+    let dir = app.cfg.job_dir(id);
+    let _ = std::fs::remove_dir_all(dir.join("tmp"));
+    let _ = std::fs::remove_dir_all(dir.join("conf"));
+}
+
 fn fail(app: &App, id: i64, reason: String) {
     tracing::warn!(job = id, "{reason}");
+    clean_up(app, id);
     let end = JobEnd {
         state: JobState::Failed,
         exit_code: None,
@@ -267,6 +275,32 @@ async fn start(app: Arc<App>, id: i64) {
         Ok(Err(e)) => return fail(&app, id, format!("could not prepare the job: {e}")),
         Err(e) => return fail(&app, id, format!("could not prepare the job: {e}")),
     };
+    // A cancel, or Hearth's shutdown, that came while the job was being prepared.
+    match app.store.job(id) {
+        Ok(Some(j)) if j.cancel_requested || j.state.is_terminal() => {
+            clean_up(&app, id);
+            let _ = app.store.finish_job(
+                id,
+                &JobEnd {
+                    state: JobState::Cancelled,
+                    exit_code: None,
+                    reason: Some("cancelled before it started".into()),
+                    oom_killed: false,
+                },
+            );
+            app.wake.notify_one();
+            return;
+        }
+        _ if app.is_shutting_down() => {
+            clean_up(&app, id);
+            let _ = app.store.requeue(
+                id,
+                "requeued: Hearth was shutting down as the job was starting",
+            );
+            return;
+        }
+        _ => {}
+    }
     lock(&app).insert(id, spec.dir.clone());
     let task = match Task::launch(&spec, &app.cfg.shim).await {
         Ok(t) => t,
@@ -294,13 +328,8 @@ async fn watch(app: Arc<App>, id: i64, mut task: Task) {
     let exit = task.wait().await;
     record_end(&app, id, &exit);
     lock(&app).remove(&id);
-    // The job's scratch space and its Spark secret are of no use once it ended.
-    let dir = app.cfg.job_dir(id);
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = std::fs::remove_dir_all(dir.join("tmp"));
-        let _ = std::fs::remove_dir_all(dir.join("conf"));
-    })
-    .await;
+    let app2 = app.clone();
+    let _ = tokio::task::spawn_blocking(move || clean_up(&app2, id)).await;
     app.wake.notify_one();
 }
 
@@ -316,7 +345,7 @@ fn record_end(app: &App, id: i64, exit: &TaskExit) {
             reason: Some("cancelled by its owner or an admin".into()),
             oom_killed: false,
         }
-    } else if app.is_shutting_down() {
+    } else if app.is_shutting_down() && exit.code != Some(0) {
         JobEnd {
             state: JobState::Cancelled,
             exit_code: exit.code,
@@ -361,16 +390,9 @@ fn record_end(app: &App, id: i64, exit: &TaskExit) {
 
 /// Cancels a job: a queued one at once, a running one by stopping its process tree.
 pub async fn cancel(app: &Arc<App>, job: &JobRow) -> Result<(), rusqlite::Error> {
-    if job.state == JobState::Queued {
-        app.store.finish_job(
-            job.id,
-            &JobEnd {
-                state: JobState::Cancelled,
-                exit_code: None,
-                reason: Some("cancelled before it started".into()),
-                oom_killed: false,
-            },
-        )?;
+    // Only while it is still queued; if the scheduler admitted it meanwhile, it is stopped
+    // like a running job (start() checks the request before launching).
+    if job.state == JobState::Queued && app.store.cancel_queued(job.id)? {
         app.wake.notify_one();
         return Ok(());
     }
@@ -414,16 +436,22 @@ pub async fn reconcile(app: &Arc<App>) -> Result<(), rusqlite::Error> {
                 if job.state == JobState::Starting {
                     app.store.mark_running(job.id)?;
                 }
-                lock(app).insert(job.id, dir);
+                lock(app).insert(job.id, dir.clone());
+                if job.cancel_requested {
+                    let grace = app.cfg.stop_grace;
+                    tokio::spawn(async move { sandbox::stop(&dir, grace).await });
+                }
                 tokio::spawn(watch(app.clone(), job.id, task));
             }
             Ok(None) if job.state == JobState::Starting => {
+                clean_up(app, job.id);
                 app.store.requeue(
                     job.id,
                     "requeued: Hearth restarted before the job's process started",
                 )?;
             }
             Ok(None) => {
+                clean_up(app, job.id);
                 app.store.finish_job(
                     job.id,
                     &JobEnd {
@@ -438,6 +466,7 @@ pub async fn reconcile(app: &Arc<App>) -> Result<(), rusqlite::Error> {
                 )?;
             }
             Err(e) => {
+                clean_up(app, job.id);
                 app.store.finish_job(
                     job.id,
                     &JobEnd {

@@ -39,6 +39,8 @@ pub struct App {
     /// Task directories of jobs whose processes this server watches.
     pub running: Mutex<HashMap<i64, PathBuf>>,
     pub shutting_down: AtomicBool,
+    /// Bounds concurrent Argon2 work (each hash takes ~19 MiB and tens of ms of a core).
+    pub hashing: tokio::sync::Semaphore,
     /// Distinguishes this data dir's tasks from other Hearth instances' on the machine.
     pub instance: String,
 }
@@ -114,6 +116,7 @@ pub async fn run(
         wake: tokio::sync::Notify::new(),
         running: Mutex::new(HashMap::new()),
         shutting_down: AtomicBool::new(false),
+        hashing: tokio::sync::Semaphore::new(2),
         instance,
     });
     accounts::bootstrap_admin(&app)?;

@@ -30,6 +30,16 @@ pub fn check_user_conf(conf: &BTreeMap<String, String>) -> Result<(), String> {
         if key.trim().is_empty() {
             return Err("--conf needs a key: write --conf key=value".into());
         }
+        // spark-submit splits `--conf` at the first `=`: a key holding one (or odd
+        // characters) would set a different key than the one checked here.
+        if !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(format!(
+                "--conf key `{key}` is not a Spark setting name: use letters, digits, '.', '_' and '-'"
+            ));
+        }
         if let Some((_, why)) = RESERVED.iter().find(|(k, _)| k == key) {
             return Err(format!("--conf {key} cannot be set: {why}"));
         }
@@ -190,6 +200,8 @@ mod tests {
         let conf = BTreeMap::from([("spark.executor.memory".to_string(), "8g".to_string())]);
         let e = check_user_conf(&conf).expect_err("reserved");
         assert!(e.contains("--executor-memory"), "{e}");
+        let sneaky = BTreeMap::from([("spark.local.dir=/x".to_string(), "y".to_string())]);
+        assert!(check_user_conf(&sneaky).is_err());
         let ok = BTreeMap::from([("spark.sql.adaptive.enabled".to_string(), "true".to_string())]);
         assert!(check_user_conf(&ok).is_ok());
     }

@@ -11,10 +11,12 @@ use std::sync::{Mutex, MutexGuard};
 pub type Result<T> = std::result::Result<T, rusqlite::Error>;
 
 /// Each entry upgrades the schema by one version; never edit one that has shipped.
+/// Ids are AUTOINCREMENT: a new user must never inherit a removed user's id (and with it
+/// their jobs and logs), nor a new token a revoked token's.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE users (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
     admin INTEGER NOT NULL,
     password_hash TEXT NOT NULL,
@@ -24,7 +26,7 @@ CREATE TABLE users (
     created_at INTEGER NOT NULL
 );
 CREATE TABLE tokens (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     name TEXT NOT NULL,
     secret_hash TEXT NOT NULL,
@@ -43,7 +45,7 @@ CREATE TABLE blob_owners (
     PRIMARY KEY (sha256, user_id)
 );
 CREATE TABLE jobs (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id INTEGER NOT NULL,
     owner TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -290,10 +292,23 @@ impl Store {
         rows.collect()
     }
 
-    pub fn delete_user(&self, id: i64) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM users WHERE id = ?1", [id])?;
-        Ok(())
+    /// Deletes a user who has no queued or running jobs, in one transaction; false if they
+    /// have some.
+    pub fn delete_idle_user(&self, id: i64) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let active: i64 = tx.query_row(
+            "SELECT count(*) FROM jobs WHERE user_id = ?1
+             AND state IN ('queued', 'starting', 'running')",
+            [id],
+            |r| r.get(0),
+        )?;
+        if active > 0 {
+            return Ok(false);
+        }
+        tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(true)
     }
 
     // ---- tokens ----
@@ -408,14 +423,19 @@ impl Store {
             .optional()
     }
 
-    /// Jobs newest first; of one user, or of everyone when `user_id` is None.
-    pub fn jobs(&self, user_id: Option<i64>, limit: i64) -> Result<Vec<JobRow>> {
+    /// Jobs newest first; of one user (or everyone's when None), in one state (or all).
+    pub fn jobs(
+        &self,
+        user_id: Option<i64>,
+        state: Option<JobState>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>> {
         let conn = self.conn();
         let mut st = conn.prepare(&format!(
             "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR user_id = ?1)
-             ORDER BY id DESC LIMIT ?2"
+             AND (?2 IS NULL OR state = ?2) ORDER BY id DESC LIMIT ?3"
         ))?;
-        let rows = st.query_map(params![user_id, limit], job_row)?;
+        let rows = st.query_map(params![user_id, state.map(|s| s.as_str()), limit], job_row)?;
         rows.collect()
     }
 
@@ -428,15 +448,6 @@ impl Store {
         ))?;
         let rows = st.query_map([], job_row)?;
         rows.collect()
-    }
-
-    pub fn active_job_count(&self, user_id: i64) -> Result<i64> {
-        self.conn().query_row(
-            "SELECT count(*) FROM jobs WHERE user_id = ?1
-             AND state IN ('queued', 'starting', 'running')",
-            [user_id],
-            |r| r.get(0),
-        )
     }
 
     /// Applies one scheduling plan in one transaction: admitted jobs become `starting` on
@@ -505,6 +516,16 @@ impl Store {
                 end.oom_killed,
                 now_ms()
             ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Cancels a job that is still queued; false if it has left the queue meanwhile.
+    pub fn cancel_queued(&self, id: i64) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE jobs SET state = 'cancelled', reason = 'cancelled before it started',
+             finished_at = ?2 WHERE id = ?1 AND state = 'queued'",
+            params![id, now_ms()],
         )?;
         Ok(n > 0)
     }

@@ -59,10 +59,11 @@ pub async fn get_blob(
     }
 }
 
-/// Resolves a workspace-relative path; `..` and absolute paths are refused.
+/// A workspace-relative path; `..` and absolute paths are refused here, and the agent's
+/// `fsaccess` resolves it so that no symlink can lead out of the workspace either.
 fn workspace_path(app: &AppState, caller: &Caller, rel: &str) -> ApiResult<(LinuxUser, PathBuf)> {
     let user = caller.0.linux(app);
-    let mut path = user.home.clone();
+    let mut path = PathBuf::new();
     for c in std::path::Path::new(rel).components() {
         match c {
             Component::Normal(p) => path.push(p),
@@ -84,13 +85,24 @@ fn fs_error(rel: &str, e: std::io::Error) -> ApiError {
             ApiError::not_found(format!("no such file in your workspace: {rel}"))
         }
         std::io::ErrorKind::PermissionDenied => {
-            ApiError::forbidden(format!("permission denied: {rel}"))
+            ApiError::forbidden(format!("permission denied: {rel}: {e}"))
         }
         std::io::ErrorKind::AlreadyExists => {
             ApiError::conflict("exists", format!("{rel} already exists"))
         }
+        std::io::ErrorKind::InvalidInput => {
+            ApiError::bad_request("invalid_path", format!("{rel}: {e}"))
+        }
         _ => ApiError::bad_request("file_error", format!("{rel}: {e}")),
     }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> ApiResult<std::io::Result<T>> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal("accessing the workspace", e))
 }
 
 pub async fn get_root(state: State<AppState>, caller: Caller) -> ApiResult<Response> {
@@ -104,18 +116,14 @@ pub async fn get(
 ) -> ApiResult<Response> {
     let (user, path) = workspace_path(&app, &caller, &rel)?;
     let (u2, p2) = (user.clone(), path.clone());
-    let is_dir = tokio::task::spawn_blocking(move || {
-        fsaccess::as_user(&u2, move || std::fs::metadata(&p2).map(|m| m.is_dir()))
-    })
-    .await
-    .map_err(|e| ApiError::internal("reading the workspace", e))?
-    .map_err(|e| fs_error(&rel, e))?;
-    if is_dir {
-        let entries = tokio::task::spawn_blocking(move || fsaccess::list_dir(&user, &path))
-            .await
-            .map_err(|e| ApiError::internal("reading the workspace", e))?
+    let kind = blocking(move || fsaccess::kind(&u2, &p2))
+        .await?
+        .map_err(|e| fs_error(&rel, e))?;
+    if kind == fsaccess::Kind::Dir {
+        let entries = blocking(move || fsaccess::list_dir(&user, &path))
+            .await?
             .map_err(|e| fs_error(&rel, e))?;
-        let mut list: Vec<api::FileEntry> = entries
+        let list: Vec<api::FileEntry> = entries
             .into_iter()
             .map(|e| api::FileEntry {
                 name: e.name,
@@ -124,12 +132,10 @@ pub async fn get(
                 modified_ms: e.mtime_ms,
             })
             .collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name));
         return Ok(Json(list).into_response());
     }
-    let file = tokio::task::spawn_blocking(move || fsaccess::open_read(&user, &path))
-        .await
-        .map_err(|e| ApiError::internal("reading the workspace", e))?
+    let file = blocking(move || fsaccess::open_read(&user, &path))
+        .await?
         .map_err(|e| fs_error(&rel, e))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
@@ -152,27 +158,15 @@ pub async fn put(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<api::FileEntry>)> {
     let (user, path) = workspace_path(&app, &caller, &rel)?;
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_string()) else {
         return Err(ApiError::bad_request(
             "invalid_path",
             "name a file to write",
         ));
     };
-    let name = name.to_string_lossy().to_string();
-    let tmp = parent.join(format!(".{name}.upload-{}", crate::auth::random_hex(6)));
-    let (u2, parent2, tmp2) = (user.clone(), parent.to_path_buf(), tmp.clone());
-    let mut file = tokio::task::spawn_blocking(move || {
-        fsaccess::as_user(&u2, move || {
-            std::fs::create_dir_all(&parent2)?;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp2)
-        })
-    })
-    .await
-    .map_err(|e| ApiError::internal("writing the workspace", e))?
-    .map_err(|e| fs_error(&rel, e))?;
+    let mut temp = blocking(move || fsaccess::create_temp(&user, &path))
+        .await?
+        .map_err(|e| fs_error(&rel, e))?;
     let max = app.cfg.max_upload_bytes;
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
@@ -201,27 +195,19 @@ pub async fn put(
             break;
         }
         // Small blocking writes to a local disk; chunks are at most a few hundred KiB.
-        if let Err(e) = file.write_all(&chunk) {
+        if let Err(e) = temp.file.write_all(&chunk) {
             result = Err(fs_error(&rel, e));
             break;
         }
     }
-    let (u2, path2, tmp2) = (user.clone(), path.clone(), tmp.clone());
-    let ok = result.is_ok();
-    let finish = tokio::task::spawn_blocking(move || {
-        fsaccess::as_user(&u2, move || {
-            if ok {
-                file.sync_all()?;
-                std::fs::rename(&tmp2, &path2)
-            } else {
-                std::fs::remove_file(&tmp2)
-            }
-        })
+    // Committed on success; otherwise dropping it removes the temporary file.
+    let committed = blocking(move || match result {
+        Ok(()) => temp.commit().map(Ok),
+        Err(e) => Ok(Err(e)),
     })
-    .await
-    .map_err(|e| ApiError::internal("writing the workspace", e))?;
-    result?;
-    finish.map_err(|e| fs_error(&rel, e))?;
+    .await?
+    .map_err(|e| fs_error(&rel, e))?;
+    committed?;
     Ok((
         StatusCode::CREATED,
         Json(api::FileEntry {
@@ -239,15 +225,14 @@ pub async fn remove(
     Path(rel): Path<String>,
 ) -> ApiResult<StatusCode> {
     let (user, path) = workspace_path(&app, &caller, &rel)?;
-    if path == user.home {
+    if path.as_os_str().is_empty() {
         return Err(ApiError::bad_request(
             "invalid_path",
             "you cannot remove your workspace itself",
         ));
     }
-    tokio::task::spawn_blocking(move || fsaccess::remove(&user, &path))
-        .await
-        .map_err(|e| ApiError::internal("writing the workspace", e))?
+    blocking(move || fsaccess::remove(&user, &path))
+        .await?
         .map_err(|e| fs_error(&rel, e))?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -54,14 +54,17 @@ fn check_file_name(what: &str, f: &FileRef) -> ApiResult<()> {
     let ok = !f.name.is_empty()
         && f.name.len() <= 255
         && !f.name.contains('/')
-        && !f.name.contains('\0')
+        // Spark separates file lists with commas and reads `#` as an alias in --archives.
+        && !f.name.contains(',')
+        && !f.name.contains('#')
+        && !f.name.chars().any(char::is_control)
         && f.name != "."
         && f.name != "..";
     if !ok {
         return Err(ApiError::bad_request(
             "invalid_file_name",
             format!(
-                "{what} `{}` is not a valid file name: no slashes, not . or ..",
+                "{what} `{}` is not a valid file name: no slashes, commas, # or control characters; not . or ..",
                 f.name
             ),
         ));
@@ -132,6 +135,7 @@ fn validate(app: &AppState, caller: &Caller, req: &SubmitJob) -> ApiResult<JobRe
             "--class applies to .jar applications only",
         ));
     }
+    spark::check_user_conf(&req.conf).map_err(|m| ApiError::bad_request("reserved_conf", m))?;
     let mut names = HashSet::new();
     let lists: [(&str, &[FileRef]); 5] = [
         ("the application", std::slice::from_ref(main)),
@@ -173,14 +177,13 @@ fn validate(app: &AppState, caller: &Caller, req: &SubmitJob) -> ApiResult<JobRe
         }
     }
     if let Some(name) = &req.name {
-        if name.trim().is_empty() || name.len() > 200 {
+        if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
             return Err(ApiError::bad_request(
                 "invalid_name",
-                "a job name must have 1-200 characters",
+                "a job name must have 1-200 characters and no control characters",
             ));
         }
     }
-    spark::check_user_conf(&req.conf).map_err(|m| ApiError::bad_request("reserved_conf", m))?;
     let resources = parse_resources(&req.resources)?;
     let offer = node_capacity(app);
     let need = hearth_sched::Resources::new(resources.total_cores(), resources.memory_limit_mib());
@@ -254,9 +257,8 @@ pub async fn list(
     let owner = (!q.all).then_some(caller.0.id);
     let jobs = app
         .store
-        .jobs(owner, limit)?
+        .jobs(owner, state, limit)?
         .iter()
-        .filter(|j| state.is_none_or(|s| j.state == s))
         .map(job_view)
         .collect();
     Ok(Json(api::JobList { jobs }))
@@ -375,21 +377,19 @@ pub async fn logs(
             start.to_string(),
         ),
     ];
-    if !q.follow {
-        let bytes = read_from(&path, start, usize::MAX)
-            .map_err(|e| ApiError::internal("reading the log", e))?;
-        return Ok((headers, bytes).into_response());
-    }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
-    let id = job.id;
+    let (id, follow) = (job.id, q.follow);
     tokio::spawn(async move {
         let mut pos = start;
         loop {
-            // Read the state first: output written before the job ended is then surely read.
-            let ended = match app.store.job(id) {
-                Ok(Some(j)) => j.state.is_terminal(),
-                _ => true,
-            };
+            // Read the state first: output written before the job ended is then surely
+            // read. A store error is not an end: keep following.
+            let ended = !follow
+                || match app.store.job(id) {
+                    Ok(Some(j)) => j.state.is_terminal(),
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
             let path2 = path.clone();
             let chunk = tokio::task::spawn_blocking(move || read_from(&path2, pos, 256 * 1024))
                 .await

@@ -99,7 +99,19 @@ impl FromRequestParts<AppState> for Caller {
                 ApiError::unauthorized("the Authorization header must read `Bearer <token>`")
             })?
             .trim();
-        match app.tokens.check(&app.store, token)? {
+        let check = match app.tokens.check_cached(&app.store, token)? {
+            Some(c) => c,
+            None => {
+                // Argon2 is slow on purpose: off the async workers, and only a few at once,
+                // so a flood of made-up tokens cannot stall the API for everyone else.
+                let _slot = app.hashing.acquire().await;
+                let (app2, token) = (app.clone(), token.to_string());
+                tokio::task::spawn_blocking(move || app2.tokens.verify(&app2.store, &token))
+                    .await
+                    .map_err(|e| ApiError::internal("checking the token", e))??
+            }
+        };
+        match check {
             TokenCheck::Valid { user_id } => match app.store.user_by_id(user_id)? {
                 Some(u) => Ok(Caller(u)),
                 None => Err(ApiError::unauthorized("the token's user no longer exists")),

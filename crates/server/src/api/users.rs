@@ -40,7 +40,14 @@ pub async fn login(
         .as_ref()
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(|| auth::dummy_hash().to_string());
+    if req.token_name.as_ref().is_some_and(|n| n.len() > 100) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "a token name has at most 100 characters",
+        ));
+    }
     let password = req.password.clone();
+    let _slot = app.hashing.acquire().await;
     let ok = tokio::task::spawn_blocking(move || auth::verify_secret(&password, &hash))
         .await
         .unwrap_or(false);
@@ -136,10 +143,10 @@ pub async fn create_token(
             "a token needs a name of 1-100 characters, e.g. `laptop` or `ci`",
         ));
     }
-    if req.ttl_seconds == Some(0) {
+    if req.ttl_seconds == Some(0) || req.ttl_seconds > Some(auth::MAX_TTL_SECONDS) {
         return Err(ApiError::bad_request(
             "invalid_ttl",
-            "a token's ttl must be at least one second; omit it for a token that does not expire",
+            "a token's ttl must be between one second and ten years; omit it for a token that does not expire",
         ));
     }
     let user = caller.0.clone();
