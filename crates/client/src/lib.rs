@@ -4,6 +4,7 @@
 pub mod config;
 pub mod http;
 mod output;
+mod policy;
 mod submit;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -83,11 +84,32 @@ pub enum Command {
         #[command(subcommand)]
         cmd: TokenCommand,
     },
+    /// Queues: use vs fair share vs limits (create/set/delete: admins)
+    Queue {
+        #[command(subcommand)]
+        cmd: policy::QueueCommand,
+    },
+    /// Groups of users and the queue their jobs go to (admins)
+    Group {
+        #[command(subcommand)]
+        cmd: policy::GroupCommand,
+    },
+    /// Quotas
+    Quota {
+        #[command(subcommand)]
+        cmd: QuotaCommand,
+    },
     /// The machines and what jobs use of them
     Nodes {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Set limits for a user, a group, or each member of a group (admins)
+    Set(policy::QuotaArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +292,11 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
         Command::Fs { cmd } => fs(&client, cmd)?,
         Command::User { cmd } => users(&client, cmd)?,
         Command::Token { cmd } => tokens(&client, cmd)?,
+        Command::Queue { cmd } => policy::queue(&client, cmd)?,
+        Command::Group { cmd } => policy::group(&client, cmd)?,
+        Command::Quota {
+            cmd: QuotaCommand::Set(args),
+        } => policy::quota(&client, args)?,
         Command::Nodes { output } => {
             let nodes: Vec<api::NodeInfo> = client.get("/nodes")?;
             output::print_nodes(&nodes, output)?;

@@ -93,6 +93,7 @@ pub fn print_jobs(jobs: &[api::Job], format: Format, with_owner: bool) -> Result
     }
     header.extend([
         "NAME",
+        "QUEUE",
         "STATE",
         "CORES",
         "MEMORY",
@@ -114,6 +115,7 @@ pub fn print_jobs(jobs: &[api::Job], format: Format, with_owner: bool) -> Result
             };
             r.extend([
                 j.name.clone(),
+                j.queue.clone(),
                 j.state.to_string(),
                 j.cores.to_string(),
                 format_mib(j.memory_limit_mib),
@@ -169,6 +171,12 @@ pub fn print_job(j: &api::Job, format: Format) -> Result<()> {
         j.cores,
         format_mib(j.memory_limit_mib)
     );
+    println!(
+        "  queue:      {} (priority {}{})",
+        j.queue,
+        j.priority,
+        if j.preemptible { ", preemptible" } else { "" }
+    );
     if let Some(node) = &j.node {
         println!("  node:       {node}");
     }
@@ -192,6 +200,129 @@ pub fn print_job(j: &api::Job, format: Format) -> Result<()> {
     }
     if let Some(f) = j.finished_at_ms {
         println!("    finished   {}", timestamp(f));
+    }
+    if !j.attempts.is_empty() {
+        println!("  earlier attempts:");
+        for (i, a) in j.attempts.iter().enumerate() {
+            let ran = match a.running_at_ms {
+                Some(r) => format!("ran {}", duration(a.ended_at_ms - r)),
+                None => "never ran".into(),
+            };
+            println!(
+                "    {}. {} at {}, {ran}: {}",
+                i + 1,
+                a.outcome,
+                timestamp(a.ended_at_ms),
+                a.reason
+            );
+        }
+    }
+    Ok(())
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0}%", x * 100.0)
+}
+
+/// All queues, or one queue's users.
+pub fn print_queues(queues: &[api::QueueStatus], only: Option<&str>, format: Format) -> Result<()> {
+    let picked: Vec<&api::QueueStatus> = queues
+        .iter()
+        .filter(|q| only.is_none_or(|n| q.spec.name == n))
+        .collect();
+    if format == Format::Json {
+        return json(&picked);
+    }
+    let limit = |l: &api::ResourceLimit| match (&l.cores, &l.memory) {
+        (None, None) => "-".to_string(),
+        (c, m) => format!(
+            "{} cores, {}",
+            c.map(|c| c.to_string()).unwrap_or_else(|| "any".into()),
+            m.clone().unwrap_or_else(|| "any".into())
+        ),
+    };
+    if only.is_none() {
+        table(
+            &[
+                "QUEUE",
+                "WEIGHT",
+                "RUNNING",
+                "QUEUED",
+                "CORES",
+                "MEMORY",
+                "SHARE",
+                "FAIR SHARE",
+                "GUARANTEED",
+                "MAX",
+            ],
+            picked
+                .iter()
+                .map(|q| {
+                    vec![
+                        format!(
+                            "{}{}",
+                            q.spec.name,
+                            if q.spec.best_effort {
+                                " (best effort)"
+                            } else {
+                                ""
+                            }
+                        ),
+                        q.spec.weight.to_string(),
+                        q.running_jobs.to_string(),
+                        q.queued_jobs.to_string(),
+                        q.cores.to_string(),
+                        human_mib(q.memory_mib),
+                        pct(q.dominant_share),
+                        pct(q.fair_share),
+                        limit(&q.spec.guaranteed),
+                        limit(&q.spec.max),
+                    ]
+                })
+                .collect(),
+        );
+        return Ok(());
+    }
+    for q in picked {
+        println!(
+            "Queue {}: weight {}, {} running, {} queued, holds {} cores and {} ({} of the machines; fair share {}); guaranteed {}, max {}",
+            q.spec.name,
+            q.spec.weight,
+            q.running_jobs,
+            q.queued_jobs,
+            q.cores,
+            human_mib(q.memory_mib),
+            pct(q.dominant_share),
+            pct(q.fair_share),
+            limit(&q.spec.guaranteed),
+            limit(&q.spec.max)
+        );
+        let users = q.users.len().max(1) as f64;
+        table(
+            &[
+                "USER",
+                "RUNNING",
+                "QUEUED",
+                "CORES",
+                "MEMORY",
+                "SHARE",
+                "FAIR SHARE",
+            ],
+            q.users
+                .iter()
+                .map(|u| {
+                    vec![
+                        u.user.clone(),
+                        u.running_jobs.to_string(),
+                        u.queued_jobs.to_string(),
+                        u.cores.to_string(),
+                        human_mib(u.memory_mib),
+                        pct(u.dominant_share),
+                        pct(q.fair_share / users),
+                    ]
+                })
+                .collect(),
+        );
     }
     Ok(())
 }

@@ -47,6 +47,15 @@ pub struct SubmitArgs {
     pub executor_cores: Option<u32>,
     #[arg(long, value_name = "N")]
     pub num_executors: Option<u32>,
+    /// The queue (default: your group's queue)
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// low, normal or high: the order among your own jobs
+    #[arg(long, value_parser = ["low", "normal", "high"])]
+    pub priority: Option<String>,
+    /// Run on idle capacity beyond your share; give way (and be requeued) when others need it
+    #[arg(long)]
+    pub preemptible: bool,
     /// Wait until the job ends; exit with its exit code
     #[arg(long)]
     pub wait: bool,
@@ -220,6 +229,9 @@ pub fn run(client: &Client, args: SubmitArgs) -> Result<i32> {
             executor_memory: args.executor_memory.clone(),
             num_executors: args.num_executors,
         },
+        queue: args.queue.clone(),
+        priority: args.priority.clone(),
+        preemptible: args.preemptible,
     };
     let job: api::Job = client.send("POST", "/jobs", &req)?;
     eprintln!(

@@ -137,6 +137,16 @@ pub struct SubmitJob {
     pub jars: Vec<FileRef>,
     #[serde(default)]
     pub resources: ResourceRequest,
+    /// The queue (default: the user's group's queue).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// low, normal or high: order among the user's own jobs.
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// May run on idle capacity beyond its share, and gives way (is requeued) when work
+    /// with a rightful claim waits.
+    #[serde(default)]
+    pub preemptible: bool,
 }
 
 /// A job as the API shows it.
@@ -166,6 +176,11 @@ pub struct Job {
     /// The job's process tree was killed for exceeding its memory limit.
     pub oom_killed: bool,
     pub node: Option<String>,
+    pub queue: String,
+    pub priority: String,
+    pub preemptible: bool,
+    /// Earlier runs that were preempted, oldest first.
+    pub attempts: Vec<Attempt>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +214,140 @@ pub struct NodeInfo {
     pub isolation: bool,
     pub runtime: Option<String>,
     pub problems: Vec<String>,
+}
+
+/// Cores and memory for a queue's guarantee or maximum; `None` is none (or no limit).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// e.g. "64g"
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+/// A queue: shares the machines with other queues by weight (Dominant Resource Fairness).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSpec {
+    pub name: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// What the queue gets whenever it asks, preempting preemptible work if need be.
+    #[serde(default)]
+    pub guaranteed: ResourceLimit,
+    /// What the queue's jobs may hold together at most.
+    #[serde(default)]
+    pub max: ResourceLimit,
+    /// Every job of a best-effort queue is preemptible.
+    #[serde(default)]
+    pub best_effort: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Limits on what a user (or a group together) may hold and queue; `None` is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cores: Option<u32>,
+    /// e.g. "32g"
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running_jobs: Option<u32>,
+    /// Submissions beyond it are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued_jobs: Option<u32>,
+}
+
+/// A group of users: its jobs go to one queue; it may limit its members together and each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub name: String,
+    /// Where members' jobs go unless a job names a queue (default: `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Limits on all members together.
+    #[serde(default)]
+    pub quota: Quota,
+    /// Limits on each member without a quota of their own.
+    #[serde(default)]
+    pub member_quota: Quota,
+}
+
+/// A user's place in the scheduling policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPolicy {
+    /// `None`: the group `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// `None`: the group's member quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quota>,
+    /// The highest `--priority` the user may ask for (low, normal, high).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_priority: Option<String>,
+}
+
+/// The whole scheduling policy, read and written as one document. A write must carry the
+/// `version` it read; a stale one is refused, so two admins never overwrite each other.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedPolicy {
+    #[serde(default)]
+    pub version: u64,
+    #[serde(default)]
+    pub queues: Vec<QueueSpec>,
+    #[serde(default)]
+    pub groups: Vec<GroupSpec>,
+    #[serde(default)]
+    pub users: BTreeMap<String, UserPolicy>,
+    /// SIGTERM-to-SIGKILL time for preempted jobs (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preemption_grace_seconds: Option<u64>,
+}
+
+/// What one user holds and waits for in a queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserUsage {
+    pub user: String,
+    pub running_jobs: u32,
+    pub queued_jobs: u32,
+    pub cores: u32,
+    pub memory_mib: u64,
+    /// max(cores share, memory share) of the cluster: what DRF equalises.
+    pub dominant_share: f64,
+}
+
+/// A queue's use against its fair share and its limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueStatus {
+    pub spec: QueueSpec,
+    pub running_jobs: u32,
+    pub queued_jobs: u32,
+    pub cores: u32,
+    pub memory_mib: u64,
+    pub dominant_share: f64,
+    /// weight / total weight of the queues that have work: DRF's target share.
+    pub fair_share: f64,
+    pub users: Vec<UserUsage>,
+}
+
+/// One earlier run of a job that did not end it (a preemption).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub started_at_ms: Option<i64>,
+    pub running_at_ms: Option<i64>,
+    pub ended_at_ms: i64,
+    pub outcome: String,
+    pub reason: String,
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ fn main() {
     let total = sim.capacity();
     let mut rng = Rng(2024);
     let mut next_id = 0u64;
-    let mut submit = |sim: &mut Sim, rng: &mut Rng, u: usize, runtime: i64| {
+    let mut submit = |sim: &mut Sim, u: usize, runtime: i64| {
         next_id += 1;
         let job = PendingJob {
             id: next_id,
@@ -85,7 +85,6 @@ fn main() {
             submitted_ms: sim.now_ms(),
             resources: users[u].shape,
         };
-        let _ = rng;
         sim.submit(job, JobOptions::default(), runtime);
     };
 
@@ -99,20 +98,20 @@ fn main() {
     let mut t = 0;
     while t < HOUR_MS {
         // Steady demand for alice and bob; carol's arrivals.
-        for u in 0..2 {
+        for (u, d) in users.iter().enumerate().take(2) {
             let queued = sim
                 .snapshot
                 .queued
                 .iter()
-                .filter(|j| j.user == users[u].user)
+                .filter(|j| j.user == d.user)
                 .count();
             for _ in queued..50 {
                 let runtime = rng.between(60_000, 300_000);
-                submit(&mut sim, &mut rng, u, runtime);
+                submit(&mut sim, u, runtime);
             }
         }
         if t % 5_000 == 0 {
-            submit(&mut sim, &mut rng, 2, 200_000);
+            submit(&mut sim, 2, 200_000);
         }
         let pass = Instant::now();
         sim.step(STEP_MS);

@@ -312,6 +312,19 @@ fn main() {
         plan_empty.placements.len() as f64 / t_empty.as_secs_f64()
     );
 
+    // The pass after a wave of preemptions: their jobs are still stopping (grace period)
+    // and their resources are promised to the jobs that claimed them.
+    let mut after = snap.clone();
+    after.preempting = plan.preemptions.iter().map(|p| p.job).collect();
+    let (t_after, plan_after) = time(runs, || schedule(&after));
+    println!(
+        "next pass, {} jobs stopping: median {:8.3} ms: {} placed, {} more preemptions",
+        after.preempting.len(),
+        ms(t_after),
+        plan_after.placements.len(),
+        plan_after.preemptions.len()
+    );
+
     let passes = if quick { 20 } else { 100 };
     let (placed, spent) = sustained(passes);
     println!(

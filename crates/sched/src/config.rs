@@ -13,8 +13,11 @@ pub const DEFAULT_GROUP: &str = "default";
 /// The admin's scheduling policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// Configured queues; others named by groups or jobs, and `default`, exist implicitly.
     pub queues: Vec<Queue>,
+    /// Configured groups; a group not listed has no quota and sends jobs to `default`.
     pub groups: Vec<Group>,
+    /// Configured users; a user not listed is in group `default` with no own limits.
     pub users: Vec<User>,
     /// Time between SIGTERM and SIGKILL for a preempted job; copied into each
     /// [`crate::Preemption`].
@@ -41,6 +44,7 @@ impl Default for Config {
 /// a group or job (including `default`) has weight 1, no guarantee and no maximum.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queue {
+    /// What jobs and groups call it (`--queue NAME`).
     pub name: String,
     /// Queues get the cluster in proportion to their weights (weighted DRF). 0 counts as 1.
     pub weight: u32,
@@ -70,6 +74,7 @@ impl Queue {
 /// members hold together and each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Group {
+    /// What users' `group` calls it.
     pub name: String,
     /// Where members' jobs go unless a job names a queue; `None` is `default`.
     pub queue: Option<String>,
@@ -79,8 +84,10 @@ pub struct Group {
     pub member_quota: Quota,
 }
 
+/// A user's place in the policy: their group, own limits and priority cap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct User {
+    /// The login name jobs carry in `PendingJob::user` and `Allocation::user`.
     pub name: String,
     /// `None` is the group `default`.
     pub group: Option<String>,
@@ -94,21 +101,28 @@ pub struct User {
 /// `max_queued_jobs` by [`crate::check_submission`] (a submission is refused).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Quota {
+    /// Cores held by running jobs together.
     pub max_cores: Option<u32>,
+    /// Memory held by running jobs together.
     pub max_memory_mib: Option<u64>,
+    /// Jobs running (or starting) at once.
     pub max_running_jobs: Option<u32>,
+    /// Jobs queued at once; a submission beyond it is refused.
     pub max_queued_jobs: Option<u32>,
 }
 
 impl Config {
+    /// The configured queue of that name.
     pub fn queue(&self, name: &str) -> Option<&Queue> {
         self.queues.iter().find(|q| q.name == name)
     }
 
+    /// The configured group of that name.
     pub fn group(&self, name: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.name == name)
     }
 
+    /// The configured user of that name.
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.iter().find(|u| u.name == name)
     }

@@ -1,44 +1,188 @@
 //! Stage 4, fit: find room for a gang on open nodes. Local gangs go to the best-fitting
 //! node (the fewest free cores, then the least free memory, that still hold the gang), so
-//! large holes stay open for large jobs. A spread gang that fits no single node puts its
-//! driver and then each executor by the same rule.
+//! large holes stay open for large jobs. A spread gang that fits no single node is packed
+//! executors first, then its driver, each by the same rule (driver first if that fails).
+//! Feasibility uses the same packer on the empty cluster, so "fits the cluster" means
+//! exactly "would be placed on the cluster once it is idle".
 
 use std::collections::BTreeSet;
 
 use crate::prepare::{Candidate, Pass};
 use crate::resources::Resources;
+use crate::snapshot::Gang;
 
-/// Open nodes ordered by free (cores, memory, index). A best-fit query is a range scan
-/// from the demand's cores upward, stopping at the first node with enough memory.
-#[derive(Default)]
+/// Free resources of every node, and the open ones by free cores, then free memory. A
+/// best-fit query looks for the fewest free cores that still hold the demand and, among
+/// those nodes, the least free memory that does: it scans a short array (the largest free
+/// memory of each free-cores value) and does one range lookup.
+#[derive(Default, Clone)]
 pub(crate) struct NodeIndex {
-    set: BTreeSet<(u32, u64, usize)>,
+    /// Open nodes by free cores: (free memory, node).
+    by_cores: Vec<BTreeSet<(u64, usize)>>,
+    /// The largest free memory among open nodes with each number of free cores.
+    top: Vec<Option<u64>>,
+    free: Vec<Resources>,
+    open: Vec<bool>,
+    open_count: usize,
 }
 
 impl NodeIndex {
-    pub fn build(nodes: impl Iterator<Item = (usize, Resources)>) -> NodeIndex {
-        NodeIndex {
-            set: nodes.map(|(i, f)| (f.cores, f.memory_mib, i)).collect(),
+    /// `free[n]` for every node; those with `open[n]` may receive work.
+    pub fn new(free: Vec<Resources>, open: Vec<bool>) -> NodeIndex {
+        let mut index = NodeIndex {
+            free,
+            open: vec![false; open.len()],
+            ..NodeIndex::default()
+        };
+        for (n, &o) in open.iter().enumerate() {
+            if o {
+                index.open[n] = true;
+                index.open_count += 1;
+                index.enter(n);
+            }
         }
+        index
     }
 
-    pub fn insert(&mut self, node: usize, free: Resources) {
-        self.set.insert((free.cores, free.memory_mib, node));
+    fn enter(&mut self, node: usize) {
+        let f = self.free[node];
+        let c = f.cores as usize;
+        if c >= self.by_cores.len() {
+            self.by_cores.resize_with(c + 1, BTreeSet::new);
+            self.top.resize(c + 1, None);
+        }
+        self.by_cores[c].insert((f.memory_mib, node));
+        self.top[c] = self.top[c].max(Some(f.memory_mib));
     }
 
-    pub fn remove(&mut self, node: usize, free: Resources) {
-        self.set.remove(&(free.cores, free.memory_mib, node));
+    fn leave(&mut self, node: usize) {
+        let f = self.free[node];
+        let c = f.cores as usize;
+        self.by_cores[c].remove(&(f.memory_mib, node));
+        self.top[c] = self.by_cores[c].last().map(|&(m, _)| m);
     }
 
-    pub fn best_fit(&self, need: Resources) -> Option<usize> {
-        self.set
-            .range((need.cores, need.memory_mib, 0)..)
-            .find(|(_, mem, _)| *mem >= need.memory_mib)
-            .map(|&(_, _, i)| i)
+    pub fn free(&self, node: usize) -> Resources {
+        self.free[node]
+    }
+
+    pub fn is_open(&self, node: usize) -> bool {
+        self.open[node]
     }
 
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
+        self.open_count == 0
+    }
+
+    fn set_free(&mut self, node: usize, free: Resources) {
+        if self.open[node] {
+            self.leave(node);
+            self.free[node] = free;
+            self.enter(node);
+        } else {
+            self.free[node] = free;
+        }
+    }
+
+    pub fn take(&mut self, node: usize, r: Resources) {
+        self.set_free(node, self.free[node].saturating_sub(&r));
+    }
+
+    pub fn give_back(&mut self, node: usize, r: Resources) {
+        self.set_free(node, self.free[node].add(&r));
+    }
+
+    /// Close a node to everything else in this pass.
+    pub fn close(&mut self, node: usize) {
+        if self.open[node] {
+            self.leave(node);
+            self.open[node] = false;
+            self.open_count -= 1;
+        }
+    }
+
+    /// The open node with the fewest free cores, then the least free memory (then the
+    /// lowest index), that holds `need`.
+    pub fn best_fit(&self, need: Resources) -> Option<usize> {
+        let first = need.cores as usize;
+        let c = (first..self.top.len())
+            .find(|&c| matches!(self.top[c], Some(m) if m >= need.memory_mib))?;
+        self.by_cores[c]
+            .range((need.memory_mib, 0)..)
+            .next()
+            .map(|&(_, n)| n)
+    }
+
+    /// Take room for a spread gang over open nodes, or take nothing.
+    pub fn pack_spread(&mut self, gang: &Gang) -> Option<Fit> {
+        self.pack(gang, true).or_else(|| self.pack(gang, false))
+    }
+
+    fn pack(&mut self, gang: &Gang, executors_first: bool) -> Option<Fit> {
+        let mut taken: Vec<(usize, u32)> = Vec::new();
+        let mut driver = None;
+        if !executors_first {
+            driver = Some(self.take_one(gang.driver)?);
+        }
+        for _ in 0..gang.executors {
+            let Some(node) = self.take_one(gang.executor) else {
+                if let Some(d) = driver {
+                    self.give_back(d, gang.driver);
+                }
+                for (n, count) in taken {
+                    self.give_back(n, gang.executor.times(count));
+                }
+                return None;
+            };
+            match taken.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, count)) => *count += 1,
+                None => taken.push((node, 1)),
+            }
+        }
+        let driver = match driver {
+            Some(d) => d,
+            None => match self.take_one(gang.driver) {
+                Some(d) => d,
+                None => {
+                    for (n, count) in taken {
+                        self.give_back(n, gang.executor.times(count));
+                    }
+                    return None;
+                }
+            },
+        };
+        taken.sort_unstable();
+        let on_driver_node = taken
+            .iter()
+            .find(|(n, _)| *n == driver)
+            .map_or(0, |&(_, c)| c);
+        Some(Fit {
+            node: driver,
+            on_node: gang.driver.add(&gang.executor.times(on_driver_node)),
+            executors: taken,
+        })
+    }
+
+    fn take_one(&mut self, r: Resources) -> Option<usize> {
+        let node = self.best_fit(r)?;
+        self.take(node, r);
+        Some(node)
+    }
+
+    /// Return what a fit took.
+    pub fn undo(&mut self, fit: &Fit, executor: Resources) {
+        let on_driver_node = fit
+            .executors
+            .iter()
+            .find(|(n, _)| *n == fit.node)
+            .map_or(0, |&(_, c)| c);
+        self.give_back(
+            fit.node,
+            fit.on_node.saturating_sub(&executor.times(on_driver_node)),
+        );
+        for &(n, count) in &fit.executors {
+            self.give_back(n, executor.times(count));
+        }
     }
 }
 
@@ -50,28 +194,9 @@ pub(crate) struct Fit {
 }
 
 impl Pass<'_> {
-    /// Take `r` from an open node's free resources, keeping the index current.
-    pub fn take(&mut self, node: usize, r: Resources) {
-        let n = &mut self.nodes[node];
-        self.index.remove(node, n.free);
-        n.free = n.free.saturating_sub(&r);
-        self.index.insert(node, n.free);
-    }
-
-    fn give_back(&mut self, node: usize, r: Resources) {
-        let n = &mut self.nodes[node];
-        self.index.remove(node, n.free);
-        n.free = n.free.add(&r);
-        self.index.insert(node, n.free);
-    }
-
     /// Close a node to everything else in this pass.
     pub fn reserve(&mut self, node: usize) {
-        let n = &mut self.nodes[node];
-        if n.open {
-            self.index.remove(node, n.free);
-            n.open = false;
-        }
+        self.index.close(node);
     }
 
     /// Find and take room for the whole gang, or take nothing.
@@ -86,7 +211,7 @@ impl Pass<'_> {
         if cand.local() {
             return None;
         }
-        self.fit_spread(cand)
+        self.index.pack_spread(&cand.gang)
     }
 
     fn fit_local(&mut self, need: Resources) -> Option<usize> {
@@ -95,7 +220,7 @@ impl Pass<'_> {
         }
         match self.index.best_fit(need) {
             Some(node) => {
-                self.take(node, need);
+                self.index.take(node, need);
                 Some(node)
             }
             None => {
@@ -103,37 +228,6 @@ impl Pass<'_> {
                 None
             }
         }
-    }
-
-    fn fit_spread(&mut self, cand: &Candidate) -> Option<Fit> {
-        let gang = cand.gang;
-        let driver = self.index.best_fit(gang.driver)?;
-        self.take(driver, gang.driver);
-        let mut taken: Vec<(usize, u32)> = Vec::new();
-        for _ in 0..gang.executors {
-            let Some(node) = self.index.best_fit(gang.executor) else {
-                self.give_back(driver, gang.driver);
-                for (n, count) in taken {
-                    self.give_back(n, gang.executor.times(count));
-                }
-                return None;
-            };
-            self.take(node, gang.executor);
-            match taken.iter_mut().find(|(n, _)| *n == node) {
-                Some((_, count)) => *count += 1,
-                None => taken.push((node, 1)),
-            }
-        }
-        taken.sort_unstable();
-        let on_driver_node = taken
-            .iter()
-            .find(|(n, _)| *n == driver)
-            .map_or(0, |&(_, c)| c);
-        Some(Fit {
-            node: driver,
-            on_node: gang.driver.add(&gang.executor.times(on_driver_node)),
-            executors: taken,
-        })
     }
 }
 

@@ -45,6 +45,8 @@
 //! are preempted, and only for a job with a rightful claim; every queued job is either
 //! placed or has a reason.
 
+#![warn(missing_docs)]
+
 mod baseline;
 mod config;
 mod fit;

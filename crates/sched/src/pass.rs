@@ -10,7 +10,7 @@ use std::collections::BinaryHeap;
 use crate::fit::Fit;
 use crate::limits::JOBS_SHOWN;
 use crate::plan::{NodeExecutors, Placement, Plan, WaitReason, Waiting};
-use crate::preempt::below_guarantee;
+use crate::preempt::within_guarantee;
 use crate::prepare::{Candidate, Pass};
 use crate::resources::Resources;
 use crate::snapshot::JobId;
@@ -23,7 +23,8 @@ enum Round {
 
 /// (dominant share, head's submission time, head's id, member): smallest first.
 type MemberKey = Reverse<(u64, i64, JobId, usize)>;
-/// (0 if below guarantee, weighted dominant share, head's time, head's id, queue).
+/// (0 if the head keeps the queue within its guarantee, weighted dominant share, head's
+/// time, head's id, queue).
 type QueueKey = Reverse<(u8, u64, i64, JobId, usize)>;
 
 impl<'a> Pass<'a> {
@@ -51,11 +52,18 @@ impl<'a> Pass<'a> {
         ))
     }
 
-    fn queue_key(&self, q: usize, top: &MemberKey) -> QueueKey {
+    /// Queues whose next job keeps them within their guarantee come first: the same test
+    /// that gives such a job a claim on preemptible work, so that the order never undoes
+    /// what a preemption made room for.
+    fn queue_key(&self, q: usize, top: &MemberKey, round: Round) -> QueueKey {
         let queue = &self.queues[q];
-        let tier = u8::from(!below_guarantee(&queue.virt, &queue.guaranteed));
+        let Reverse((_, submitted, id, m)) = *top;
+        let head = &self.jobs(m, round)[self.members[m].next];
+        let tier = u8::from(!within_guarantee(
+            &queue.virt.add(&head.total),
+            &queue.guaranteed,
+        ));
         let share = queue.virt.dominant_share_fixed(&self.total) / queue.weight;
-        let Reverse((_, submitted, id, _)) = *top;
         Reverse((tier, share, submitted, id, q))
     }
 
@@ -72,7 +80,7 @@ impl<'a> Pass<'a> {
         let mut queues: BinaryHeap<QueueKey> = BinaryHeap::new();
         for (q, heap) in users.iter().enumerate() {
             if let Some(top) = heap.peek() {
-                queues.push(self.queue_key(q, top));
+                queues.push(self.queue_key(q, top, round));
             }
         }
         while let Some(Reverse((_, _, _, _, q))) = queues.pop() {
@@ -88,7 +96,7 @@ impl<'a> Pass<'a> {
                 users[q].push(key);
             }
             if let Some(top) = users[q].peek() {
-                queues.push(self.queue_key(q, top));
+                queues.push(self.queue_key(q, top, round));
             }
         }
     }
@@ -156,10 +164,10 @@ impl<'a> Pass<'a> {
     fn place(&mut self, q: usize, m: usize, cand: &Candidate<'a>, fit: Fit) {
         let id = cand.job.id;
         let total = cand.total;
-        self.nodes[fit.node].jobs.push(id);
+        self.placed_on.push((fit.node, id));
         for &(n, _) in &fit.executors {
             if n != fit.node {
-                self.nodes[n].jobs.push(id);
+                self.placed_on.push((n, id));
             }
         }
         let u = self.members[m].user;
@@ -207,23 +215,23 @@ impl<'a> Pass<'a> {
             let best = (0..self.nodes.len())
                 .filter(|&n| self.nodes[n].schedulable && need.fits_in(&self.nodes[n].capacity))
                 .min_by_key(|&n| {
-                    let node = &self.nodes[n];
-                    let short = need.saturating_sub(&node.free);
-                    (!node.open, short.dominant_share_fixed(&self.total), n)
+                    let short = need.saturating_sub(&self.index.free(n));
+                    (
+                        !self.index.is_open(n),
+                        short.dominant_share_fixed(&self.total),
+                        n,
+                    )
                 });
             best.into_iter().collect()
         } else {
             self.spread_reservation(cand)
         };
         let mut free = Resources::ZERO;
-        let mut blocking: Vec<JobId> = Vec::new();
         for &n in &chosen {
-            free = free.add(&self.nodes[n].free);
-            blocking.extend_from_slice(&self.nodes[n].jobs);
+            free = free.add(&self.index.free(n));
             self.reserve(n);
         }
-        blocking.sort_unstable();
-        blocking.dedup();
+        let mut blocking = self.jobs_on(&chosen);
         blocking.truncate(2 * JOBS_SHOWN);
         WaitReason::Resources {
             needs: need,
@@ -235,11 +243,11 @@ impl<'a> Pass<'a> {
     /// Open nodes with the most free first, until their capacity could hold the gang.
     fn spread_reservation(&self, cand: &Candidate<'a>) -> Vec<usize> {
         let mut open: Vec<usize> = (0..self.nodes.len())
-            .filter(|&n| self.nodes[n].open)
+            .filter(|&n| self.index.is_open(n))
             .collect();
         open.sort_by_key(|&n| {
             (
-                Reverse(self.nodes[n].free.dominant_share_fixed(&self.total)),
+                Reverse(self.index.free(n).dominant_share_fixed(&self.total)),
                 n,
             )
         });

@@ -6,6 +6,7 @@ use std::fmt;
 use crate::resources::{fmt_mib, Resources};
 use crate::snapshot::JobId;
 
+/// What one pass decided. Apply it whole, in one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Jobs to start now, each with its whole gang.
@@ -17,10 +18,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The placement of `job`, if it starts now.
     pub fn placement(&self, job: JobId) -> Option<&Placement> {
         self.placements.iter().find(|p| p.job == job)
     }
 
+    /// Why `job` waits, if it does.
     pub fn reason(&self, job: JobId) -> Option<&WaitReason> {
         self.waiting
             .iter()
@@ -28,6 +31,7 @@ impl Plan {
             .map(|w| &w.reason)
     }
 
+    /// The preemption of running job `job`, if it is to be stopped.
     pub fn preemption(&self, job: JobId) -> Option<&Preemption> {
         self.preemptions.iter().find(|p| p.job == job)
     }
@@ -38,6 +42,7 @@ impl Plan {
 /// executors of `executor` each run on which node (the driver's node may be among them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
+    /// The job to start.
     pub job: JobId,
     /// The driver's node, and the whole gang's in local mode.
     pub node: String,
@@ -45,13 +50,16 @@ pub struct Placement {
     pub resources: Resources,
     /// One executor's resources (zero in local mode).
     pub executor: Resources,
+    /// Executors by node, when the gang is spread (empty in local mode).
     pub executors: Vec<NodeExecutors>,
 }
 
 /// `count` executors of one job on `node`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeExecutors {
+    /// The node.
     pub node: String,
+    /// How many executors run there.
     pub count: u32,
 }
 
@@ -76,9 +84,12 @@ impl Placement {
     }
 }
 
+/// A queued job that does not start in this pass, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
+    /// The job.
     pub job: JobId,
+    /// Why it waits; store `reason.to_string()` with the job.
     pub reason: WaitReason,
 }
 
@@ -96,8 +107,11 @@ pub enum Scope {
 /// Which limit holds a job back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
+    /// Cores held together (`max_cores`).
     Cores,
+    /// Memory held together (`max_memory_mib`), amounts in MiB.
     Memory,
+    /// Jobs running at once (`max_running_jobs`).
     RunningJobs,
 }
 
@@ -107,53 +121,89 @@ pub enum LimitKind {
 pub enum WaitReason {
     /// No node is schedulable at all.
     NoNodes,
-    /// No node could ever hold the job, even empty.
+    /// No node could ever hold the job (or the driver or an executor of a spread gang).
     NeverFits {
+        /// What has to fit on one node.
         needs: Resources,
+        /// The largest schedulable node.
         largest: Resources,
     },
     /// The job is first in its queue's line and waits for running jobs to free enough
     /// resources on the node it has reserved; nothing else is started there meanwhile.
     Resources {
+        /// The whole gang.
         needs: Resources,
+        /// Free now on the reserved node(s).
         free: Resources,
+        /// Jobs holding the reserved node(s), the first twenty.
         blocking_jobs: Vec<JobId>,
     },
-    /// Behind the first waiting job of the implicit `default` queue (`position` jobs wait
-    /// in line before it, counting `ahead`).
-    BehindEarlierJob { position: usize, ahead: JobId },
-    /// Behind the first waiting job of the named queue.
-    InQueue {
-        queue: String,
+    /// Behind the first waiting job of the implicit `default` queue.
+    BehindEarlierJob {
+        /// How many jobs wait in line before this one, counting `ahead`.
         position: usize,
+        /// The first job in line.
         ahead: JobId,
     },
-    /// A gang spread over nodes needs more than all schedulable nodes offer together.
-    ClusterTooSmall { needs: Resources, total: Resources },
+    /// Behind the first waiting job of a named queue.
+    InQueue {
+        /// The job's queue.
+        queue: String,
+        /// How many jobs wait in line before this one, counting `ahead`.
+        position: usize,
+        /// The first job in line.
+        ahead: JobId,
+    },
+    /// A gang spread over nodes cannot be packed even on the idle cluster.
+    ClusterTooSmall {
+        /// The whole gang.
+        needs: Resources,
+        /// What all schedulable nodes offer together.
+        total: Resources,
+    },
     /// The job names a queue that is not configured.
-    UnknownQueue { queue: String },
+    UnknownQueue {
+        /// The name it gave.
+        queue: String,
+    },
     /// The job alone asks for more than a limit allows: it can never run as it is.
     ExceedsLimit {
+        /// Whose limit.
         scope: Scope,
+        /// Which limit.
         kind: LimitKind,
+        /// What the job asks for.
         needs: u64,
+        /// What the limit allows.
         max: u64,
     },
-    /// A limit is reached: `used` of `max` are held by `jobs` (the first few of them, and
-    /// `more_jobs` others); `first_in_line` is the job that waits for this limit first
-    /// when it is not this one.
+    /// A limit is reached: running jobs already hold too much of it to add this job.
     AtLimit {
+        /// Whose limit.
         scope: Scope,
+        /// Which limit.
         kind: LimitKind,
+        /// Held now, including jobs placed earlier in this pass.
         used: u64,
+        /// What the limit allows.
         max: u64,
+        /// What this job asks for.
         needs: u64,
+        /// The jobs holding it (the first ten; none for a queue's maximum).
         jobs: Vec<JobId>,
+        /// How many more jobs hold it.
         more_jobs: usize,
+        /// The job that waits at this limit first, when it is not this one: later jobs do
+        /// not overtake it, even when they would fit.
         first_in_line: Option<JobId>,
     },
     /// Preempted jobs are stopping on `node` to make room for this one.
-    AwaitingPreemption { node: String, jobs: Vec<JobId> },
+    AwaitingPreemption {
+        /// The node the job will start on.
+        node: String,
+        /// The jobs it waits for.
+        jobs: Vec<JobId>,
+    },
 }
 
 fn fmt_amount(kind: LimitKind, n: u64) -> String {
@@ -214,7 +264,7 @@ impl fmt::Display for WaitReason {
             ),
             WaitReason::ClusterTooSmall { needs, total } => write!(
                 f,
-                "needs {needs} but all nodes together offer {total}: ask for less"
+                "needs {needs} over several nodes, which the nodes ({total} in all) cannot hold even when idle: ask for fewer or smaller executors"
             ),
             WaitReason::UnknownQueue { queue } => write!(
                 f,
@@ -296,12 +346,17 @@ impl fmt::Display for WaitReason {
 /// `to_string()` on the attempt so `hearth job show` says by what and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preemption {
+    /// The running job to stop and requeue.
     pub job: JobId,
+    /// Its owner.
     pub user: String,
     /// The waiting job that claims the resources.
     pub by: JobId,
+    /// The claimant's owner.
     pub by_user: String,
+    /// Why the claim wins.
     pub reason: PreemptReason,
+    /// Time between SIGTERM and SIGKILL.
     pub grace_ms: u64,
 }
 
@@ -309,11 +364,16 @@ pub struct Preemption {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PreemptReason {
     /// The waiting job is not preemptible; preemptible work gives way to it.
-    FirmWork { by_queue: String },
+    FirmWork {
+        /// The claimant's queue.
+        by_queue: String,
+    },
     /// The waiting job's queue is below its guaranteed share and the preempted job's queue
     /// is above its own.
     Guarantee {
+        /// The claimant's queue.
         by_queue: String,
+        /// The preempted job's queue.
         victim_queue: String,
     },
 }

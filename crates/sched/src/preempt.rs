@@ -27,13 +27,6 @@ pub(crate) fn within_guarantee(usage: &Resources, g: &Resources) -> bool {
         && (g.memory_mib == 0 || usage.memory_mib <= g.memory_mib)
 }
 
-/// True while `usage` is below every set part of `g`: such a queue is served first.
-pub(crate) fn below_guarantee(usage: &Resources, g: &Resources) -> bool {
-    !g.is_zero()
-        && (g.cores == 0 || usage.cores < g.cores)
-        && (g.memory_mib == 0 || usage.memory_mib < g.memory_mib)
-}
-
 impl Pass<'_> {
     pub fn claim(&self, queue: usize, cand: &Candidate) -> Option<Claim> {
         if !cand.preemptible {
@@ -46,18 +39,26 @@ impl Pass<'_> {
     /// Promise the resources of jobs already stopping on one open node to `need`, if with
     /// them it fits there. Returns the node and the jobs it waits for.
     pub fn claim_stopping(&mut self, need: Resources) -> Option<(usize, Vec<JobId>)> {
+        if self.freeing_nodes.is_empty() || self.stopping_failures.iter().any(|f| f.fits_in(&need))
+        {
+            return None;
+        }
+        let (nodes, index) = (&self.nodes, &self.index);
+        self.freeing_nodes
+            .retain(|&n| index.is_open(n) && !nodes[n].freeing.is_zero());
         let best = self
             .freeing_nodes
             .iter()
             .copied()
-            .filter(|&n| {
-                let node = &self.nodes[n];
-                node.open && !node.freeing.is_zero() && need.fits_in(&node.free.add(&node.freeing))
-            })
+            .filter(|&n| need.fits_in(&self.index.free(n).add(&self.nodes[n].freeing)))
             .min_by_key(|&n| {
-                let f = self.nodes[n].free.add(&self.nodes[n].freeing);
+                let f = self.index.free(n).add(&self.nodes[n].freeing);
                 (f.cores, f.memory_mib, n)
-            })?;
+            });
+        let Some(best) = best else {
+            remember_failure(&mut self.stopping_failures, need);
+            return None;
+        };
         self.nodes[best].freeing = Resources::ZERO;
         self.reserve(best);
         Some((best, self.nodes[best].stopping.clone()))
@@ -87,13 +88,12 @@ impl Pass<'_> {
         }
         let mut found = None;
         for &(n, v) in &vi.by_rank[vi.start..] {
-            let node = &self.nodes[n];
-            if !node.open || !self.eligible(claim, queue, &v) {
+            if !self.index.is_open(n) || !self.eligible(claim, queue, &v) {
                 continue;
             }
             if vi.stamp[n] != vi.generation {
                 vi.stamp[n] = vi.generation;
-                vi.acc[n] = node.free.add(&node.freeing);
+                vi.acc[n] = self.index.free(n).add(&self.nodes[n].freeing);
             }
             vi.acc[n] = vi.acc[n].add(&v.on_node);
             if need.fits_in(&vi.acc[n]) {
@@ -108,8 +108,7 @@ impl Pass<'_> {
             }
             return None;
         };
-        let node = &self.nodes[n];
-        let mut avail = node.free.add(&node.freeing);
+        let mut avail = self.index.free(n).add(&self.nodes[n].freeing);
         let mut chosen: Vec<Victim> = vi.by_node[n]
             .iter()
             .take_while(|v| v.rank <= worst)
@@ -159,19 +158,21 @@ impl Pass<'_> {
     fn stop(&mut self, r: usize, n: usize, queue: usize, cand: &Candidate, claim: Claim) {
         self.running[r].stopping = true;
         let job = &self.running[r];
-        let vq = job.queue;
-        self.queues[vq].preempted = self.queues[vq].preempted.add(&job.total);
-        for &(node, res) in &job.allocs {
-            let Some(m) = node else { continue };
-            if m == n || !self.nodes[m].schedulable {
-                continue;
-            }
+        let (id, vq, total, user) = (job.id, job.queue, job.total, job.user);
+        self.queues[vq].preempted = self.queues[vq].preempted.add(&total);
+        let elsewhere: Vec<(usize, Resources)> = self
+            .allocs_of(r)
+            .filter_map(|a| a.node.map(|m| (m, a.resources)))
+            .filter(|&(m, _)| m != n && self.nodes[m].schedulable)
+            .collect();
+        for (m, res) in elsewhere {
             let other = &mut self.nodes[m];
             other.freeing = other.freeing.add(&res);
-            other.stopping.push(job.id);
+            other.stopping.push(id);
             if !self.freeing_nodes.contains(&m) {
                 self.freeing_nodes.push(m);
             }
+            self.stopping_failures.clear();
         }
         let by_queue = self.queues[queue].name.to_string();
         let reason = match claim {
@@ -182,8 +183,8 @@ impl Pass<'_> {
             },
         };
         self.plan.preemptions.push(Preemption {
-            job: job.id,
-            user: self.users[job.user].name.to_string(),
+            job: id,
+            user: self.users[user].name.to_string(),
             by: cand.job.id,
             by_user: cand.job.user.clone(),
             reason,
@@ -220,17 +221,15 @@ impl Pass<'_> {
             generation: 0,
         };
         for (rank, &r) in order.iter().enumerate() {
-            for &(node, res) in &self.running[r].allocs {
-                if let Some(n) = node {
-                    if self.nodes[n].schedulable {
-                        let v = Victim {
-                            running: r,
-                            on_node: res,
-                            rank,
-                        };
-                        vi.by_rank.push((n, v));
-                        vi.by_node[n].push(v);
-                    }
+            for a in self.allocs_of(r) {
+                if let Some(n) = a.node.filter(|&n| self.nodes[n].schedulable) {
+                    let v = Victim {
+                        running: r,
+                        on_node: a.resources,
+                        rank,
+                    };
+                    vi.by_rank.push((n, v));
+                    vi.by_node[n].push(v);
                 }
             }
         }

@@ -27,27 +27,32 @@ pub(crate) struct Pass<'a> {
     pub users: Vec<UserState<'a>>,
     pub members: Vec<Member<'a>>,
     pub running: Vec<RunningJob>,
+    /// Every allocation of the snapshot, resolved: which running job, which node.
+    pub allocs: Vec<Alloc>,
+    /// (node, job) for every placement of this pass, driver's and executors' nodes.
+    pub placed_on: Vec<(usize, JobId)>,
     /// Nodes that hold resources of stopping jobs not yet promised to anyone.
     pub freeing_nodes: Vec<usize>,
     /// Preemptible running work, least entitled first; built on the first claim.
     pub victims: Option<VictimIndex>,
+    /// `snap.job_options` re-indexed for this pass when it is large: one sequential scan
+    /// of the caller's map, then lookups in a compact table that stays in cache.
+    options: Option<FastMap<JobId, &'a JobOptions>>,
     /// Pareto-minimal demands that found no open node in this pass: anything at least as
     /// large cannot fit either, since open capacity only shrinks during a pass.
     pub fit_failures: Vec<Resources>,
     /// Likewise for demands that found no preemptible work to displace.
     pub claim_failures: Vec<Resources>,
+    /// Likewise for demands that found no node where stopping jobs would make room
+    /// (cleared when a preemption frees resources on further nodes).
+    pub stopping_failures: Vec<Resources>,
     pub plan: Plan,
 }
 
 pub(crate) struct NodeState<'a> {
     pub name: &'a str,
     pub capacity: Resources,
-    pub free: Resources,
     pub schedulable: bool,
-    /// In the open index: schedulable and not reserved in this pass.
-    pub open: bool,
-    /// Jobs holding resources here, running or placed in this pass.
-    pub jobs: Vec<JobId>,
     /// Resources of stopping jobs here that no waiting job has been promised yet.
     pub freeing: Resources,
     /// Stopping jobs with resources here.
@@ -147,8 +152,19 @@ pub(crate) struct RunningJob {
     /// Told to stop: by an earlier plan (in its grace period) or by this pass.
     pub stopping: bool,
     pub level: u8,
-    /// (node, resources) pairs on schedulable or unknown nodes.
-    pub allocs: Vec<(Option<usize>, Resources)>,
+    /// Its first allocation in `Pass::allocs`, and how many it has (more than one when
+    /// spread over nodes; they need not be adjacent).
+    pub first_alloc: usize,
+    pub alloc_count: u32,
+}
+
+/// One allocation of the snapshot.
+#[derive(Clone, Copy)]
+pub(crate) struct Alloc {
+    pub running: usize,
+    /// `None` when the snapshot names a node it does not list.
+    pub node: Option<usize>,
+    pub resources: Resources,
 }
 
 #[derive(Clone, Copy)]
@@ -160,6 +176,38 @@ pub(crate) struct Victim {
 }
 
 impl<'a> Pass<'a> {
+    /// The allocations of running job `r`.
+    pub fn allocs_of(&self, r: usize) -> impl Iterator<Item = Alloc> + '_ {
+        let job = &self.running[r];
+        let (first, count) = (job.first_alloc, job.alloc_count as usize);
+        let rest = if count > 1 {
+            &self.allocs[first + 1..]
+        } else {
+            &[]
+        };
+        std::iter::once(self.allocs[first])
+            .chain(rest.iter().copied().filter(move |a| a.running == r))
+    }
+
+    /// Jobs holding resources on any of `nodes`, running or placed in this pass, sorted.
+    pub fn jobs_on(&self, nodes: &[usize]) -> Vec<JobId> {
+        let mut jobs: Vec<JobId> = self
+            .allocs
+            .iter()
+            .filter(|a| a.node.is_some_and(|n| nodes.contains(&n)))
+            .map(|a| self.running[a.running].id)
+            .chain(
+                self.placed_on
+                    .iter()
+                    .filter(|(n, _)| nodes.contains(n))
+                    .map(|&(_, j)| j),
+            )
+            .collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        jobs
+    }
+
     pub fn prepare(snap: &'a Snapshot) -> Pass<'a> {
         let mut pass = Pass {
             snap,
@@ -171,22 +219,22 @@ impl<'a> Pass<'a> {
             users: Vec::new(),
             members: Vec::new(),
             running: Vec::new(),
+            allocs: Vec::with_capacity(snap.running.len()),
+            placed_on: Vec::new(),
             freeing_nodes: Vec::new(),
             victims: None,
+            options: (snap.job_options.len() > 1024)
+                .then(|| snap.job_options.iter().map(|(&id, o)| (id, o)).collect()),
             fit_failures: Vec::new(),
             claim_failures: Vec::new(),
+            stopping_failures: Vec::new(),
             plan: Plan::default(),
         };
         let mut names = Names::default();
         pass.account_nodes(&mut names);
-        pass.account_running(&mut names);
-        pass.index = NodeIndex::build(
-            pass.nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| n.open)
-                .map(|(i, n)| (i, n.free)),
-        );
+        let free = pass.account_running(&mut names);
+        let open = pass.nodes.iter().map(|n| n.schedulable).collect();
+        pass.index = NodeIndex::new(free, open);
         pass.admit_queued(&mut names);
         pass
     }
@@ -200,17 +248,17 @@ impl<'a> Pass<'a> {
             self.nodes.push(NodeState {
                 name: &n.name,
                 capacity: n.capacity,
-                free: n.capacity,
                 schedulable: n.schedulable,
-                open: n.schedulable,
-                jobs: Vec::new(),
                 freeing: Resources::ZERO,
                 stopping: Vec::new(),
             });
         }
     }
 
-    fn account_running(&mut self, names: &mut Names<'a>) {
+    /// Account running jobs to users, groups, queues and nodes; returns each node's free
+    /// resources.
+    fn account_running(&mut self, names: &mut Names<'a>) -> Vec<Resources> {
+        let mut free: Vec<Resources> = self.nodes.iter().map(|n| n.capacity).collect();
         let in_flight: HashSet<JobId> = self.snap.preempting.iter().copied().collect();
         let mut by_job: FastMap<JobId, usize> = FastMap::default();
         for a in &self.snap.running {
@@ -235,7 +283,8 @@ impl<'a> Pass<'a> {
                         preemptible,
                         stopping: in_flight.contains(&a.job),
                         level,
-                        allocs: Vec::new(),
+                        first_alloc: self.allocs.len(),
+                        alloc_count: 0,
                     });
                     by_job.insert(a.job, self.running.len() - 1);
                     self.running.len() - 1
@@ -244,11 +293,15 @@ impl<'a> Pass<'a> {
             let node = names.node.get(a.node.as_str()).copied();
             let job = &mut self.running[r];
             job.total = job.total.add(&a.resources);
-            job.allocs.push((node, a.resources));
+            job.alloc_count += 1;
+            self.allocs.push(Alloc {
+                running: r,
+                node,
+                resources: a.resources,
+            });
             if let Some(n) = node {
+                free[n] = free[n].saturating_sub(&a.resources);
                 let n = &mut self.nodes[n];
-                n.free = n.free.saturating_sub(&a.resources);
-                n.jobs.push(a.job);
                 if in_flight.contains(&a.job) {
                     n.freeing = n.freeing.add(&a.resources);
                     n.stopping.push(a.job);
@@ -272,6 +325,7 @@ impl<'a> Pass<'a> {
         self.freeing_nodes = (0..self.nodes.len())
             .filter(|&n| self.nodes[n].schedulable && !self.nodes[n].freeing.is_zero())
             .collect();
+        free
     }
 
     /// Resolve every queued job; explain at once those that cannot run as they are, and
@@ -286,6 +340,8 @@ impl<'a> Pass<'a> {
             .map(|n| n.capacity)
             .max_by_key(|c| (c.cores, c.memory_mib));
         let fits_a_node = |r: &Resources| shapes.iter().any(|s| r.fits_in(s));
+        // The idle cluster, to check that spread gangs can be packed at all.
+        let mut idle: Option<NodeIndex> = None;
         let aging = self.snap.config.aging_ms;
         for job in &self.snap.queued {
             let opts = self.options(job.id);
@@ -317,11 +373,23 @@ impl<'a> Pass<'a> {
                             });
                         }
                     }
-                    if !total.fits_in(&self.total) {
-                        break 'check Some(WaitReason::ClusterTooSmall {
-                            needs: total,
-                            total: self.total,
+                    if !fits_a_node(&total) {
+                        let idle = idle.get_or_insert_with(|| {
+                            let nodes = &self.snap.nodes;
+                            NodeIndex::new(
+                                nodes.iter().map(|n| n.capacity).collect(),
+                                nodes.iter().map(|n| n.schedulable).collect(),
+                            )
                         });
+                        match idle.pack_spread(&gang) {
+                            Some(fit) => idle.undo(&fit, gang.executor),
+                            None => {
+                                break 'check Some(WaitReason::ClusterTooSmall {
+                                    needs: total,
+                                    total: self.total,
+                                })
+                            }
+                        }
                     }
                 }
                 None
@@ -376,18 +444,13 @@ impl<'a> Pass<'a> {
         let u = &self.users[user];
         let g = &self.groups[u.group];
         let q = &self.queues[queue];
-        let queue_quota = q.max.map(|m| Quota {
-            max_cores: Some(m.cores),
-            max_memory_mib: Some(m.memory_mib),
+        let queue_quota = Quota {
+            max_cores: q.max.map(|m| m.cores),
+            max_memory_mib: q.max.map(|m| m.memory_mib),
             ..Quota::default()
-        });
-        let scopes = [
-            (Scope::User, Some(u.quota)),
-            (Scope::Group(g.name.to_string()), Some(g.quota)),
-            (Scope::Queue(q.name.to_string()), queue_quota),
-        ];
-        for (scope, quota) in scopes {
-            let Some(quota) = quota else { continue };
+        };
+        let holders = [(0, &u.quota), (1, &g.quota), (2, &queue_quota)];
+        for (holder, quota) in holders {
             let checks = [
                 (
                     LimitKind::Cores,
@@ -402,15 +465,19 @@ impl<'a> Pass<'a> {
                 ),
             ];
             for (kind, needs, max) in checks {
-                if let Some(max) = max {
-                    if needs > max {
-                        return Some(WaitReason::ExceedsLimit {
-                            scope,
-                            kind,
-                            needs,
-                            max,
-                        });
-                    }
+                let Some(max) = max else { continue };
+                if needs > max {
+                    let scope = match holder {
+                        0 => Scope::User,
+                        1 => Scope::Group(g.name.to_string()),
+                        _ => Scope::Queue(q.name.to_string()),
+                    };
+                    return Some(WaitReason::ExceedsLimit {
+                        scope,
+                        kind,
+                        needs,
+                        max,
+                    });
                 }
             }
         }
@@ -419,10 +486,11 @@ impl<'a> Pass<'a> {
 
     pub fn options(&self, job: JobId) -> &'a JobOptions {
         static DEFAULT: std::sync::OnceLock<JobOptions> = std::sync::OnceLock::new();
-        self.snap
-            .job_options
-            .get(&job)
-            .unwrap_or_else(|| DEFAULT.get_or_init(JobOptions::default))
+        let found = match &self.options {
+            Some(map) => map.get(&job).copied(),
+            None => self.snap.job_options.get(&job),
+        };
+        found.unwrap_or_else(|| DEFAULT.get_or_init(JobOptions::default))
     }
 
     fn user_index(&mut self, names: &mut Names<'a>, name: &'a str) -> usize {

@@ -5,13 +5,17 @@ use std::fmt;
 /// Cores and memory, the two resources every placement accounts for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Resources {
+    /// Whole cores.
     pub cores: u32,
+    /// Memory in MiB.
     pub memory_mib: u64,
 }
 
 impl Resources {
+    /// No cores, no memory.
     pub const ZERO: Resources = Resources::new(0, 0);
 
+    /// `cores` cores and `memory_mib` MiB.
     pub const fn new(cores: u32, memory_mib: u64) -> Self {
         Resources { cores, memory_mib }
     }
@@ -21,6 +25,7 @@ impl Resources {
         self.cores <= other.cores && self.memory_mib <= other.memory_mib
     }
 
+    /// The difference, never below zero.
     pub fn saturating_sub(&self, other: &Resources) -> Resources {
         Resources {
             cores: self.cores.saturating_sub(other.cores),
@@ -44,6 +49,7 @@ impl Resources {
         }
     }
 
+    /// Neither cores nor memory.
     pub fn is_zero(&self) -> bool {
         self.cores == 0 && self.memory_mib == 0
     }
@@ -87,7 +93,8 @@ impl fmt::Display for Resources {
 
 /// Memory for people: "512 MiB", "4 GiB", "1.5 GiB".
 pub(crate) fn fmt_mib(mib: u64) -> String {
-    if mib >= 1024 && mib % 1024 == 0 {
+    let whole_gib = mib / 1024 * 1024 == mib;
+    if mib >= 1024 && whole_gib {
         format!("{} GiB", mib / 1024)
     } else if mib >= 1024 {
         format!("{:.1} GiB", mib as f64 / 1024.0)

@@ -14,26 +14,40 @@ use crate::snapshot::{Allocation, JobId, JobOptions, Node, PendingJob, Snapshot}
 /// Something that happened to a job in the simulation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The job was placed and started.
     Started {
+        /// When.
         at_ms: i64,
+        /// Which job.
         job: JobId,
+        /// Its driver's node.
         node: String,
     },
+    /// The job ran to its end.
     Finished {
+        /// When.
         at_ms: i64,
+        /// Which job.
         job: JobId,
     },
     /// The job was told to stop (SIGTERM); it stops at `at_ms` plus the grace period.
     Preempted {
+        /// When.
         at_ms: i64,
+        /// Which job.
         job: JobId,
+        /// The job it made room for.
         by: JobId,
+        /// What `hearth job show` would say.
         why: String,
     },
-    /// The preempted job stopped and is queued again for attempt `attempt`.
+    /// The preempted job stopped and is queued again.
     Requeued {
+        /// When.
         at_ms: i64,
+        /// Which job.
         job: JobId,
+        /// The attempt it is queued for (2 after the first preemption).
         attempt: u32,
     },
 }
@@ -47,14 +61,17 @@ struct SimJob {
     finished: bool,
 }
 
+/// A cluster, its jobs and a clock, driven one pass at a time.
 pub struct Sim {
     /// The state the next pass sees; tests may change it between steps.
     pub snapshot: Snapshot,
+    /// What happened so far, in order.
     pub events: Vec<Event>,
     jobs: HashMap<JobId, SimJob>,
 }
 
 impl Sim {
+    /// An idle cluster at time 0.
     pub fn new(nodes: Vec<Node>, config: Config) -> Sim {
         Sim {
             snapshot: Snapshot {
@@ -84,6 +101,7 @@ impl Sim {
         );
     }
 
+    /// The simulated time.
     pub fn now_ms(&self) -> i64 {
         self.snapshot.now_ms
     }
@@ -190,6 +208,7 @@ impl Sim {
         self.jobs.get(&job).map_or(0, |j| j.attempts)
     }
 
+    /// Whether the job ran to its end.
     pub fn is_finished(&self, job: JobId) -> bool {
         self.jobs.get(&job).is_some_and(|j| j.finished)
     }

@@ -8,11 +8,13 @@ use std::str::FromStr;
 use crate::config::Config;
 use crate::resources::Resources;
 
+/// A job's id, as the server numbers jobs.
 pub type JobId = u64;
 
 /// A machine that offers resources to jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
+    /// Unique; allocations and placements name nodes by it.
     pub name: String,
     /// What the node offers to jobs in all.
     pub capacity: Resources,
@@ -24,9 +26,13 @@ pub struct Node {
 /// per node; all of them together are the job's usage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {
+    /// The running job.
     pub job: JobId,
+    /// Its owner.
     pub user: String,
+    /// The node it holds resources on.
     pub node: String,
+    /// What it holds there.
     pub resources: Resources,
 }
 
@@ -37,11 +43,14 @@ pub struct Allocation {
 /// priority, not preemptible, the user's group's queue).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingJob {
+    /// The job.
     pub id: JobId,
+    /// Its owner, whose quota, group and share it counts against.
     pub user: String,
     /// When the job was first submitted. A preempted job keeps its original time when it is
     /// requeued, so it keeps its place in line.
     pub submitted_ms: i64,
+    /// The whole gang's resources (driver plus all executors).
     pub resources: Resources,
 }
 
@@ -50,9 +59,11 @@ pub struct PendingJob {
 pub struct Snapshot {
     /// The time of the pass. The scheduler has no clock: aging is measured against this.
     pub now_ms: i64,
+    /// Every node, schedulable or not.
     pub nodes: Vec<Node>,
     /// Jobs that hold resources, including jobs being preempted that have not stopped yet.
     pub running: Vec<Allocation>,
+    /// Jobs waiting to start, including preempted jobs put back in the queue.
     pub queued: Vec<PendingJob>,
     /// Queues, groups, users and their quotas; empty means one implicit queue and group.
     pub config: Config,
@@ -83,8 +94,11 @@ pub struct JobOptions {
 /// together or not at all.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gang {
+    /// The driver process.
     pub driver: Resources,
+    /// One executor.
     pub executor: Resources,
+    /// How many executors.
     pub executors: u32,
     /// False: the whole gang runs on one node (Spark local mode). True: when it does not
     /// fit one node, executors may go to other nodes than the driver's (a per-job Spark
@@ -110,15 +124,20 @@ impl Gang {
 /// A job's priority among its user's own jobs (`--priority low|normal|high`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
+    /// Goes after the user's other jobs.
     Low,
+    /// The default.
     #[default]
     Normal,
+    /// Goes before the user's other jobs.
     High,
 }
 
 impl Priority {
+    /// All priorities, lowest first.
     pub const ALL: [Priority; 3] = [Priority::Low, Priority::Normal, Priority::High];
 
+    /// The word the CLI uses: `low`, `normal`, `high`.
     pub fn as_str(self) -> &'static str {
         match self {
             Priority::Low => "low",

@@ -13,16 +13,23 @@ use crate::snapshot::{JobOptions, Priority, Snapshot};
 pub enum Refusal {
     /// The user's or group's `max_queued_jobs` is reached.
     TooManyQueued {
+        /// Whose quota.
         scope: Scope,
+        /// Jobs queued now.
         queued: u32,
+        /// What the quota allows.
         max: u32,
     },
     /// The job asks for a priority above the user's cap.
     PriorityAboveCap {
+        /// The priority asked for.
         asked: Priority,
+        /// The highest the user may use.
         max: Priority,
     },
+    /// The job names a queue that is not configured.
     UnknownQueue {
+        /// The name it gave.
         queue: String,
     },
 }

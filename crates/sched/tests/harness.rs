@@ -464,6 +464,37 @@ fn a_spread_gang_puts_driver_and_executors_over_nodes() {
 }
 
 #[test]
+fn a_spread_gang_is_packed_even_when_its_driver_would_block_the_last_executor() {
+    // Driver first would take the small node and leave no room for the third executor;
+    // executors first fit: two with the driver on n1, one on n2.
+    let snap = Snapshot {
+        nodes: vec![node("n1", 5, 4), node("n2", 2, 3)],
+        queued: vec![queued(1, "alice", 7, 4)],
+        job_options: [(1, gang((1, 1), (2, 1), 3, true))].into_iter().collect(),
+        ..Snapshot::default()
+    };
+    let plan = schedule(&snap);
+    let p = plan.placement(1).expect("the gang fits the two nodes");
+    assert_eq!(p.node, "n1");
+    assert_eq!(p.total(), Resources::new(7, 4 * GIB));
+}
+
+#[test]
+fn a_spread_gang_the_nodes_cannot_hold_says_so() {
+    // 3 executors of 3 cores on two 5-core nodes: 9 of 10 cores, but one executor per node.
+    let snap = Snapshot {
+        nodes: vec![node("n1", 5, 16), node("n2", 5, 16)],
+        queued: vec![queued(1, "alice", 9, 3)],
+        job_options: [(1, gang((0, 0), (3, 1), 3, true))].into_iter().collect(),
+        ..Snapshot::default()
+    };
+    assert!(matches!(
+        schedule(&snap).reason(1),
+        Some(WaitReason::ClusterTooSmall { .. })
+    ));
+}
+
+#[test]
 fn a_spread_gang_that_fits_one_node_stays_local() {
     let snap = Snapshot {
         nodes: vec![node("n1", 16, 64), node("n2", 16, 64)],
@@ -702,6 +733,53 @@ fn a_queue_within_its_guarantee_reclaims_from_a_best_effort_queue() {
             "preempted for job 3 of alice: queue prod is below its guaranteed share and queue scavenger is above its own; requeued"
         )
     );
+}
+
+#[test]
+fn a_guarantee_claim_is_not_undone_by_the_next_pass() {
+    // Cat's job takes all the memory and puts queue q2 beyond its guarantee; ann's job in
+    // q1 is within q1's guarantee and claims it. Once cat's job stops, the order must put
+    // ann's job first (it keeps q1 within its guarantee; cat's would take q2 beyond), or
+    // the two would preempt each other forever.
+    let config = Config {
+        queues: vec![
+            Queue {
+                guaranteed: Resources::new(4, GIB),
+                best_effort: true,
+                ..Queue::new("q1")
+            },
+            Queue {
+                guaranteed: Resources::new(1, GIB),
+                ..Queue::new("q2")
+            },
+        ],
+        preemption_grace_ms: 0,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(vec![node("n1", 6, 15)], config);
+    sim.submit(
+        queued(1, "cat", 1, 15),
+        JobOptions {
+            queue: Some("q2".into()),
+            ..preemptible()
+        },
+        60_000,
+    );
+    sim.submit(queued(2, "ann", 1, 1), in_queue("q1"), 1_000);
+    for _ in 0..120 {
+        sim.step(1_000);
+    }
+    let preemptions = sim
+        .events
+        .iter()
+        .filter(|e| matches!(e, hearth_sched::sim::Event::Preempted { .. }))
+        .count();
+    assert!(
+        preemptions <= 1,
+        "{preemptions} preemptions: {:#?}",
+        sim.events
+    );
+    assert!(sim.is_finished(1) && sim.is_finished(2));
 }
 
 #[test]

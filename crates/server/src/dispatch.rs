@@ -59,22 +59,27 @@ pub fn runtime(app: &App) -> Result<crate::runtime::Runtime, Vec<String>> {
     fresh
 }
 
-/// One scheduling pass.
-fn pass(app: &Arc<App>) -> Result<(), rusqlite::Error> {
+fn options(j: &JobRow) -> hearth_sched::JobOptions {
+    hearth_sched::JobOptions {
+        queue: Some(j.queue.clone()),
+        priority: j.priority.parse().unwrap_or_default(),
+        preemptible: j.preemptible,
+        gang: None,
+    }
+}
+
+/// The scheduler's view of now: the node, what runs, what waits, and the policy.
+pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, rusqlite::Error> {
     let queued = app.store.jobs_in(&[JobState::Queued])?;
-    if queued.is_empty() {
-        return Ok(());
-    }
-    if let Err(problems) = runtime(app) {
-        let reason = format!("no node can run jobs: {}", problems.join("; "));
-        let waiting: Vec<(i64, String)> = queued.iter().map(|j| (j.id, reason.clone())).collect();
-        app.store.apply_plan(&[], &waiting)?;
-        return Ok(());
-    }
     let active = app
         .store
         .jobs_in(&[JobState::Starting, JobState::Running])?;
-    let snapshot = Snapshot {
+    let job_options = queued
+        .iter()
+        .chain(active.iter())
+        .map(|j| (j.id as u64, options(j)))
+        .collect();
+    Ok(Snapshot {
         now_ms: now_ms(),
         nodes: vec![Node {
             name: LOCAL_NODE.into(),
@@ -99,9 +104,46 @@ fn pass(app: &Arc<App>) -> Result<(), rusqlite::Error> {
                 resources: gang(j),
             })
             .collect(),
-        ..Default::default()
-    };
+        config: policy.config.clone(),
+        job_options,
+        preempting: active
+            .iter()
+            .filter(|j| j.preempt_reason.is_some())
+            .map(|j| j.id as u64)
+            .collect(),
+    })
+}
+
+/// One scheduling pass: start what the plan places, stop what it preempts, and record why
+/// everything else waits.
+fn pass(app: &Arc<App>) -> Result<(), rusqlite::Error> {
+    let policy = app.policy();
+    let snapshot = snapshot(app, &policy)?;
+    if snapshot.queued.is_empty() {
+        return Ok(());
+    }
+    if let Err(problems) = runtime(app) {
+        let reason = format!("no node can run jobs: {}", problems.join("; "));
+        let waiting: Vec<(i64, String)> = snapshot
+            .queued
+            .iter()
+            .map(|j| (j.id as i64, reason.clone()))
+            .collect();
+        app.store.apply_plan(&[], &waiting)?;
+        return Ok(());
+    }
     let plan = hearth_sched::schedule(&snapshot);
+    for p in &plan.preemptions {
+        let id = p.job as i64;
+        if app.store.mark_preempting(id, &p.to_string())? {
+            tracing::info!(job = id, by = p.by, "preempting");
+            let dir = lock(app).get(&id).cloned();
+            if let Some(dir) = dir {
+                let grace = Duration::from_millis(p.grace_ms);
+                tokio::spawn(async move { sandbox::stop(&dir, grace).await });
+            }
+        }
+    }
     let placements: Vec<(i64, String)> = plan
         .placements
         .iter()
@@ -202,6 +244,21 @@ fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> 
         archives,
         jars,
     };
+    if !job.attempts.is_empty() {
+        // The log is the job's one log across attempts: say where a new one begins.
+        use std::io::Write;
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path(app, job.id))
+            .and_then(|mut f| {
+                writeln!(
+                    f,
+                    "=== hearth: attempt {} (the previous one was preempted) ===",
+                    job.attempts.len() + 1
+                )
+            });
+    }
     let argv = spark::local_submit_argv(&app_spec);
     let env = spark::job_env(&rt, &linux, &user.name, job.id);
     Ok(Prepared {
@@ -338,6 +395,14 @@ fn record_end(app: &App, id: i64, exit: &TaskExit) {
         Ok(Some(j)) => j,
         _ => return,
     };
+    // Preempted, not failed: back in the queue with the run in its history.
+    if job.preempt_reason.is_some() && !job.cancel_requested && !app.is_shutting_down() {
+        match app.store.requeue_preempted(id) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => tracing::error!(job = id, "requeueing a preempted job: {e}"),
+        }
+    }
     let end = if job.cancel_requested {
         JobEnd {
             state: JobState::Cancelled,

@@ -1,3 +1,4 @@
+#![recursion_limit = "512"]
 //! Hearth's control plane: users, tokens, jobs, files and logs behind the REST API, and the
 //! dispatcher that feeds the scheduler and runs its plans on the machine's agent.
 
@@ -8,6 +9,7 @@ pub mod blobs;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod policy;
 pub mod runtime;
 pub mod spark;
 pub mod store;
@@ -39,6 +41,8 @@ pub struct App {
     /// Task directories of jobs whose processes this server watches.
     pub running: Mutex<HashMap<i64, PathBuf>>,
     pub shutting_down: AtomicBool,
+    /// The scheduling policy, replaced whole when an admin changes it.
+    pub policy: RwLock<Arc<policy::Policy>>,
     /// Bounds concurrent Argon2 work (each hash takes ~19 MiB and tens of ms of a core).
     pub hashing: tokio::sync::Semaphore,
     /// Distinguishes this data dir's tasks from other Hearth instances' on the machine.
@@ -48,6 +52,13 @@ pub struct App {
 impl App {
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub fn policy(&self) -> Arc<policy::Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -82,6 +93,7 @@ pub async fn run(
             i
         }
     };
+    let policy = policy::load(&store).context("reading the scheduling policy")?;
     let isolation = hearth_agent::sandbox::probe();
     if !isolation.enabled {
         eprintln!("WARNING: isolation is OFF. Jobs of different users are not separated:");
@@ -117,6 +129,7 @@ pub async fn run(
         running: Mutex::new(HashMap::new()),
         shutting_down: AtomicBool::new(false),
         hashing: tokio::sync::Semaphore::new(2),
+        policy: RwLock::new(Arc::new(policy)),
         instance,
     });
     accounts::bootstrap_admin(&app)?;

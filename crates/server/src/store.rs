@@ -2,7 +2,7 @@
 //! transaction per change), so a kill -9 at any moment leaves a consistent store.
 //! Every query of the server lives here; nothing else speaks SQL.
 
-use hearth_model::api::SubmitJob;
+use hearth_model::api::{Attempt, SubmitJob};
 use hearth_model::{JobResources, JobState};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
@@ -13,7 +13,8 @@ pub type Result<T> = std::result::Result<T, rusqlite::Error>;
 /// Each entry upgrades the schema by one version; never edit one that has shipped.
 /// Ids are AUTOINCREMENT: a new user must never inherit a removed user's id (and with it
 /// their jobs and logs), nor a new token a revoked token's.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -64,7 +65,15 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_by_state ON jobs(state);
 CREATE INDEX jobs_by_user ON jobs(user_id, id);
-"#];
+"#,
+    r#"
+ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal';
+ALTER TABLE jobs ADD COLUMN preemptible INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE jobs ADD COLUMN preempt_reason TEXT;
+"#,
+];
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -118,6 +127,24 @@ pub struct JobRow {
     pub oom_killed: bool,
     pub node: Option<String>,
     pub cancel_requested: bool,
+    pub queue: String,
+    pub priority: String,
+    pub preemptible: bool,
+    /// Earlier runs that were preempted.
+    pub attempts: Vec<Attempt>,
+    /// Set while a preemption stops the job: why, for its attempt history.
+    pub preempt_reason: Option<String>,
+}
+
+/// A job as submitted, before it has an id.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub name: String,
+    pub spec: SubmitJob,
+    pub resources: JobResources,
+    pub queue: String,
+    pub priority: String,
+    pub preemptible: bool,
 }
 
 /// How a job ended, as recorded once.
@@ -136,7 +163,8 @@ fn bad_json(e: serde_json::Error) -> rusqlite::Error {
 const USER_COLS: &str = "id, name, admin, password_hash, uid, gid, linux_name, created_at";
 const TOKEN_COLS: &str = "id, user_id, name, secret_hash, created_at, expires_at, last_used_at";
 const JOB_COLS: &str = "id, user_id, owner, name, state, spec, resources, submitted_at, \
-     started_at, running_at, finished_at, exit_code, reason, oom_killed, node, cancel_requested";
+     started_at, running_at, finished_at, exit_code, reason, oom_killed, node, cancel_requested, \
+     queue, priority, preemptible, attempts, preempt_reason";
 
 fn user_row(r: &Row) -> Result<UserRow> {
     Ok(UserRow {
@@ -190,6 +218,11 @@ fn job_row(r: &Row) -> Result<JobRow> {
         oom_killed: r.get(13)?,
         node: r.get(14)?,
         cancel_requested: r.get(15)?,
+        queue: r.get(16)?,
+        priority: r.get(17)?,
+        preemptible: r.get(18)?,
+        attempts: serde_json::from_str(&r.get::<_, String>(19)?).map_err(bad_json)?,
+        preempt_reason: r.get(20)?,
     })
 }
 
@@ -390,27 +423,76 @@ impl Store {
 
     // ---- jobs ----
 
-    pub fn insert_job(
-        &self,
-        user: &UserRow,
-        name: &str,
-        spec: &SubmitJob,
-        resources: &JobResources,
-    ) -> Result<i64> {
+    pub fn insert_job(&self, user: &UserRow, new: &NewJob) -> Result<i64> {
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO jobs (user_id, owner, name, state, spec, resources, submitted_at)
-             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6)",
+            "INSERT INTO jobs (user_id, owner, name, state, spec, resources, submitted_at,
+                               queue, priority, preemptible)
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 user.id,
                 user.name,
-                name,
-                serde_json::to_string(spec).map_err(bad_json)?,
-                serde_json::to_string(resources).map_err(bad_json)?,
-                now_ms()
+                new.name,
+                serde_json::to_string(&new.spec).map_err(bad_json)?,
+                serde_json::to_string(&new.resources).map_err(bad_json)?,
+                now_ms(),
+                new.queue,
+                new.priority,
+                new.preemptible,
             ],
         )?;
         Ok(conn.last_insert_rowid())
+    }
+
+    /// Marks a running job as being preempted (it is stopped next); false if it already is
+    /// or has ended.
+    pub fn mark_preempting(&self, id: i64, reason: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE jobs SET preempt_reason = ?2
+             WHERE id = ?1 AND state IN ('starting', 'running') AND preempt_reason IS NULL",
+            params![id, reason],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Puts a preempted job back in the queue with its original submission time, and the
+    /// run that was cut short in its history.
+    pub fn requeue_preempted(&self, id: i64) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let job = tx
+            .query_row(
+                &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_row,
+            )
+            .optional()?;
+        let Some(job) = job else {
+            return Ok(false);
+        };
+        let Some(reason) = job.preempt_reason.clone() else {
+            return Ok(false);
+        };
+        let mut attempts = job.attempts;
+        attempts.push(Attempt {
+            started_at_ms: job.started_at,
+            running_at_ms: job.running_at,
+            ended_at_ms: now_ms(),
+            outcome: "preempted".into(),
+            reason: reason.clone(),
+        });
+        let n = tx.execute(
+            "UPDATE jobs SET state = 'queued', started_at = NULL, running_at = NULL, node = NULL,
+             preempt_reason = NULL, attempts = ?2, reason = ?3
+             WHERE id = ?1 AND state IN ('starting', 'running')",
+            params![
+                id,
+                serde_json::to_string(&attempts).map_err(bad_json)?,
+                reason
+            ],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
     }
 
     pub fn job(&self, id: i64) -> Result<Option<JobRow>> {
@@ -578,9 +660,15 @@ mod tests {
         let user = UserRow { id: uid, ..user };
         let spec: SubmitJob =
             serde_json::from_str(r#"{"main":{"name":"a.py","sha256":"ab"}}"#).expect("spec");
-        let id = store
-            .insert_job(&user, "a", &spec, &JobResources::default())
-            .expect("job");
+        let new = NewJob {
+            name: "a".into(),
+            spec,
+            resources: JobResources::default(),
+            queue: "default".into(),
+            priority: "normal".into(),
+            preemptible: false,
+        };
+        let id = store.insert_job(&user, &new).expect("job");
         assert_eq!(
             store
                 .apply_plan(&[(id, "local".into())], &[])

@@ -37,6 +37,10 @@ pub fn job_view(j: &JobRow) -> api::Job {
         reason: j.reason.clone(),
         oom_killed: j.oom_killed,
         node: j.node.clone(),
+        queue: j.queue.clone(),
+        priority: j.priority.clone(),
+        preemptible: j.preemptible,
+        attempts: j.attempts.clone(),
     }
 }
 
@@ -205,8 +209,35 @@ pub async fn submit(
     ApiJson(req): ApiJson<SubmitJob>,
 ) -> ApiResult<(StatusCode, Json<api::Job>)> {
     let resources = validate(&app, &caller, &req)?;
-    let name = req.name.clone().unwrap_or_else(|| req.main.name.clone());
-    let id = app.store.insert_job(&caller.0, &name, &req, &resources)?;
+    let priority = match &req.priority {
+        None => hearth_sched::Priority::Normal,
+        Some(p) => p
+            .parse::<hearth_sched::Priority>()
+            .map_err(|e| ApiError::bad_request("invalid_priority", e.to_string()))?,
+    };
+    let policy = app.policy();
+    let queue = req
+        .queue
+        .clone()
+        .unwrap_or_else(|| policy.config.default_queue_of(&caller.0.name).to_string());
+    let options = hearth_sched::JobOptions {
+        queue: Some(queue.clone()),
+        priority,
+        preemptible: req.preemptible,
+        gang: None,
+    };
+    let snapshot = dispatch::snapshot(&app, &policy)?;
+    hearth_sched::check_submission(&snapshot, &caller.0.name, &options)
+        .map_err(|r| ApiError::conflict("refused_by_policy", r.to_string()))?;
+    let new = crate::store::NewJob {
+        name: req.name.clone().unwrap_or_else(|| req.main.name.clone()),
+        resources,
+        queue,
+        priority: priority.as_str().to_string(),
+        preemptible: req.preemptible,
+        spec: req,
+    };
+    let id = app.store.insert_job(&caller.0, &new)?;
     app.wake.notify_one();
     let job = app
         .store

@@ -4,6 +4,7 @@
 mod files;
 mod jobs;
 pub mod openapi;
+mod policy;
 mod users;
 
 use crate::auth::TokenCheck;
@@ -42,6 +43,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/files/{path}"),
     ("delete", "/api/v1/files/{path}"),
     ("get", "/api/v1/nodes"),
+    ("get", "/api/v1/policy"),
+    ("put", "/api/v1/policy"),
+    ("get", "/api/v1/queues"),
     ("get", "/api/v1/openapi.json"),
 ];
 
@@ -64,6 +68,8 @@ pub fn router(app: AppState) -> Router {
             get(files::get).put(files::put).delete(files::remove),
         )
         .route("/nodes", get(jobs::nodes))
+        .route("/policy", get(policy::get).put(policy::put))
+        .route("/queues", get(policy::queues))
         .route("/openapi.json", get(openapi::serve))
         .fallback(|| async {
             ApiError::not_found("no such API endpoint: see /api/v1/openapi.json")

@@ -76,7 +76,10 @@ pub fn document() -> Value {
                 "put": raw_body("write a file", "201"),
                 "delete": op("remove a file or directory", None, "204"),
                 "parameters": [{"name": "path", "in": "path", "required": true, "schema": {"type": "string"}}]},
-            "/api/v1/nodes": {"get": op("the machines and their use", None, "200")},
+                        "/api/v1/nodes": {"get": op("the machines and their use", None, "200")},
+            "/api/v1/policy": {"get": op("the scheduling policy: queues, groups, quotas (admins)", None, "200"),
+                               "put": op("replace the scheduling policy; `version` must be the one read (admins)", Some("SchedPolicy"), "200")},
+            "/api/v1/queues": {"get": op("every queue's use against its fair share, per user", None, "200")},
             "/api/v1/openapi.json": {"get": op("this document", None, "200")}
         },
         "components": {
@@ -91,7 +94,24 @@ pub fn document() -> Value {
                     "properties": {"name": {"type": "string"}, "admin": {"type": "boolean"}, "password": {"type": "string"}}},
                 "CreateToken": {"type": "object", "required": ["name"], "additionalProperties": false,
                     "properties": {"name": {"type": "string"}, "ttl_seconds": {"type": "integer", "minimum": 1}}},
-                "FileRef": file_ref,
+                                "FileRef": file_ref,
+                "Quota": {"type": "object", "additionalProperties": false, "properties": {
+                    "max_cores": {"type": "integer"}, "max_memory": {"type": "string"},
+                    "max_running_jobs": {"type": "integer"}, "max_queued_jobs": {"type": "integer"}}},
+                "SchedPolicy": {"type": "object", "additionalProperties": false, "properties": {
+                    "version": {"type": "integer"},
+                    "queues": {"type": "array", "items": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+                        "name": {"type": "string"}, "weight": {"type": "integer", "minimum": 1},
+                        "guaranteed": {"type": "object", "properties": {"cores": {"type": "integer"}, "memory": {"type": "string"}}},
+                        "max": {"type": "object", "properties": {"cores": {"type": "integer"}, "memory": {"type": "string"}}},
+                        "best_effort": {"type": "boolean"}}}},
+                    "groups": {"type": "array", "items": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+                        "name": {"type": "string"}, "queue": {"type": "string"},
+                        "quota": {"$ref": "#/components/schemas/Quota"}, "member_quota": {"$ref": "#/components/schemas/Quota"}}}},
+                    "users": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": false, "properties": {
+                        "group": {"type": "string"}, "quota": {"$ref": "#/components/schemas/Quota"},
+                        "max_priority": {"type": "string", "enum": ["low", "normal", "high"]}}}},
+                    "preemption_grace_seconds": {"type": "integer"}}},
                 "SubmitJob": {"type": "object", "required": ["main"], "additionalProperties": false,
                     "properties": {
                         "name": {"type": "string"}, "main": {"$ref": "#/components/schemas/FileRef"},
@@ -103,7 +123,10 @@ pub fn document() -> Value {
                             "driver_memory": {"type": "string", "examples": ["2g"]},
                             "executor_cores": {"type": "integer", "minimum": 1},
                             "executor_memory": {"type": "string", "examples": ["4g"]},
-                            "num_executors": {"type": "integer", "minimum": 0}}}}}
+                                                        "num_executors": {"type": "integer", "minimum": 0}}},
+                        "queue": {"type": "string"},
+                        "priority": {"type": "string", "enum": ["low", "normal", "high"]},
+                        "preemptible": {"type": "boolean"}}}
             }
         }
     })
