@@ -220,6 +220,28 @@ pub fn print_job(j: &api::Job, format: Format) -> Result<()> {
     Ok(())
 }
 
+/// `4 cores, 16g, 2 running, 10 queued`, or `-` for no limits.
+fn quota_text(q: &api::Quota) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = q.max_cores {
+        parts.push(format!("{c} cores"));
+    }
+    if let Some(m) = &q.max_memory {
+        parts.push(m.clone());
+    }
+    if let Some(r) = q.max_running_jobs {
+        parts.push(format!("{r} running"));
+    }
+    if let Some(n) = q.max_queued_jobs {
+        parts.push(format!("{n} queued"));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 fn pct(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
 }
@@ -307,6 +329,7 @@ pub fn print_queues(queues: &[api::QueueStatus], only: Option<&str>, format: For
                 "MEMORY",
                 "SHARE",
                 "FAIR SHARE",
+                "QUOTA",
             ],
             q.users
                 .iter()
@@ -319,6 +342,7 @@ pub fn print_queues(queues: &[api::QueueStatus], only: Option<&str>, format: For
                         human_mib(u.memory_mib),
                         pct(u.dominant_share),
                         pct(q.fair_share / users),
+                        quota_text(&u.quota),
                     ]
                 })
                 .collect(),

@@ -324,6 +324,8 @@ pub struct UserUsage {
     pub memory_mib: u64,
     /// max(cores share, memory share) of the cluster: what DRF equalises.
     pub dominant_share: f64,
+    /// The limits that apply to this user alone (their own, or their group's per-member).
+    pub quota: Quota,
 }
 
 /// A queue's use against its fair share and its limits.

@@ -85,6 +85,15 @@ pub async fn queues(
                 cores: 0,
                 memory_mib: 0,
                 dominant_share: 0.0,
+                quota: {
+                    let q = policy.config.user_quota(&j.owner);
+                    hearth_model::api::Quota {
+                        max_cores: q.max_cores,
+                        max_memory: q.max_memory_mib.map(hearth_model::format_mib),
+                        max_running_jobs: q.max_running_jobs,
+                        max_queued_jobs: q.max_queued_jobs,
+                    }
+                },
             });
         if j.state == JobState::Queued {
             q.queued_jobs += 1;
