@@ -16,6 +16,9 @@ command -v pgrep >/dev/null || need_pkgs+=(procps)
 # javac builds the JVM test application.
 command -v javac >/dev/null || need_pkgs+=(openjdk-17-jdk-headless)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
+# A real headless browser for the web console's tests.
+command -v chromium >/dev/null || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "==> installing ${need_pkgs[*]}"
     apt-get update -qq

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod runtime;
 pub mod spark;
 pub mod store;
+pub mod web;
 
 use anyhow::Context;
 use config::Config;
@@ -47,6 +48,8 @@ pub struct App {
     pub hashing: tokio::sync::Semaphore,
     /// Distinguishes this data dir's tasks from other Hearth instances' on the machine.
     pub instance: String,
+    /// Request counts and latencies by route, for `/metrics`.
+    pub http_metrics: web::metrics::HttpMetrics,
 }
 
 impl App {
@@ -131,6 +134,7 @@ pub async fn run(
         hashing: tokio::sync::Semaphore::new(2),
         policy: RwLock::new(Arc::new(policy)),
         instance,
+        http_metrics: Default::default(),
     });
     accounts::bootstrap_admin(&app)?;
     dispatch::reconcile(&app).await?;

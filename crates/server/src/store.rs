@@ -136,6 +136,15 @@ pub struct JobRow {
     pub preempt_reason: Option<String>,
 }
 
+/// Which jobs a listing shows; every field narrows it, None does not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobFilter {
+    pub user_id: Option<i64>,
+    pub state: Option<JobState>,
+    /// Only jobs older (smaller id) than this one.
+    pub before: Option<i64>,
+}
+
 /// A job as submitted, before it has an id.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -505,20 +514,39 @@ impl Store {
             .optional()
     }
 
-    /// Jobs newest first; of one user (or everyone's when None), in one state (or all).
-    pub fn jobs(
-        &self,
-        user_id: Option<i64>,
-        state: Option<JobState>,
-        limit: i64,
-    ) -> Result<Vec<JobRow>> {
+    /// Jobs newest first, as `filter` narrows them; pages go backwards from `before`.
+    pub fn jobs(&self, filter: &JobFilter, limit: i64) -> Result<Vec<JobRow>> {
         let conn = self.conn();
         let mut st = conn.prepare(&format!(
             "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR user_id = ?1)
-             AND (?2 IS NULL OR state = ?2) ORDER BY id DESC LIMIT ?3"
+             AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR id < ?3)
+             ORDER BY id DESC LIMIT ?4"
         ))?;
-        let rows = st.query_map(params![user_id, state.map(|s| s.as_str()), limit], job_row)?;
+        let rows = st.query_map(
+            params![
+                filter.user_id,
+                filter.state.map(|s| s.as_str()),
+                filter.before,
+                limit
+            ],
+            job_row,
+        )?;
         rows.collect()
+    }
+
+    /// How many jobs are in each state, over the whole history.
+    pub fn job_counts(&self) -> Result<Vec<(JobState, u64)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT state, count(*) FROM jobs GROUP BY state")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let (state, n) = row?;
+            if let Some(s) = JobState::parse(&state) {
+                counts.push((s, n.max(0) as u64));
+            }
+        }
+        Ok(counts)
     }
 
     pub fn jobs_in(&self, states: &[JobState]) -> Result<Vec<JobRow>> {

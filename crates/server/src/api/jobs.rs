@@ -255,6 +255,9 @@ pub struct ListQuery {
     state: Option<String>,
     #[serde(default)]
     limit: Option<i64>,
+    /// The next page: jobs older than this id.
+    #[serde(default)]
+    before: Option<i64>,
 }
 
 fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> ApiResult<T> {
@@ -285,10 +288,14 @@ pub async fn list(
         })?),
     };
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let owner = (!q.all).then_some(caller.0.id);
+    let filter = crate::store::JobFilter {
+        user_id: (!q.all).then_some(caller.0.id),
+        state,
+        before: q.before,
+    };
     let jobs = app
         .store
-        .jobs(owner, state, limit)?
+        .jobs(&filter, limit)?
         .iter()
         .map(job_view)
         .collect();

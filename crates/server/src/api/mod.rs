@@ -2,7 +2,7 @@
 //! extractor that turns malformed input into a clear 4xx.
 
 mod files;
-mod jobs;
+pub(crate) mod jobs;
 pub mod openapi;
 mod policy;
 mod users;
@@ -10,6 +10,7 @@ mod users;
 use crate::auth::TokenCheck;
 use crate::error::{ApiError, ApiResult};
 use crate::store::UserRow;
+use crate::web;
 use crate::App;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -24,6 +25,9 @@ pub type AppState = Arc<App>;
 /// both checked against this list by tests.
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/login"),
+    ("post", "/api/v1/session"),
+    ("delete", "/api/v1/session"),
+    ("get", "/api/v1/events"),
     ("get", "/api/v1/whoami"),
     ("get", "/api/v1/users"),
     ("post", "/api/v1/users"),
@@ -52,6 +56,11 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn router(app: AppState) -> Router {
     let api = Router::new()
         .route("/login", post(users::login))
+        .route(
+            "/session",
+            post(web::session::create).delete(web::session::delete),
+        )
+        .route("/events", get(web::events::stream))
         .route("/whoami", get(users::whoami))
         .route("/users", get(users::list).post(users::create))
         .route("/users/{name}", axum::routing::delete(users::remove))
@@ -77,6 +86,11 @@ pub fn router(app: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(web::router())
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            web::metrics::track,
+        ))
         // Uploads stream and enforce their own limit; everything else is small JSON.
         .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
         .with_state(app)
@@ -89,22 +103,30 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> ApiResult<Self> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "no credentials: send `Authorization: Bearer <token>` (hearth login stores one)",
-                )
-            })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must read `Bearer <token>`")
-            })?
-            .trim();
+        // A bearer token (the CLI, scripts) or the console's session cookie; the header wins
+        // when both are sent.
+        let token = match parts.headers.get(axum::http::header::AUTHORIZATION) {
+            Some(header) => header
+                .to_str()
+                .ok()
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .ok_or_else(|| {
+                    ApiError::unauthorized("the Authorization header must read `Bearer <token>`")
+                })?
+                .trim()
+                .to_string(),
+            None => {
+                let token = web::session::cookie(&parts.headers, web::session::SESSION_COOKIE)
+                    .ok_or_else(|| {
+                        ApiError::unauthorized(
+                            "no credentials: send `Authorization: Bearer <token>` (hearth login stores one), or log in on the web console",
+                        )
+                    })?;
+                web::session::check_csrf(&parts.method, &parts.headers, &token)?;
+                token
+            }
+        };
+        let token = token.as_str();
         let check = match app.tokens.check_cached(&app.store, token)? {
             Some(c) => c,
             None => {

@@ -33,12 +33,20 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Hearth API", "version": "1"},
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"session": []}],
         "paths": {
             "/api/v1/login": {"post": {"security": [], "summary": "exchange a user name and password for a token",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}}}},
                 "responses": {"200": {"description": "a new token"}, "401": {"description": "wrong user name or password"}}}},
             "/api/v1/whoami": {"get": op("the calling user", None, "200")},
+            "/api/v1/session": {
+                "post": {"security": [], "summary": "log in a browser: sets an HttpOnly session cookie (a token that expires in 7 days) and returns the CSRF value that cookie-authenticated changes must send in x-hearth-csrf",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionRequest"}}}},
+                    "responses": {"201": {"description": "logged in: {user, csrf}"}, "401": {"description": "wrong user name or password"}}},
+                "delete": op("log out: revokes the session cookie's token and clears the cookies", None, "204")},
+            "/api/v1/events": {"get": {"summary": "server-sent events (text/event-stream; send Accept: text/event-stream): a `jobs` event with the jobs whose state changed, about once a second",
+                "parameters": [{"name": "all", "in": "query", "schema": {"type": "boolean"}, "description": "everyone's jobs (admins)"}],
+                "responses": {"200": {"description": "an event stream"}, "406": {"description": "the client did not accept text/event-stream"}}}},
             "/api/v1/users": {"get": op("all users (admins)", None, "200"),
                               "post": op("create a user (admins)", Some("CreateUser"), "201")},
             "/api/v1/users/{name}": {"delete": op("remove a user (admins)", None, "200"),
@@ -56,7 +64,8 @@ pub fn document() -> Value {
                         "parameters": [
                             {"name": "all", "in": "query", "schema": {"type": "boolean"}},
                             {"name": "state", "in": "query", "schema": {"$ref": "#/components/schemas/JobState"}},
-                            {"name": "limit", "in": "query", "schema": {"type": "integer"}}],
+                            {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                            {"name": "before", "in": "query", "schema": {"type": "integer"}, "description": "the next page: jobs older than this id"}],
                         "responses": {"200": {"description": "jobs"}}},
                 "post": op("submit a job", Some("SubmitJob"), "201")},
             "/api/v1/jobs/{id}": {"get": op("one job", None, "200"),
@@ -83,11 +92,15 @@ pub fn document() -> Value {
             "/api/v1/openapi.json": {"get": op("this document", None, "200")}
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "hearth_session",
+                    "description": "the web console's session; requests other than GET/HEAD must also send header x-hearth-csrf"}},
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "object",
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
                 "JobState": {"type": "string", "enum": ["queued", "starting", "running", "succeeded", "failed", "cancelled", "lost"]},
+                "SessionRequest": {"type": "object", "required": ["user", "password"], "additionalProperties": false,
+                    "properties": {"user": {"type": "string"}, "password": {"type": "string"}}},
                 "LoginRequest": {"type": "object", "required": ["user", "password"], "additionalProperties": false,
                     "properties": {"user": {"type": "string"}, "password": {"type": "string"}, "token_name": {"type": "string"}}},
                 "CreateUser": {"type": "object", "required": ["name"], "additionalProperties": false,

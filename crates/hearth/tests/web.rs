@@ -1,0 +1,603 @@
+//! The web console in a real headless browser (Debian's chromium through chromedriver, over
+//! a small WebDriver client), its cookie sessions and CSRF check, and `/metrics`.
+//! Screenshots of every page are kept in target/screenshots/ as the test's artifact.
+
+mod common;
+
+use common::{apps, Hearth, User};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn screenshots_dir() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshots dir");
+    dir
+}
+
+/// Standard base64 (what WebDriver screenshots are), decoded without a crate.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in s.bytes().filter_map(val) {
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// One chromedriver and one headless chromium session, spoken to over W3C WebDriver.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    profile: PathBuf,
+    /// Prefixes screenshot names, so that tests do not overwrite each other's.
+    test: String,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    fn start(test: &str) -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver (apt-get install chromium chromium-driver; scripts/test.sh does)");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ureq::get(&format!("{base}/status")).call().is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = std::env::temp_dir().join(common::unique("chromium-profile"));
+        std::fs::create_dir_all(&profile).expect("profile dir");
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                         "--disable-sync", "--window-size=1280,900",
+                         format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let mut b = Browser {
+            driver,
+            base,
+            session: String::new(),
+            profile,
+            test: test.to_string(),
+        };
+        let v = b.call("POST", "/session", Some(caps));
+        b.session = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_string();
+        b
+    }
+
+    /// One WebDriver command; its `value`. Panics with the driver's message on an error.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = if path == "/session" {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/session/{}{path}", self.base, self.session)
+        };
+        let req = ureq::request(method, &url).timeout(Duration::from_secs(60));
+        let res = match body {
+            Some(b) => req.send_json(b),
+            None if method == "POST" => req.send_json(json!({})),
+            None => req.call(),
+        };
+        let text = match res {
+            Ok(r) => r.into_string().unwrap_or_default(),
+            Err(ureq::Error::Status(s, r)) => {
+                panic!(
+                    "WebDriver {method} {path}: {s} {}",
+                    r.into_string().unwrap_or_default()
+                )
+            }
+            Err(e) => panic!("WebDriver {method} {path}: {e}"),
+        };
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        v["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+    }
+
+    /// The element matching `css`, once it exists.
+    fn find(&self, css: &str) -> String {
+        let q = serde_json::to_string(css).unwrap_or_default();
+        self.wait(
+            &format!("!!document.querySelector({q})"),
+            &format!("element {css}"),
+        );
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.call("POST", &format!("/element/{e}/click"), None);
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.call("POST", &format!("/element/{e}/clear"), None);
+        self.call(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    fn text(&self, css: &str) -> String {
+        let e = self.find(css);
+        self.call("GET", &format!("/element/{e}/text"), None)
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Saves a screenshot; returns its path.
+    fn shot(&self, name: &str) -> PathBuf {
+        let png = base64_decode(self.call("GET", "/screenshot", None).as_str().unwrap_or(""));
+        let path = screenshots_dir().join(format!("{}-{name}.png", self.test));
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+
+    /// Waits until the JavaScript expression is truthy; on a timeout, keeps a screenshot and
+    /// fails with what the page showed.
+    fn wait(&self, expr: &str, what: &str) {
+        let deadline = Instant::now() + MIN * 2;
+        let script = format!("try {{ return !!({expr}); }} catch (e) {{ return false; }}");
+        loop {
+            if self.js(&script).as_bool() == Some(true) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let page = self.js("return document.body.innerText");
+                let shot = self.shot("timeout");
+                panic!(
+                    "timed out waiting for {what}; screenshot {}; page:\n{}",
+                    shot.display(),
+                    page.as_str().unwrap_or("")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn login(&self, url: &str, user: &str, password: &str) {
+        self.goto(&format!("{url}/#/jobs"));
+        self.type_into("#login-user", user);
+        self.type_into("#login-password", password);
+        self.click("#login-submit");
+        self.find("#jobs-table");
+    }
+
+    fn logout(&self) {
+        self.click("#logout");
+        self.find("#login-form");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+fn password(u: &User) -> String {
+    format!("{}-password-123", u.name)
+}
+
+#[test]
+fn alice_submits_watches_and_reads_logs_in_the_browser() {
+    let mut h = Hearth::start();
+    let alice = h.add_user("alice");
+    let bob = h.add_user("bob");
+    let bobs = h.submit(
+        &bob,
+        &[
+            "--num-executors",
+            "0",
+            "--driver-memory",
+            "512m",
+            &apps().join("sleepy.py").display().to_string(),
+            "1",
+            "0.1",
+        ],
+    );
+    let b = Browser::start("console");
+
+    // The login page, then alice's (empty) jobs page.
+    b.goto(&format!("{}/", h.url));
+    b.find("#login-form");
+    b.shot("login");
+    b.login(&h.url, &alice.name, &password(&alice));
+    assert_eq!(b.text("#me"), "alice");
+    b.shot("jobs-empty");
+
+    // Submit through the page: the browser hashes and uploads the file, then submits.
+    b.click("a[data-nav=submit]");
+    let app = apps().join("sleepy.py");
+    let file = b.find("#s-file");
+    b.call(
+        "POST",
+        &format!("/element/{file}/value"),
+        Some(json!({ "text": app.display().to_string() })),
+    );
+    b.type_into("#s-args", "3\n0.2");
+    b.type_into("#s-dmem", "512m");
+    b.type_into("#s-nexec", "0");
+    b.shot("submit");
+    b.click("#submit-button");
+    b.wait(
+        "/^#\\/jobs\\/\\d+$/.test(location.hash)",
+        "the new job's page",
+    );
+    let id: u64 = b
+        .js("return location.hash.split('/')[2]")
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("job id in the URL");
+    assert_ne!(id, bobs);
+
+    // The jobs page follows it to the end without a reload (the marker would vanish).
+    b.click("a[data-nav=jobs]");
+    b.js("window.__no_reload = true; return null");
+    b.find(&format!("tr[data-job-id='{id}']"));
+    b.wait(
+        &format!(
+            "document.querySelector(\"tr[data-job-id='{id}']\").dataset.state === 'succeeded'"
+        ),
+        "the job to succeed on the jobs page",
+    );
+    assert_eq!(b.js("return window.__no_reload === true"), json!(true));
+    // Bob's job is not on alice's page.
+    assert_eq!(
+        b.js(&format!(
+            "return !!document.querySelector(\"tr[data-job-id='{bobs}']\")"
+        )),
+        json!(false)
+    );
+    b.shot("jobs");
+
+    // The job's page: phases and the log.
+    b.click(&format!("tr[data-job-id='{id}'] a"));
+    b.wait(
+        "document.querySelector('#log').textContent.includes('sleepy done')",
+        "the job's log",
+    );
+    let log = b.text("#log");
+    assert!(log.contains("line 00002"), "{log}");
+    assert!(b.text("#job-state").contains("succeeded"));
+    let timeline = b.text(".timeline");
+    assert!(
+        timeline.contains("queued") && timeline.contains("running"),
+        "{timeline}"
+    );
+    // Searching the log narrows it to matching lines.
+    b.type_into("#log-search", "line 00001");
+    b.wait(
+        "document.querySelectorAll('#log mark').length === 1",
+        "one search match",
+    );
+    b.shot("job");
+
+    // Every other page renders (and is kept as a screenshot).
+    for (page, table) in [
+        ("files", "#files-table"),
+        ("cluster", "#nodes-table"),
+        ("tokens", "#tokens-table"),
+    ] {
+        b.click(&format!("a[data-nav={page}]"));
+        b.find(table);
+        b.wait(
+            &format!("location.hash === '#/{page}' && document.querySelector('main h1') && !document.querySelector('main .alert')"),
+            &format!("the {page} page"),
+        );
+        b.shot(page);
+    }
+    b.logout();
+
+    // Bob cannot see alice's job: the page says not found, as the API does.
+    b.login(&h.url, &bob.name, &password(&bob));
+    b.goto(&format!("{}/#/jobs/{id}", h.url));
+    b.find("#not-found");
+    assert!(b.text("main").contains("not found"), "{}", b.text("main"));
+    b.shot("not-found");
+    b.logout();
+
+    // The admin sees everyone's jobs.
+    b.login(&h.url, "admin", common::ADMIN_PASSWORD);
+    b.click("#f-all");
+    b.find(&format!("tr[data-job-id='{id}']"));
+    b.find(&format!("tr[data-job-id='{bobs}']"));
+    let table = b.text("#jobs-table");
+    assert!(table.contains("alice") && table.contains("bob"), "{table}");
+    b.shot("all-jobs");
+    b.goto(&format!("{}/#/jobs/{id}", h.url));
+    b.wait(
+        "document.querySelector('#log').textContent.includes('sleepy done')",
+        "alice's log, for the admin",
+    );
+    b.click("a[data-nav=admin]");
+    b.find("#users-table");
+    assert!(b.text("#users-table").contains("bob"));
+    b.shot("admin");
+    println!("screenshots in {}", screenshots_dir().display());
+}
+
+/// A raw request with optional cookie and headers: (status, headers we care about, body).
+fn raw(
+    method: &str,
+    url: &str,
+    cookie: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Vec<String>, String) {
+    let mut req = ureq::request(method, url);
+    if let Some(c) = cookie {
+        req = req.set("Cookie", c);
+    }
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let res = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let r = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = r.status();
+    let cookies = r.all("set-cookie").iter().map(|s| s.to_string()).collect();
+    (status, cookies, r.into_string().unwrap_or_default())
+}
+
+#[test]
+fn cookie_sessions_need_a_csrf_header_to_change_anything() {
+    let mut h = Hearth::start();
+    let alice = h.add_user("alice");
+    let url = |p: &str| format!("{}{p}", h.url);
+
+    let (status, _, _) = raw(
+        "POST",
+        &url("/api/v1/session"),
+        None,
+        &[],
+        Some(json!({"user": "alice", "password": "wrong"})),
+    );
+    assert_eq!(status, 401);
+    let (status, cookies, body) = raw(
+        "POST",
+        &url("/api/v1/session"),
+        None,
+        &[],
+        Some(json!({"user": "alice", "password": password(&alice)})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("hearth_session="))
+        .expect("session cookie");
+    assert!(session.contains("HttpOnly"), "{session}");
+    assert!(session.contains("SameSite=Strict"), "{session}");
+    let body: Value = serde_json::from_str(&body).expect("json");
+    let csrf = body["csrf"].as_str().expect("csrf").to_string();
+    let pair = |c: &str| c.split(';').next().unwrap_or("").to_string();
+    let cookie = cookies
+        .iter()
+        .map(|c| pair(c))
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert!(cookie.contains(&format!("hearth_csrf={csrf}")), "{cookie}");
+
+    // Reads need only the cookie.
+    let (status, _, body) = raw("GET", &url("/api/v1/whoami"), Some(&cookie), &[], None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"alice\""), "{body}");
+    // A change with the cookie alone is refused, with a reason.
+    let new_token = json!({"name": "from-the-browser"});
+    let (status, _, body) = raw(
+        "POST",
+        &url("/api/v1/tokens"),
+        Some(&cookie),
+        &[],
+        Some(new_token.clone()),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("x-hearth-csrf"), "{body}");
+    let (status, _, _) = raw(
+        "POST",
+        &url("/api/v1/tokens"),
+        Some(&cookie),
+        &[("x-hearth-csrf", "0000")],
+        Some(new_token.clone()),
+    );
+    assert_eq!(status, 403);
+    let (status, _, body) = raw(
+        "POST",
+        &url("/api/v1/tokens"),
+        Some(&cookie),
+        &[("x-hearth-csrf", &csrf)],
+        Some(new_token.clone()),
+    );
+    assert_eq!(status, 201, "{body}");
+    // A bearer token needs no CSRF header.
+    let (status, _, _) = raw(
+        "POST",
+        &url("/api/v1/tokens"),
+        None,
+        &[("Authorization", &format!("Bearer {}", alice.token))],
+        Some(new_token),
+    );
+    assert_eq!(status, 201);
+
+    // The event stream is authenticated like everything else, and must be asked for.
+    let (status, _, _) = raw("GET", &url("/api/v1/events"), None, &[], None);
+    assert_eq!(status, 401);
+    let (status, _, _) = raw("GET", &url("/api/v1/events"), Some(&cookie), &[], None);
+    assert_eq!(status, 406);
+    let (status, _, _) = raw(
+        "GET",
+        &url("/api/v1/events?all=true"),
+        Some(&cookie),
+        &[("Accept", "text/event-stream")],
+        None,
+    );
+    assert_eq!(status, 403, "alice may not stream everyone's jobs");
+
+    // Logging out revokes the session's token (and needs the CSRF header too).
+    let (status, _, _) = raw("DELETE", &url("/api/v1/session"), Some(&cookie), &[], None);
+    assert_eq!(status, 403);
+    let (status, cleared, _) = raw(
+        "DELETE",
+        &url("/api/v1/session"),
+        Some(&cookie),
+        &[("x-hearth-csrf", &csrf)],
+        None,
+    );
+    assert_eq!(status, 204);
+    assert!(
+        cleared.iter().any(|c| c.starts_with("hearth_session=;")),
+        "{cleared:?}"
+    );
+    let (status, _, _) = raw("GET", &url("/api/v1/whoami"), Some(&cookie), &[], None);
+    assert_eq!(status, 401);
+    // Alice's CLI token still works.
+    assert_eq!(h.api(&alice, "GET", "/api/v1/whoami", None).0, 200);
+}
+
+#[test]
+fn the_console_is_served_from_the_binary_with_safe_headers() {
+    let h = Hearth::start();
+    let r = ureq::get(&format!("{}/", h.url)).call().expect("index");
+    assert!(r.content_type().starts_with("text/html"));
+    assert_eq!(r.header("cache-control"), Some("no-cache"));
+    assert!(r
+        .header("content-security-policy")
+        .unwrap_or("")
+        .contains("default-src 'self'"));
+    let html = r.into_string().expect("html");
+    // No CDN: every script and style comes from this server.
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
+    let js = html
+        .split('"')
+        .find(|s| s.starts_with("/assets/app.js?v="))
+        .expect("versioned app.js")
+        .to_string();
+    let r = ureq::get(&format!("{}{js}", h.url)).call().expect("app.js");
+    assert!(r.content_type().contains("javascript"));
+    assert!(r
+        .header("cache-control")
+        .unwrap_or("")
+        .contains("immutable"));
+    let r = ureq::get(&format!("{}/assets/style.css", h.url))
+        .call()
+        .expect("css");
+    assert_eq!(r.content_type(), "text/css");
+    let status = match ureq::get(&format!("{}/assets/nope.js", h.url)).call() {
+        Err(ureq::Error::Status(s, _)) => s,
+        other => panic!("{:?}", other.map(|r| r.status())),
+    };
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn metrics_are_for_admins_and_name_what_matters() {
+    let mut h = Hearth::start();
+    let alice = h.add_user("alice");
+    let get = |token: Option<&str>| {
+        let mut req = ureq::get(&format!("{}/metrics", h.url));
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        match req.call() {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(get(None).0, 401);
+    let (status, body) = get(Some(&alice.token));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = get(Some(&h.admin.token));
+    assert_eq!(status, 200, "{body}");
+    for name in [
+        "hearth_jobs{state=\"queued\"} 0",
+        "hearth_jobs{state=\"succeeded\"}",
+        "hearth_queued_jobs{queue=",
+        "hearth_queue_oldest_wait_seconds",
+        "hearth_scheduling_latency_seconds{quantile=\"0.5\"}",
+        "hearth_node_cores{node=\"local\"}",
+        "hearth_node_cores_used{node=\"local\"} 0",
+        "hearth_node_memory_bytes",
+        "hearth_node_memory_used_bytes",
+        "hearth_http_requests_total{method=\"GET\",route=\"/api/v1/whoami\",code=\"200\"}",
+        "hearth_http_request_duration_seconds_bucket{method=\"GET\",route=\"/metrics\",le=\"+Inf\"}",
+        "hearth_http_request_duration_seconds_count",
+    ] {
+        assert!(body.contains(name), "missing {name} in:\n{body}");
+    }
+    // Every line is a comment or `name{labels} value`.
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap_or("");
+        assert!(value.parse::<f64>().is_ok(), "bad sample line: {line}");
+    }
+}
