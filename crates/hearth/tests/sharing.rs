@@ -96,7 +96,7 @@ fn quotas_and_priority_caps_refuse_or_explain() {
     );
 
     // Everyone can see the queue's use; the policy is the admins'.
-        let out = h.cli(&alice, &["queue", "show", "default"]);
+    let out = h.cli(&alice, &["queue", "show", "default"]);
     let shown = text(&out.stdout);
     assert!(shown.contains("alice"), "{}", text(&out.stderr));
     assert!(shown.contains("1 cores, 1 queued"), "{shown}");
