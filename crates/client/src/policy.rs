@@ -55,8 +55,8 @@ pub struct QueueSettings {
     /// Most memory the queue's jobs may hold together, e.g. 64g
     #[arg(long)]
     max_memory: Option<String>,
-    /// Every job of the queue is preemptible (true/false)
-    #[arg(long)]
+    /// Every job of the queue is preemptible (`--best-effort`, or `--best-effort false`)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     best_effort: Option<bool>,
 }
 

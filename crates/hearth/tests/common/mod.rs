@@ -91,6 +91,12 @@ impl Hearth {
         };
         h.boot();
         h.admin = h.login("admin", ADMIN_PASSWORD);
+        // The admin has a Linux account too: removed with the others when the test ends.
+        let me = h.api(&h.admin, "GET", "/api/v1/whoami", None);
+        if let Some(uid) = me.1["uid"].as_u64() {
+            h.admin.uid = uid as u32;
+            h.uids.push(uid as u32);
+        }
         h
     }
 
