@@ -7,9 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::prepare::{Candidate, Pass};
 use crate::resources::Resources;
 use crate::snapshot::Gang;
+use crate::state::{Candidate, Pass};
 
 /// Free resources of every node, and the open ones by free cores, then free memory. A
 /// best-fit query looks for the fewest free cores that still hold the demand and, among

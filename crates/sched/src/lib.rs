@@ -13,8 +13,9 @@
 //!   running,        │
 //!   queued,         ▼
 //!   config)    order (pass.rs): round 1 jobs not preemptible, round 2 preemptible;
-//!              queue furthest below its weighted DRF share (within guarantee first),
-//!              then user with the smallest dominant share, then priority (aged), then age
+//!              the queue furthest below its weighted DRF share (first, queues whose next
+//!              job keeps them within their guarantee), then the user with the smallest
+//!              dominant share in it, then that user's jobs by priority (aged), then age
 //!                   │ one job at a time
 //!                   ▼
 //!              3 limits ──full──► waits: AtLimit ("your quota: 8 of 8 cores in use by …");
@@ -35,6 +36,23 @@
 //!                   ▼
 //!              waits: position N in queue Q, behind job J            ─► Plan
 //! ```
+//!
+//! # Code map
+//!
+//! | module | job |
+//! |---|---|
+//! | `snapshot`, `config`, `resources` | the input: nodes, running allocations, queued jobs and their options; queues, groups, users, quotas |
+//! | `plan` | the output: placements, preemptions, and a [`WaitReason`] for every job left waiting |
+//! | `state` | the working state of one pass (free resources, usage per user, group, queue) |
+//! | `prepare` | stages 1 and 2: build the state; explain jobs that can never run as they are |
+//! | `pass` | the order (two rounds of weighted, hierarchical DRF) and stages 3 to 6 per job |
+//! | `limits`, `fit`, `preempt` | stages 3, 4 and 5 |
+//! | `submit` | [`check_submission`]: refusals at submission time (queued-job quotas, priority cap) |
+//! | [`sim`] | the server's apply step, modelled, for tests, benchmarks and what-if questions |
+//! | `baseline` | [`fifo_baseline`], the first scheduler, kept as the benchmark's yardstick |
+//!
+//! Dependencies point one way: `pass` uses the stages, the stages use `state`, `state` uses
+//! the input and output types, and nothing here uses anything outside `std`.
 //!
 //! An empty [`Config`] means one implicit queue `default` and one group `default` with no
 //! limits: users share by DRF, oldest first among equals, and a job that waits for room
@@ -58,6 +76,7 @@ mod prepare;
 mod resources;
 pub mod sim;
 mod snapshot;
+mod state;
 mod submit;
 
 pub use baseline::fifo_baseline;
@@ -74,7 +93,7 @@ pub use submit::{check_submission, Refusal};
 
 /// One scheduling pass: what to start, what to preempt, and why everything else waits.
 pub fn schedule(snapshot: &Snapshot) -> Plan {
-    prepare::Pass::prepare(snapshot).run()
+    state::Pass::prepare(snapshot).run()
 }
 
 #[cfg(test)]

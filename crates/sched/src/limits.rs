@@ -5,9 +5,9 @@
 
 use crate::config::Quota;
 use crate::plan::{LimitKind, Scope, WaitReason};
-use crate::prepare::Pass;
 use crate::resources::Resources;
 use crate::snapshot::JobId;
+use crate::state::Pass;
 
 /// How many job ids a reason names before it says "and N more".
 pub(crate) const JOBS_SHOWN: usize = 10;

@@ -11,9 +11,9 @@ use crate::fit::Fit;
 use crate::limits::JOBS_SHOWN;
 use crate::plan::{NodeExecutors, Placement, Plan, WaitReason, Waiting};
 use crate::preempt::within_guarantee;
-use crate::prepare::{Candidate, Pass};
 use crate::resources::Resources;
 use crate::snapshot::JobId;
+use crate::state::{Candidate, Pass};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Round {

@@ -7,9 +7,9 @@
 
 use crate::fit::remember_failure;
 use crate::plan::{PreemptReason, Preemption};
-use crate::prepare::{Candidate, Pass, Victim};
 use crate::resources::Resources;
 use crate::snapshot::JobId;
+use crate::state::{Candidate, Pass, Victim};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Claim {

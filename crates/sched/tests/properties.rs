@@ -420,13 +420,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(8), max_shrink_iters: 20, ..ProptestConfig::default() })]
 
     /// With steady demand, each user's time-averaged dominant share over the second half
-    /// hour is close to the DRF ideal for what they ask.
+    /// hour is close to the DRF ideal for what they ask (4 nodes of 32 cores, 128 GiB).
     #[test]
     fn dominant_shares_converge_to_the_drf_ideal(
         shapes in prop::collection::vec((1u32..=4, 1u64..=16), 2..=3),
         seed in any::<u64>(),
     ) {
-        let nodes: Vec<Node> = (0..4).map(|i| common::node(&format!("n{i}"), 16, 64)).collect();
+        let nodes: Vec<Node> = (0..4).map(|i| common::node(&format!("n{i}"), 32, 128)).collect();
         let mut sim = Sim::new(nodes, Config::default());
         let total = sim.capacity();
         let shapes: Vec<Resources> = shapes.iter().map(|&(c, g)| Resources::new(c, g * GIB)).collect();
@@ -465,11 +465,20 @@ proptest! {
                 samples += 1.0;
             }
         }
+        // Whole jobs cannot match the ideal of divisible ones exactly. One more job of the
+        // coarsest user displaces up to that job's share of the others, and each node can
+        // waste up to one such job's worth that no shape fits, shared by all users. Allow
+        // both, plus 5% of the ideal. (A scheduler that ignored DRF, e.g. oldest first,
+        // misses by far more: with jobs of <4 cores, 1 GiB> and <1 core, 2 GiB> it would give
+        // shares of 0.78 and 0.20 where DRF gives 0.5 each, against a slack of 0.12.)
+        let coarsest = shapes.iter().map(|s| s.dominant_share(&total)).fold(0.0, f64::max);
+        let per_user_waste = coarsest * 4.0 / shapes.len() as f64;
         for u in 0..shapes.len() {
             let (a, i) = (actual[u] / samples, ideal[u] / samples);
-            // Whole jobs on 16-core nodes cannot match a divisible ideal exactly: allow
-            // 5% of the ideal plus one job's dominant share on this small cluster.
-            let slack = 0.05 * i + shapes[u].dominant_share(&total);
+            let slack = 0.05 * i + coarsest + per_user_waste;
+            if std::env::var("DRF_PRINT").is_ok() {
+                eprintln!("DRF {:+.3} {a:.3} {i:.3} {shapes:?}", (a - i).abs() - slack);
+            }
             prop_assert!((a - i).abs() <= slack,
                 "user {} (jobs of {}): {:.3} vs ideal {:.3}, shapes {:?}", USERS[u], shapes[u], a, i, shapes);
         }
