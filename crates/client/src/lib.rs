@@ -2,6 +2,7 @@
 //! of the REST API and nothing else: every command is one or a few API calls.
 
 pub mod config;
+mod connect;
 pub mod http;
 mod output;
 mod policy;
@@ -99,11 +100,38 @@ pub enum Command {
         #[command(subcommand)]
         cmd: QuotaCommand,
     },
+    /// Print the Spark Connect URL (with a new token) and the CA to trust, as shell lines
+    Connect {
+        /// The gateway's host name as clients reach it (default: the server's)
+        #[arg(long)]
+        host: Option<String>,
+        /// The token's lifetime, e.g. 30d (default: until revoked)
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Your Spark Connect engines (all users' with --all, admins)
+    Sessions {
+        #[arg(long)]
+        all: bool,
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// One Spark Connect engine
+    Session {
+        #[command(subcommand)]
+        cmd: SessionCommand,
+    },
     /// The machines and what jobs use of them
     Nodes {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Stop an engine now (the next query starts a new one)
+    Stop { id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,6 +325,14 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
         Command::Quota {
             cmd: QuotaCommand::Set(args),
         } => policy::quota(&client, args)?,
+        Command::Connect { host, ttl } => {
+            let ttl_seconds = ttl.as_deref().map(parse_ttl).transpose()?;
+            connect::connect(&client, &config_path, host, ttl_seconds)?
+        }
+        Command::Sessions { all, output } => connect::list(&client, all, output)?,
+        Command::Session {
+            cmd: SessionCommand::Stop { id },
+        } => connect::stop(&client, id)?,
         Command::Nodes { output } => {
             let nodes: Vec<api::NodeInfo> = client.get("/nodes")?;
             output::print_nodes(&nodes, output)?;

@@ -77,6 +77,27 @@ struct UpArgs {
     /// Seconds between SIGTERM and SIGKILL when stopping a job
     #[arg(long, default_value_t = 10)]
     stop_grace: u64,
+    /// Address for the Spark Connect gateway (gRPC over TLS); `off` to disable it
+    #[arg(long, default_value = "127.0.0.1:15002")]
+    connect_listen: String,
+    /// More names (hosts or IPs) for the gateway's certificate; repeat for several
+    #[arg(long)]
+    connect_host: Vec<String>,
+    /// The gateway's certificate (PEM) instead of one from Hearth's CA; needs --connect-key
+    #[arg(long, requires = "connect_key")]
+    connect_cert: Option<PathBuf>,
+    /// The private key (PEM) of --connect-cert
+    #[arg(long, requires = "connect_cert")]
+    connect_key: Option<PathBuf>,
+    /// Cores of each user's Spark Connect engine
+    #[arg(long, default_value_t = 2)]
+    engine_cores: u32,
+    /// Heap of each user's Spark Connect engine (its limit adds Spark's overhead)
+    #[arg(long, default_value = "2g")]
+    engine_memory: String,
+    /// Stop an engine unused for this long, e.g. 15m, 30s
+    #[arg(long, default_value = "15m")]
+    engine_idle_timeout: String,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -136,6 +157,18 @@ fn parse_uid_range(s: &str) -> Result<UidRange> {
     }
 }
 
+/// `30s`, `15m`, `2h` or plain seconds.
+fn parse_duration(s: &str) -> Option<Duration> {
+    let (num, mult) = match s.chars().last()? {
+        'h' => (&s[..s.len() - 1], 3600),
+        'm' => (&s[..s.len() - 1], 60),
+        's' => (&s[..s.len() - 1], 1),
+        _ => (s, 1),
+    };
+    let secs = num.trim().parse::<u64>().ok()?.checked_mul(mult)?;
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
 fn up_config(args: UpArgs) -> Result<Config> {
     let data_dir = absolute(args.data_dir)?;
     let (machine_cores, machine_mib) = machine_resources();
@@ -168,7 +201,33 @@ fn up_config(args: UpArgs) -> Result<Config> {
     // Out of the environment, or every shim and job launched from here would inherit it.
     std::env::remove_var("HEARTH_ADMIN_PASSWORD");
     let runtime = runtime_location(&data_dir, args.runtime)?;
+    let connect_listen = match args.connect_listen.as_str() {
+        "off" => None,
+        a => Some(a.parse::<SocketAddr>().map_err(|_| {
+            anyhow::anyhow!("--connect-listen {a}: write ADDR:PORT, e.g. 0.0.0.0:15002, or `off`")
+        })?),
+    };
+    if args.engine_cores == 0 || args.engine_cores > cores {
+        bail!(
+            "--engine-cores {}: between 1 and the {cores} cores offered",
+            args.engine_cores
+        );
+    }
+    let engine_memory_mib = hearth_model::parse_mib(&args.engine_memory)
+        .map_err(|e| anyhow::anyhow!("--engine-memory: {e}"))?;
+    let engine_idle_timeout = parse_duration(&args.engine_idle_timeout).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--engine-idle-timeout {}: write a duration such as 15m, 1h or 30s",
+            args.engine_idle_timeout
+        )
+    })?;
     Ok(Config {
+        connect_listen,
+        connect_hosts: args.connect_host,
+        connect_cert: args.connect_cert.zip(args.connect_key),
+        engine_cores: args.engine_cores,
+        engine_memory_mib,
+        engine_idle_timeout,
         listen: args.listen,
         cores,
         memory_mib,

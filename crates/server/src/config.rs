@@ -22,6 +22,16 @@ pub struct Config {
     pub shim: ShimCommand,
     /// SIGTERM-to-SIGKILL grace when a job is cancelled or Hearth stops.
     pub stop_grace: Duration,
+    /// The Spark Connect gateway's address; None turns it off.
+    pub connect_listen: Option<SocketAddr>,
+    /// Extra names (hosts or IPs) for the gateway's certificate.
+    pub connect_hosts: Vec<String>,
+    /// The admin's own certificate and key (PEM) instead of one from Hearth's CA.
+    pub connect_cert: Option<(PathBuf, PathBuf)>,
+    /// Each user's Spark Connect engine: cores, heap, and how long it may sit unused.
+    pub engine_cores: u32,
+    pub engine_memory_mib: u64,
+    pub engine_idle_timeout: Duration,
 }
 
 /// Where everything lives under the data directory.

@@ -94,6 +94,9 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
                 node: j.node.clone().unwrap_or_else(|| LOCAL_NODE.into()),
                 resources: gang(j),
             })
+            // Spark Connect engines (issue 5): a live engine holds its user's resources
+            // like a running, non-preemptible job (ids >= engines::ENGINE_ALLOCATION_BASE).
+            .chain(crate::engines::allocations(app))
             .collect(),
         queued: queued
             .iter()

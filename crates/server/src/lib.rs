@@ -8,11 +8,14 @@ pub mod auth;
 pub mod blobs;
 pub mod config;
 pub mod dispatch;
+pub mod engines;
 pub mod error;
+pub mod gateway;
 pub mod policy;
 pub mod runtime;
 pub mod spark;
 pub mod store;
+pub mod tls;
 pub mod web;
 
 use anyhow::Context;
@@ -50,6 +53,10 @@ pub struct App {
     pub instance: String,
     /// Request counts and latencies by route, for `/metrics`.
     pub http_metrics: web::metrics::HttpMetrics,
+    /// Users' Spark Connect engines.
+    pub engines: engines::Engines,
+    /// The Spark Connect gateway, when on.
+    pub connect: Option<gateway::ConnectInfo>,
 }
 
 impl App {
@@ -121,6 +128,10 @@ pub async fn run(
                 cfg.listen
             )
         })?;
+    let connect = match cfg.connect_listen {
+        Some(addr) => Some(gateway_listener(&cfg, addr).await?),
+        None => None,
+    };
     let app = Arc::new(App {
         cfg,
         store,
@@ -135,9 +146,12 @@ pub async fn run(
         policy: RwLock::new(Arc::new(policy)),
         instance,
         http_metrics: Default::default(),
+        engines: Default::default(),
+        connect: connect.as_ref().map(|c| c.0.clone()),
     });
     accounts::bootstrap_admin(&app)?;
     dispatch::reconcile(&app).await?;
+    engines::reap_orphans(&app).await;
     let dispatcher = tokio::spawn(dispatch::run(app.clone()));
     let url = format!("http://{}", listener.local_addr()?);
     eprintln!(
@@ -153,11 +167,21 @@ pub async fn run(
         let _ = serve_rx.changed().await;
     });
     let server = tokio::spawn(async move { server.await });
+    if let Some((info, listener, tls)) = connect {
+        eprintln!(
+            "Spark Connect gateway on {} (sc://HOST:{}/;token=TOKEN; `hearth connect` prints the URL)",
+            info.addr,
+            info.addr.port()
+        );
+        tokio::spawn(gateway::serve(app.clone(), listener, tls, stop_rx.clone()));
+        tokio::spawn(engines::reap_idle(app.clone()));
+    }
     shutdown.await;
     eprintln!("Hearth is shutting down: stopping running jobs...");
     app.shutting_down.store(true, Ordering::SeqCst);
     app.wake.notify_one();
     dispatch::stop_all(&app).await;
+    engines::stop_all(&app).await;
     let _ = stop_tx.send(true);
     // Open log streams end when their jobs do; do not wait on idle clients forever.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
@@ -165,4 +189,38 @@ pub async fn run(
     drop(stop_rx);
     eprintln!("Hearth stopped.");
     Ok(())
+}
+
+/// Binds the Spark Connect gateway and prepares its TLS: the admin's certificate, or one
+/// from Hearth's CA (made on the first start).
+async fn gateway_listener(
+    cfg: &Config,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(
+    gateway::ConnectInfo,
+    tokio::net::TcpListener,
+    Arc<rustls::ServerConfig>,
+)> {
+    let hosts = tls::machine_names(&cfg.connect_hosts);
+    let (tls_config, ca_pem) = match &cfg.connect_cert {
+        Some((cert, key)) => (tls::server_config(cert, key)?, None),
+        None => {
+            let files = tls::TlsFiles::new(&cfg.data_dir);
+            let ca = tls::ensure_ca_and_server_cert(&files, &hosts)
+                .context("making the gateway's TLS certificate")?;
+            (
+                tls::server_config(&files.server_cert(), &files.server_key())?,
+                Some(ca),
+            )
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen for Spark Connect on {addr}: pass --connect-listen ADDR:PORT for another address")
+    })?;
+    let info = gateway::ConnectInfo {
+        addr: listener.local_addr()?,
+        hosts,
+        ca_pem,
+    };
+    Ok((info, listener, tls_config))
 }

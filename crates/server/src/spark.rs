@@ -132,6 +132,67 @@ pub fn properties_file(secret: &str, ui_port: u16) -> String {
     props
 }
 
+/// A user's Spark Connect engine: a long-lived Connect server in local mode.
+#[derive(Debug, Clone)]
+pub struct ConnectEngine<'a> {
+    pub spark_home: &'a Path,
+    /// The Hearth user it serves (only names the application).
+    pub user: &'a str,
+    pub cores: u32,
+    pub heap_mib: u64,
+    /// On 127.0.0.1 only: the gateway is the one way in.
+    pub port: u16,
+    pub properties_file: &'a Path,
+}
+
+/// The main class of Spark's Connect server.
+pub const CONNECT_SERVER_CLASS: &str = "org.apache.spark.sql.connect.service.SparkConnectServer";
+
+/// `spark-submit --class SparkConnectServer ...` for an engine. The secrets stay in the
+/// properties file; the command line holds nothing private.
+pub fn connect_server_argv(e: &ConnectEngine) -> Vec<String> {
+    vec![
+        e.spark_home
+            .join("bin")
+            .join("spark-submit")
+            .display()
+            .to_string(),
+        "--class".into(),
+        CONNECT_SERVER_CLASS.into(),
+        "--name".into(),
+        format!("hearth-engine-{}", e.user),
+        "--master".into(),
+        format!("local[{}]", e.cores),
+        "--properties-file".into(),
+        e.properties_file.display().to_string(),
+        "--driver-memory".into(),
+        format!("{}m", e.heap_mib),
+        "--conf".into(),
+        "spark.connect.grpc.binding.address=127.0.0.1".into(),
+        "--conf".into(),
+        format!("spark.connect.grpc.binding.port={}", e.port),
+    ]
+}
+
+/// An engine's properties file (readable only by its uid): the token the gateway presents
+/// (`spark.connect.authenticate.token`, so nobody can bypass the gateway) and its own
+/// `spark.authenticate` secret. The UI is off: it is not proxied yet, and an open port
+/// on the machine would show the user's queries to everyone on it.
+pub fn engine_properties_file(connect_token: &str, rpc_secret: &str) -> String {
+    let mut props = String::new();
+    for (k, v) in [
+        ("spark.connect.authenticate.token", connect_token),
+        ("spark.authenticate", "true"),
+        ("spark.authenticate.secret", rpc_secret),
+        ("spark.ui.enabled", "false"),
+        ("spark.local.dir", "/tmp"),
+        ("spark.ui.showConsoleProgress", "false"),
+    ] {
+        props.push_str(&format!("{k}={v}\n"));
+    }
+    props
+}
+
 /// The whole environment of a job's process: nothing of Hearth's own environment (which may
 /// hold the admin password) leaks in.
 pub fn job_env(
@@ -139,6 +200,25 @@ pub fn job_env(
     user: &hearth_agent::LinuxUser,
     hearth_user: &str,
     job_id: i64,
+) -> Vec<(String, String)> {
+    let mut env = base_env(rt, user, hearth_user);
+    env.push(("HEARTH_JOB_ID".into(), job_id.to_string()));
+    env
+}
+
+/// An engine's environment: a job's, minus the job id.
+pub fn engine_env(
+    rt: &crate::runtime::Runtime,
+    user: &hearth_agent::LinuxUser,
+    hearth_user: &str,
+) -> Vec<(String, String)> {
+    base_env(rt, user, hearth_user)
+}
+
+fn base_env(
+    rt: &crate::runtime::Runtime,
+    user: &hearth_agent::LinuxUser,
+    hearth_user: &str,
 ) -> Vec<(String, String)> {
     let python = rt.python.display().to_string();
     let mut env = vec![
@@ -155,7 +235,6 @@ pub fn job_env(
         // Single-machine jobs: keep Spark off the external interface.
         ("SPARK_LOCAL_IP".into(), "127.0.0.1".into()),
         ("PYTHONUNBUFFERED".into(), "1".into()),
-        ("HEARTH_JOB_ID".into(), job_id.to_string()),
     ];
     if let Ok(java_home) = std::env::var("JAVA_HOME") {
         env.push(("JAVA_HOME".into(), java_home));
@@ -204,6 +283,28 @@ mod tests {
         assert!(check_user_conf(&sneaky).is_err());
         let ok = BTreeMap::from([("spark.sql.adaptive.enabled".to_string(), "true".to_string())]);
         assert!(check_user_conf(&ok).is_ok());
+    }
+
+    #[test]
+    fn an_engine_is_a_connect_server_on_loopback_with_its_token_off_the_command_line() {
+        let e = ConnectEngine {
+            spark_home: Path::new("/rt/pyspark"),
+            user: "alice",
+            cores: 2,
+            heap_mib: 2048,
+            port: 40123,
+            properties_file: Path::new("/e/conf/spark.properties"),
+        };
+        assert_eq!(
+            connect_server_argv(&e).join(" "),
+            "/rt/pyspark/bin/spark-submit --class org.apache.spark.sql.connect.service.SparkConnectServer \
+             --name hearth-engine-alice --master local[2] --properties-file /e/conf/spark.properties \
+             --driver-memory 2048m --conf spark.connect.grpc.binding.address=127.0.0.1 \
+             --conf spark.connect.grpc.binding.port=40123"
+        );
+        let props = engine_properties_file("tok", "rpc");
+        assert!(props.contains("spark.connect.authenticate.token=tok\n"));
+        assert!(props.contains("spark.authenticate.secret=rpc\n"));
     }
 
     #[test]

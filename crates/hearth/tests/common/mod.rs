@@ -58,6 +58,8 @@ pub struct Hearth {
     pub url: String,
     pub data_dir: PathBuf,
     pub port: u16,
+    /// The Spark Connect gateway's port (each test instance has its own).
+    pub connect_port: u16,
     pub extra_args: Vec<String>,
     child: Option<Child>,
     pub admin: User,
@@ -78,6 +80,7 @@ impl Hearth {
             url: format!("http://127.0.0.1:{port}"),
             data_dir: work.join("data"),
             port,
+            connect_port: free_port(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             admin: User {
@@ -117,6 +120,8 @@ impl Hearth {
             .arg(runtime())
             .arg("--stop-grace")
             .arg("3")
+            .arg("--connect-listen")
+            .arg(format!("127.0.0.1:{}", self.connect_port))
             .args(&self.extra_args)
             .env("HEARTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("HEARTH_LOG", "info")

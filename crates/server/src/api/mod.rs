@@ -5,6 +5,7 @@ mod files;
 pub(crate) mod jobs;
 pub mod openapi;
 mod policy;
+mod sessions;
 mod users;
 
 use crate::auth::TokenCheck;
@@ -51,6 +52,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/policy"),
     ("get", "/api/v1/queues"),
     ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/sessions"),
+    ("delete", "/api/v1/sessions/{id}"),
+    ("get", "/api/v1/connect"),
+    ("get", "/api/v1/ca.pem"),
 ];
 
 pub fn router(app: AppState) -> Router {
@@ -80,6 +85,10 @@ pub fn router(app: AppState) -> Router {
         .route("/policy", get(policy::get).put(policy::put))
         .route("/queues", get(policy::queues))
         .route("/openapi.json", get(openapi::serve))
+        .route("/sessions", get(sessions::list))
+        .route("/sessions/{id}", axum::routing::delete(sessions::stop))
+        .route("/connect", get(sessions::connect_info))
+        .route("/ca.pem", get(sessions::ca_pem))
         .fallback(|| async {
             ApiError::not_found("no such API endpoint: see /api/v1/openapi.json")
         });
@@ -126,26 +135,31 @@ impl FromRequestParts<AppState> for Caller {
                 token
             }
         };
-        let token = token.as_str();
-        let check = match app.tokens.check_cached(&app.store, token)? {
-            Some(c) => c,
-            None => {
-                // Argon2 is slow on purpose: off the async workers, and only a few at once,
-                // so a flood of made-up tokens cannot stall the API for everyone else.
-                let _slot = app.hashing.acquire().await;
-                let (app2, token) = (app.clone(), token.to_string());
-                tokio::task::spawn_blocking(move || app2.tokens.verify(&app2.store, &token))
-                    .await
-                    .map_err(|e| ApiError::internal("checking the token", e))??
-            }
-        };
-        match check {
-            TokenCheck::Valid { user_id } => match app.store.user_by_id(user_id)? {
-                Some(u) => Ok(Caller(u)),
-                None => Err(ApiError::unauthorized("the token's user no longer exists")),
-            },
-            TokenCheck::Invalid(why) => Err(ApiError::unauthorized(why)),
+        user_for_token(app, &token).await.map(Caller)
+    }
+}
+
+/// The user a Hearth token belongs to, or why it is not valid. The one token check, shared
+/// by the REST API and the Spark Connect gateway.
+pub async fn user_for_token(app: &AppState, token: &str) -> ApiResult<UserRow> {
+    let check = match app.tokens.check_cached(&app.store, token)? {
+        Some(c) => c,
+        None => {
+            // Argon2 is slow on purpose: off the async workers, and only a few at once,
+            // so a flood of made-up tokens cannot stall the API for everyone else.
+            let _slot = app.hashing.acquire().await;
+            let (app2, token) = (app.clone(), token.to_string());
+            tokio::task::spawn_blocking(move || app2.tokens.verify(&app2.store, &token))
+                .await
+                .map_err(|e| ApiError::internal("checking the token", e))??
         }
+    };
+    match check {
+        TokenCheck::Valid { user_id } => match app.store.user_by_id(user_id)? {
+            Some(u) => Ok(u),
+            None => Err(ApiError::unauthorized("the token's user no longer exists")),
+        },
+        TokenCheck::Invalid(why) => Err(ApiError::unauthorized(why)),
     }
 }
 

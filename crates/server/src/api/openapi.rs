@@ -89,7 +89,14 @@ pub fn document() -> Value {
             "/api/v1/policy": {"get": op("the scheduling policy: queues, groups, quotas (admins)", None, "200"),
                                "put": op("replace the scheduling policy; `version` must be the one read (admins)", Some("SchedPolicy"), "200")},
             "/api/v1/queues": {"get": op("every queue's use against its fair share, per user", None, "200")},
-            "/api/v1/openapi.json": {"get": op("this document", None, "200")}
+            "/api/v1/openapi.json": {"get": op("this document", None, "200")},
+            "/api/v1/sessions": {"get": {"summary": "your Spark Connect engines: state, kind, uptime, idle time, resources (all users' with all=true, admins)",
+                "parameters": [{"name": "all", "in": "query", "schema": {"type": "boolean"}}],
+                "responses": {"200": {"description": "{sessions: [...]}"}}}},
+            "/api/v1/sessions/{id}": {"delete": op("stop one of your Spark Connect engines", None, "204"),
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}]},
+            "/api/v1/connect": {"get": op("how to reach the Spark Connect gateway: port, certificate names, CA (PEM)", None, "200")},
+            "/api/v1/ca.pem": {"get": op("the CA certificate (PEM) that signed the gateway's certificate", None, "200")}
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},

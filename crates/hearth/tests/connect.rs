@@ -1,0 +1,262 @@
+//! Spark Connect through Hearth's gateway with stock PySpark: results, per-user engines that
+//! no forged `user_id`/`session_id` can cross, token checks, engines unreachable without
+//! their secret, and the idle timeout.
+
+mod common;
+
+use common::{apps, runtime, text, Hearth, User};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs `connect_sql.py URL SQL...` with the runtime's PySpark, trusting Hearth's CA.
+fn pyspark(h: &Hearth, url: &str, sql: &[&str]) -> Vec<String> {
+    let out = Command::new("timeout")
+        .arg("600")
+        .arg(runtime().join("bin").join("python"))
+        .arg(apps().join("connect_sql.py"))
+        .arg(url)
+        .args(sql)
+        .env(
+            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+            h.data_dir.join("tls").join("ca.pem"),
+        )
+        .output()
+        .expect("run python");
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert!(
+        out.status.success() && !lines.is_empty(),
+        "pyspark failed ({}):\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    lines
+}
+
+/// The gateway URL for a token, over TLS (a token and a host other than `localhost`).
+fn url(h: &Hearth, token: &str, extra: &str) -> String {
+    format!("sc://127.0.0.1:{}/;token={token}{extra}", h.connect_port)
+}
+
+fn sessions(h: &Hearth, user: &User) -> Vec<serde_json::Value> {
+    let out = h.cli(user, &["sessions", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("sessions json")
+}
+
+/// The loopback port of the user's engine, read as root from its task spec.
+fn engine_port(h: &Hearth, session_id: u64) -> u16 {
+    let spec = h
+        .data_dir
+        .join("engines")
+        .join(session_id.to_string())
+        .join("task")
+        .join("spec.json");
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(spec).expect("spec")).expect("json");
+    spec["argv"]
+        .as_array()
+        .expect("argv")
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_prefix("spark.connect.grpc.binding.port="))
+        .next()
+        .expect("port flag")
+        .parse()
+        .expect("port")
+}
+
+const ENGINE: &[&str] = &["--engine-cores", "1", "--engine-memory", "1g"];
+
+#[test]
+fn users_get_right_answers_from_their_own_engines_and_never_each_others_sessions() {
+    let mut h = Hearth::start_with(ENGINE);
+    let alice = h.add_user("alice");
+    let bob = h.add_user("bob");
+    let alice_session = "0b6f4bc4-9a55-4a3e-9e6a-2f3c1e0d5a11";
+
+    // Both at once, each with a temp view of the same name holding their own data.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            pyspark(
+                &h,
+                &url(
+                    &h,
+                    &alice.token,
+                    &format!(";user_id=alice;session_id={alice_session}"),
+                ),
+                &[
+                    "select 1 + 1",
+                    "select current_user()",
+                    "@groupby",
+                    "create or replace temp view secret as select 'alice data' as v",
+                    "select v from secret",
+                ],
+            )
+        });
+        let b = s.spawn(|| {
+            pyspark(
+                &h,
+                &url(&h, &bob.token, ""),
+                &[
+                    "create or replace temp view secret as select 'bob data' as v",
+                    "select v from secret",
+                ],
+            )
+        });
+        (a.join().expect("alice"), b.join().expect("bob"))
+    });
+    assert_eq!(a[0], "OK [[2]]", "{a:?}");
+    // The engine runs for alice (SPARK_USER), under her own uid.
+    assert_eq!(a[1], "OK [[\"alice\"]]", "{a:?}");
+    assert_eq!(a[2], "OK [[\"a\", 4], [\"b\", 2]]", "{a:?}");
+    assert_eq!(a[4], "OK [[\"alice data\"]]", "{a:?}");
+    assert_eq!(b[1], "OK [[\"bob data\"]]", "{b:?}");
+
+    // Bob forges alice's user_id and session_id: he reaches only his own engine, where no
+    // such view exists.
+    let forged = pyspark(
+        &h,
+        &url(
+            &h,
+            &bob.token,
+            &format!(";user_id=alice;session_id={alice_session}"),
+        ),
+        &["select v from secret", "select current_user()"],
+    );
+    assert!(
+        forged[0].starts_with("ERROR") && forged[0].contains("secret"),
+        "{forged:?}"
+    );
+    assert_eq!(forged[1], "OK [[\"bob\"]]", "{forged:?}");
+    // Alice's session still holds her view.
+    let again = pyspark(
+        &h,
+        &url(
+            &h,
+            &alice.token,
+            &format!(";user_id=alice;session_id={alice_session}"),
+        ),
+        &["select v from secret"],
+    );
+    assert_eq!(again[0], "OK [[\"alice data\"]]", "{again:?}");
+
+    // Each engine runs as its user's uid.
+    let mine = sessions(&h, &alice);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["user"], "alice");
+    assert_eq!(mine[0]["kind"], "spark-connect");
+    assert_eq!(mine[0]["state"], "running");
+    let alice_engine = mine[0]["id"].as_u64().expect("id");
+    let port = engine_port(&h, alice_engine);
+    let owner = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .chain(
+            std::fs::read_to_string("/proc/net/tcp6")
+                .unwrap_or_default()
+                .lines(),
+        )
+        .find(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            c.len() > 7 && c[1].ends_with(&format!(":{port:04X}")) && c[3] == "0A"
+        })
+        .map(|l| l.split_whitespace().nth(7).unwrap_or("").to_string());
+    assert_eq!(owner, Some(alice.uid.to_string()));
+
+    // Bob cannot see or stop alice's engine.
+    let bobs = sessions(&h, &bob);
+    assert!(bobs.iter().all(|s| s["user"] == "bob"), "{bobs:?}");
+    let (status, _) = h.api(
+        &bob,
+        "DELETE",
+        &format!("/api/v1/sessions/{alice_engine}"),
+        None,
+    );
+    assert_eq!(status, 404);
+
+    // Straight to alice's engine without its secret: refused (plaintext, as the
+    // client speaks to `localhost`).
+    for direct in [
+        format!("sc://localhost:{port}"),
+        format!("sc://localhost:{port}/;token={}", alice.token),
+    ] {
+        let out = pyspark(&h, &direct, &["select 1"]);
+        assert!(
+            out[0].starts_with("ERROR") && out[0].contains("UNAUTHENTICATED"),
+            "{direct}: {out:?}"
+        );
+    }
+
+    // No token, a wrong one, a revoked one: UNAUTHENTICATED, saying what to do.
+    let no_token = pyspark(
+        &h,
+        &format!("sc://127.0.0.1:{}/;use_ssl=true", h.connect_port),
+        &["select 1"],
+    );
+    assert!(
+        no_token[0].contains("UNAUTHENTICATED") && no_token[0].contains("no Hearth token"),
+        "{no_token:?}"
+    );
+    let wrong = pyspark(&h, &url(&h, "hth_999_0123456789abcdef", ""), &["select 1"]);
+    assert!(
+        wrong[0].contains("UNAUTHENTICATED") && wrong[0].contains("Hearth token refused"),
+        "{wrong:?}"
+    );
+    let (status, created) = h.api(
+        &alice,
+        "POST",
+        "/api/v1/tokens",
+        Some(serde_json::json!({"name": "to revoke"})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    let works = pyspark(&h, &url(&h, &secret, ""), &["select 3"]);
+    assert_eq!(works[0], "OK [[3]]");
+    let id = created["token"]["id"].as_u64().expect("token id");
+    let (status, _) = h.api(&alice, "DELETE", &format!("/api/v1/tokens/{id}"), None);
+    assert_eq!(status, 204);
+    let revoked = pyspark(&h, &url(&h, &secret, ""), &["select 3"]);
+    assert!(
+        revoked[0].contains("UNAUTHENTICATED") && revoked[0].contains("Hearth token refused"),
+        "{revoked:?}"
+    );
+
+    // `hearth session stop` ends it; engines do not outlive Hearth.
+    let out = h.cli(&alice, &["session", "stop", &alice_engine.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(sessions(&h, &alice).is_empty());
+    let status = h.stop();
+    assert!(status.success());
+    let left = Command::new("pgrep")
+        .args(["-u", &bob.uid.to_string(), "-f", "SparkConnectServer"])
+        .output()
+        .expect("pgrep");
+    assert!(left.stdout.is_empty(), "bob's engine outlived Hearth");
+}
+
+#[test]
+fn an_idle_engine_stops_and_the_next_query_starts_a_new_one() {
+    let mut args = ENGINE.to_vec();
+    args.extend(["--engine-idle-timeout", "5s"]);
+    let mut h = Hearth::start_with(&args);
+    let alice = h.add_user("alice");
+    let first = pyspark(&h, &url(&h, &alice.token, ""), &["select 41 + 1"]);
+    assert_eq!(first[0], "OK [[42]]");
+    let before = sessions(&h, &alice);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sessions(&h, &alice).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the idle engine was not stopped:\n{}",
+            h.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let again = pyspark(&h, &url(&h, &alice.token, ""), &["select 43"]);
+    assert_eq!(again[0], "OK [[43]]");
+    let after = sessions(&h, &alice);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after[0]["id"], before[0]["id"], "a new engine");
+    h.stop();
+}

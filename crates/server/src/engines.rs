@@ -1,0 +1,447 @@
+//! Spark Connect engines: one Connect server per user, run as a sandboxed task under the
+//! user's uid, started when the gateway first needs it, kept while used, and stopped after
+//! the idle timeout. A live engine holds its cores and memory like a running job, so batch
+//! admission leaves room for it (see [`allocations`]).
+//!
+//! Engines are kept in memory only. Hearth stops them all when it shuts down; after a crash,
+//! the next start stops whatever engine processes were left ([`reap_orphans`]), so a
+//! restarted Hearth begins with none.
+
+use crate::store::{now_ms, UserRow};
+use crate::{spark, App, LOCAL_NODE};
+use hearth_agent::sandbox::{self, Task, TaskSpec};
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Engines appear to the scheduler as running allocations with ids from here up, far
+/// above any job id.
+pub const ENGINE_ALLOCATION_BASE: u64 = 1 << 40;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineState {
+    Starting,
+    Running,
+    /// Ended; why, in words.
+    Stopped(String),
+}
+
+impl EngineState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EngineState::Starting => "starting",
+            EngineState::Running => "running",
+            EngineState::Stopped(_) => "stopped",
+        }
+    }
+}
+
+/// One user's engine. No `Debug`: it holds the engine's secret, which is never logged.
+pub struct Engine {
+    pub id: i64,
+    pub user_id: i64,
+    pub user: String,
+    pub port: u16,
+    /// The bearer token the gateway presents to the engine.
+    pub secret: String,
+    pub cores: u32,
+    pub memory_limit_mib: u64,
+    pub started_ms: i64,
+    state: watch::Sender<EngineState>,
+    last_used_ms: AtomicI64,
+    /// Requests (including open streams) passing through right now.
+    active: AtomicUsize,
+    task_dir: PathBuf,
+}
+
+impl Engine {
+    pub fn state(&self) -> EngineState {
+        self.state.borrow().clone()
+    }
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+    pub fn last_used_ms(&self) -> i64 {
+        self.last_used_ms.load(Ordering::SeqCst)
+    }
+    fn set_state(&self, s: EngineState) {
+        self.state.send_replace(s);
+    }
+}
+
+/// The live engines, by user id.
+#[derive(Default)]
+pub struct Engines {
+    by_user: Mutex<HashMap<i64, Arc<Engine>>>,
+    next_id: AtomicI64,
+}
+
+impl Engines {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Engine>>> {
+        self.by_user.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every live engine, oldest first.
+    pub fn list(&self) -> Vec<Arc<Engine>> {
+        let mut v: Vec<_> = self.lock().values().cloned().collect();
+        v.sort_by_key(|e| e.id);
+        v
+    }
+
+    pub fn get(&self, id: i64) -> Option<Arc<Engine>> {
+        self.lock().values().find(|e| e.id == id).cloned()
+    }
+}
+
+/// A request's hold on an engine: while any lease lives, the engine is not idle.
+pub struct Lease {
+    pub engine: Arc<Engine>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.engine.last_used_ms.store(now_ms(), Ordering::SeqCst);
+        self.engine.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The user's engine, started if there is none, once it accepts connections. Waits as long
+/// as the engine takes to start (no timeout: a cold start is seconds, and failing the first
+/// query would only make the client retry); fails only if the engine cannot start or dies.
+pub async fn acquire(app: &Arc<App>, user: &UserRow) -> Result<Lease, String> {
+    if app.is_shutting_down() {
+        return Err("Hearth is shutting down".into());
+    }
+    let lease = {
+        let mut map = app.engines.lock();
+        let engine = match map.get(&user.id) {
+            Some(e) => e.clone(),
+            None => {
+                let e = new_engine(app, user);
+                map.insert(user.id, e.clone());
+                let (app, user, e2) = (app.clone(), user.clone(), e.clone());
+                tokio::spawn(async move { run(app, user, e2).await });
+                e
+            }
+        };
+        // Counted under the map's lock, so the reaper never stops an engine being leased.
+        engine.active.fetch_add(1, Ordering::SeqCst);
+        Lease { engine }
+    };
+    app.wake.notify_one();
+    let mut rx = lease.engine.state.subscribe();
+    loop {
+        match rx.borrow_and_update().clone() {
+            EngineState::Running => return Ok(lease),
+            EngineState::Stopped(why) => return Err(why),
+            EngineState::Starting => {}
+        }
+        if rx.changed().await.is_err() {
+            return Err("the engine went away".into());
+        }
+    }
+}
+
+fn new_engine(app: &App, user: &UserRow) -> Arc<Engine> {
+    let id = app.engines.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+    let heap = app.cfg.engine_memory_mib;
+    Arc::new(Engine {
+        id,
+        user_id: user.id,
+        user: user.name.clone(),
+        port: free_port(),
+        secret: crate::auth::random_hex(32),
+        cores: app.cfg.engine_cores,
+        // As for jobs: the heap plus Spark's overhead (10%, at least 384 MiB).
+        memory_limit_mib: heap + (heap / 10).max(384),
+        started_ms: now_ms(),
+        state: watch::channel(EngineState::Starting).0,
+        last_used_ms: AtomicI64::new(now_ms()),
+        active: AtomicUsize::new(0),
+        task_dir: engine_dir(app, id).join("task"),
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+pub fn engines_dir(app: &App) -> PathBuf {
+    app.cfg.data_dir.join("engines")
+}
+
+pub fn engine_dir(app: &App, id: i64) -> PathBuf {
+    engines_dir(app).join(id.to_string())
+}
+
+pub fn log_path(app: &App, id: i64) -> PathBuf {
+    engine_dir(app, id).join("output.log")
+}
+
+fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Lays out the engine's directory (root-owned, except `tmp` and `conf`, which belong to
+/// the user: `conf` holds the engine's secrets, for its eyes only) and describes its task.
+fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
+    let rt = crate::dispatch::runtime(app).map_err(|p| p.join("; "))?;
+    let io = |what: &str, err: std::io::Error| format!("{what}: {err}");
+    let dir = engine_dir(app, e.id);
+    let linux = user.linux(app);
+    let owner = app.isolation.enabled.then_some((linux.uid, linux.gid));
+    mkdir(&engines_dir(app), 0o700, None).map_err(|err| io("creating engines/", err))?;
+    // A directory left by an earlier Hearth with the same id holds nothing of value.
+    let _ = std::fs::remove_dir_all(&dir);
+    mkdir(&dir, 0o700, None).map_err(|err| io("creating the engine's directory", err))?;
+    let tmp = dir.join("tmp");
+    mkdir(&tmp, 0o700, owner).map_err(|err| io("creating the engine's /tmp", err))?;
+    let conf = dir.join("conf");
+    mkdir(&conf, 0o700, owner).map_err(|err| io("creating the engine's conf", err))?;
+    let props = conf.join("spark.properties");
+    std::fs::write(
+        &props,
+        spark::engine_properties_file(&e.secret, &crate::auth::random_hex(32)),
+    )
+    .and_then(|_| std::fs::set_permissions(&props, std::fs::Permissions::from_mode(0o400)))
+    .and_then(|_| match owner {
+        Some((u, g)) => std::os::unix::fs::chown(&props, Some(u), Some(g)),
+        None => Ok(()),
+    })
+    .map_err(|err| io("writing the engine's Spark properties", err))?;
+    hearth_agent::users::ensure_workspace(&linux).map_err(|err| err.to_string())?;
+    let argv = spark::connect_server_argv(&spark::ConnectEngine {
+        spark_home: &rt.spark_home,
+        user: &user.name,
+        cores: e.cores,
+        heap_mib: app.cfg.engine_memory_mib,
+        port: e.port,
+        properties_file: &props,
+    });
+    Ok(TaskSpec {
+        id: format!("{}-engine-{}", app.instance, e.id),
+        dir: e.task_dir.clone(),
+        user: linux.clone(),
+        argv,
+        env: spark::engine_env(&rt, &linux, &user.name),
+        cwd: linux.home.clone(),
+        rw_paths: vec![linux.home.clone()],
+        ro_paths: vec![conf, rt.root.clone()],
+        hidden_paths: vec![app.cfg.data_dir.clone()],
+        tmp_dir: tmp,
+        log_path: log_path(app, e.id),
+        memory_limit_mib: e.memory_limit_mib,
+        cpu_cores: e.cores,
+        pids_max: 4096,
+    })
+}
+
+/// Starts the engine, marks it running once its port is open, and records its end.
+async fn run(app: Arc<App>, user: UserRow, e: Arc<Engine>) {
+    let prepared = {
+        let (app, e) = (app.clone(), e.clone());
+        tokio::task::spawn_blocking(move || prepare(&app, &user, &e)).await
+    };
+    let spec = match prepared {
+        Ok(Ok(spec)) => spec,
+        Ok(Err(why)) => return ended(&app, &e, format!("could not prepare the engine: {why}")),
+        Err(why) => return ended(&app, &e, format!("could not prepare the engine: {why}")),
+    };
+    let mut task = match Task::launch(&spec, &app.cfg.shim).await {
+        Ok(t) => t,
+        Err(why) => return ended(&app, &e, format!("could not start the engine: {why}")),
+    };
+    tracing::info!(engine = e.id, user = %e.user, port = e.port, "engine starting");
+    let owner_uid = if app.isolation.enabled {
+        spec.user.uid
+    } else {
+        // SAFETY: geteuid cannot fail.
+        unsafe { libc::geteuid() }
+    };
+    let ready = async {
+        // Ready when the port listens *as the engine's uid*: a port someone else grabbed
+        // must never receive the engine's secret.
+        loop {
+            if listener_uid(e.port).is_some_and(|uid| uid == owner_uid) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let exit = tokio::select! {
+        _ = ready => {
+            e.set_state(EngineState::Running);
+            tracing::info!(engine = e.id, user = %e.user, "engine ready");
+            task.wait().await
+        }
+        exit = task.wait() => exit,
+    };
+    let why = match (exit.code, exit.signal) {
+        _ if exit.oom_killed => format!(
+            "the engine was killed for using more than its {} MiB",
+            e.memory_limit_mib
+        ),
+        (Some(c), _) => format!("the engine exited with code {c}"),
+        (None, Some(s)) => format!("the engine was killed by signal {s}"),
+        (None, None) => "the engine ended".into(),
+    };
+    ended(&app, &e, why);
+}
+
+fn ended(app: &App, e: &Arc<Engine>, why: String) {
+    if e.state() == EngineState::Starting {
+        tracing::warn!(engine = e.id, user = %e.user, "engine did not start: {why}");
+    } else {
+        tracing::info!(engine = e.id, user = %e.user, "engine stopped: {why}");
+    }
+    e.set_state(EngineState::Stopped(why));
+    {
+        let mut map = app.engines.lock();
+        if map.get(&e.user_id).is_some_and(|cur| cur.id == e.id) {
+            map.remove(&e.user_id);
+        }
+    }
+    // The secrets and scratch space go with the engine; its log stays for the admin.
+    let dir = engine_dir(app, e.id);
+    let _ = std::fs::remove_dir_all(dir.join("conf"));
+    let _ = std::fs::remove_dir_all(dir.join("tmp"));
+    app.wake.notify_one();
+}
+
+/// The uid owning a socket listening on `port` (IPv4 or IPv6), from /proc/net.
+fn listener_uid(port: u16) -> Option<u32> {
+    let want = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|f| {
+        let text = std::fs::read_to_string(f).ok()?;
+        text.lines().skip(1).find_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address is column 1, state column 3 (0A = LISTEN), uid column 7.
+            if cols.len() > 7 && cols[1].ends_with(&want) && cols[3] == "0A" {
+                cols[7].parse().ok()
+            } else {
+                None
+            }
+        })
+    })
+}
+
+/// Stops the engine (the owner's `session stop`, the idle timeout, or shutdown). New
+/// requests of its user start a fresh engine at once.
+pub async fn stop(app: &Arc<App>, e: &Arc<Engine>) {
+    {
+        let mut map = app.engines.lock();
+        if map.get(&e.user_id).is_some_and(|cur| cur.id == e.id) {
+            map.remove(&e.user_id);
+        }
+    }
+    sandbox::stop(&e.task_dir, app.cfg.stop_grace).await;
+}
+
+/// Stops engines nobody used for the idle timeout. Runs until Hearth shuts down.
+pub async fn reap_idle(app: Arc<App>) {
+    let idle = app.cfg.engine_idle_timeout;
+    let tick = (idle / 5).clamp(Duration::from_millis(500), Duration::from_secs(10));
+    loop {
+        tokio::time::sleep(tick).await;
+        if app.is_shutting_down() {
+            return;
+        }
+        let cutoff = now_ms() - idle.as_millis() as i64;
+        let idle_engines: Vec<Arc<Engine>> = {
+            let mut map = app.engines.lock();
+            let ids: Vec<i64> = map
+                .iter()
+                .filter(|(_, e)| {
+                    e.state() == EngineState::Running
+                        && e.active() == 0
+                        && e.last_used_ms() < cutoff
+                })
+                .map(|(&uid, _)| uid)
+                .collect();
+            // Taken out under the lock: a request arriving now starts a new engine rather
+            // than leasing one about to stop.
+            ids.iter().filter_map(|uid| map.remove(uid)).collect()
+        };
+        for e in idle_engines {
+            tracing::info!(engine = e.id, user = %e.user, "stopping an idle engine");
+            let app = app.clone();
+            tokio::spawn(async move { sandbox::stop(&e.task_dir, app.cfg.stop_grace).await });
+        }
+    }
+}
+
+/// Stops every engine (Hearth is shutting down).
+pub async fn stop_all(app: &Arc<App>) {
+    let all: Vec<Arc<Engine>> = app.engines.lock().drain().map(|(_, e)| e).collect();
+    let stops: Vec<_> = all
+        .into_iter()
+        .map(|e| {
+            let grace = app.cfg.stop_grace;
+            tokio::spawn(async move { sandbox::stop(&e.task_dir, grace).await })
+        })
+        .collect();
+    for s in stops {
+        let _ = s.await;
+    }
+}
+
+/// After a crash: stops engine processes an earlier Hearth left running (their shims
+/// outlive it), then forgets them. Engines are not reattached: the gateway knows their
+/// secrets only in memory, and a user's next query simply starts a fresh one.
+pub async fn reap_orphans(app: &Arc<App>) {
+    let Ok(entries) = std::fs::read_dir(engines_dir(app)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let task_dir = entry.path().join("task");
+        if let Ok(Some(mut task)) = Task::reattach(&task_dir) {
+            tracing::info!("stopping an engine left by an earlier Hearth");
+            sandbox::stop(&task_dir, app.cfg.stop_grace).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), task.wait()).await;
+        }
+        let _ = std::fs::remove_dir_all(entry.path());
+    }
+}
+
+/// Live engines as allocations of their users, for the scheduler's snapshot: an engine
+/// counts against its user's quota, and jobs are admitted only into what is left.
+pub fn allocations(app: &App) -> Vec<hearth_sched::Allocation> {
+    app.engines
+        .list()
+        .iter()
+        .map(|e| hearth_sched::Allocation {
+            job: ENGINE_ALLOCATION_BASE + e.id as u64,
+            user: e.user.clone(),
+            node: LOCAL_NODE.into(),
+            resources: hearth_sched::Resources::new(e.cores, e.memory_limit_mib),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_is_found_with_its_owner() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        assert_eq!(listener_uid(port), Some(me));
+        drop(l);
+        assert_eq!(listener_uid(port), None);
+    }
+}

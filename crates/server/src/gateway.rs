@@ -1,0 +1,260 @@
+//! The Spark Connect gateway: a transparent gRPC (HTTP/2) reverse proxy. It checks the
+//! caller's Hearth token, then forwards each call, streams unbuffered, over h2c on loopback
+//! to the caller's own engine with the token replaced by that engine's secret. It decodes no
+//! protobuf: each user has their own engine, so whatever `user_id` or `session_id` a client
+//! claims only ever reaches sessions of its own engine.
+//!
+//! TLS (Hearth's CA or the admin's certificate) for everyone; plaintext h2c only from
+//! loopback, because PySpark speaks plaintext to a host named exactly `localhost`.
+
+use crate::engines;
+use crate::App;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// What clients need to reach the gateway.
+#[derive(Clone)]
+pub struct ConnectInfo {
+    pub addr: SocketAddr,
+    /// The names the certificate covers.
+    pub hosts: Vec<String>,
+    /// Hearth's CA, when Hearth made the certificate.
+    pub ca_pem: Option<String>,
+}
+
+/// gRPC status codes the gateway answers with itself.
+const UNAVAILABLE: u16 = 14;
+const UNAUTHENTICATED: u16 = 16;
+
+type Upstream = Client<HttpConnector, Incoming>;
+
+/// Accepts connections until `stop` flips.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    // One multiplexed HTTP/2 connection per engine, kept open between calls.
+    let upstream: Upstream = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(http);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("gateway accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, acceptor, upstream) = (app.clone(), acceptor.clone(), upstream.clone());
+        tokio::spawn(async move {
+            // A TLS record starts with 0x16 (handshake); an h2c client starts with "PRI".
+            let mut first = [0u8; 1];
+            match stream.peek(&mut first).await {
+                Ok(1) => {}
+                _ => return,
+            }
+            if first[0] == 0x16 {
+                match acceptor.accept(stream).await {
+                    Ok(tls) => serve_connection(app, upstream, TokioIo::new(tls)).await,
+                    Err(e) => tracing::debug!(%peer, "gateway TLS handshake: {e}"),
+                }
+            } else if peer.ip().is_loopback() {
+                serve_connection(app, upstream, TokioIo::new(stream)).await;
+            } else {
+                tracing::debug!(%peer, "gateway: plaintext refused from a remote address");
+            }
+        });
+    }
+}
+
+async fn serve_connection<I>(app: Arc<App>, upstream: Upstream, io: I)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let (app, upstream) = (app.clone(), upstream.clone());
+        async move { Ok::<_, Infallible>(handle(app, upstream, req).await) }
+    });
+    if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service)
+        .await
+    {
+        tracing::debug!("gateway connection: {e}");
+    }
+}
+
+/// The Hearth token of a call, or what to do without one.
+fn bearer(req: &Request<Incoming>) -> Result<&str, &'static str> {
+    let Some(h) = req.headers().get(hyper::header::AUTHORIZATION) else {
+        return Err("no Hearth token: connect with sc://HOST:PORT/;token=TOKEN (`hearth connect` prints the URL; `hearth token create` makes a token)");
+    };
+    h.to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or("the authorization header must read `Bearer <Hearth token>`: put the token in the URL as ;token=TOKEN")
+}
+
+async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Response<ProxyBody> {
+    let token = match bearer(&req) {
+        Ok(t) => t.to_string(),
+        Err(why) => return grpc_error(UNAUTHENTICATED, why),
+    };
+    let user = match crate::api::user_for_token(&app, &token).await {
+        Ok(u) => u,
+        Err(e) if e.status == hyper::StatusCode::UNAUTHORIZED => {
+            return grpc_error(
+                UNAUTHENTICATED,
+                &format!("Hearth token refused: {}; make a new one with `hearth connect` or `hearth token create`", e.message),
+            )
+        }
+        Err(e) => return grpc_error(UNAVAILABLE, &format!("checking the token: {}", e.message)),
+    };
+    drop(token);
+    let lease = match engines::acquire(&app, &user).await {
+        Ok(l) => l,
+        Err(why) => {
+            return grpc_error(
+                UNAVAILABLE,
+                &format!("your Spark engine is not available: {why}"),
+            )
+        }
+    };
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = match format!("http://127.0.0.1:{}{path}", lease.engine.port).parse() {
+        Ok(u) => u,
+        Err(_) => return grpc_error(UNAVAILABLE, "the request's path is not valid"),
+    };
+    // The Hearth token never reaches the engine; the engine's secret never leaves Hearth.
+    match format!("Bearer {}", lease.engine.secret).parse() {
+        Ok(v) => {
+            parts.headers.insert(hyper::header::AUTHORIZATION, v);
+        }
+        Err(_) => return grpc_error(UNAVAILABLE, "the engine's secret is not a valid header"),
+    }
+    match upstream.request(Request::from_parts(parts, body)).await {
+        Ok(resp) => resp.map(|inner| ProxyBody {
+            inner: Some(inner),
+            _lease: Some(lease),
+        }),
+        Err(e) => {
+            tracing::warn!(engine = lease.engine.id, "forwarding to the engine: {e}");
+            grpc_error(
+                UNAVAILABLE,
+                "your Spark engine did not answer: it may have stopped; retry to start a new one",
+            )
+        }
+    }
+}
+
+/// A gRPC error in the trailers-only form: HTTP 200, status and message in the headers.
+fn grpc_error(code: u16, message: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody {
+        inner: None,
+        _lease: None,
+    });
+    let h = resp.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", code.into());
+    if let Ok(v) = percent_encode(message).parse() {
+        h.insert("grpc-message", v);
+    }
+    resp
+}
+
+/// gRPC's grpc-message encoding: printable ASCII except '%' as is, the rest as %XX.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The engine's response body, passed through frame by frame (trailers included). Holds the
+/// lease so an engine with an open stream is never idle.
+pub struct ProxyBody {
+    inner: Option<Incoming>,
+    _lease: Option<engines::Lease>,
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().inner {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Some(b) => b.is_end_stream(),
+            None => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(
+            percent_encode("no token: 100% ü"),
+            "no token: 100%25 %C3%BC"
+        );
+    }
+
+    #[test]
+    fn an_auth_failure_is_a_trailers_only_unauthenticated() {
+        let r = grpc_error(UNAUTHENTICATED, "no Hearth token");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "16");
+        assert_eq!(r.headers()["grpc-message"], "no Hearth token");
+        assert!(r.body().is_end_stream());
+    }
+}
