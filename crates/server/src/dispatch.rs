@@ -2,6 +2,7 @@
 //! runs admitted jobs on the machine (prepare the job directory, launch the sandboxed task,
 //! watch it, record how it ended exactly once). Also reconciles after a restart.
 
+use crate::layout::{mkdir, write_secret};
 use crate::spark;
 use crate::store::{now_ms, JobEnd, JobRow, UserRow};
 use crate::{App, LOCAL_NODE};
@@ -9,8 +10,7 @@ use hearth_agent::sandbox::{self, Task, TaskExit, TaskSpec};
 use hearth_model::api::FileRef;
 use hearth_model::JobState;
 use hearth_sched::{Allocation, Node, PendingJob, Resources, Snapshot};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -176,15 +176,6 @@ pub fn log_path(app: &App, id: i64) -> PathBuf {
     app.cfg.job_dir(id).join("output.log")
 }
 
-fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    std::fs::create_dir_all(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
-    }
-    Ok(())
-}
-
 /// Lays out the job's directory and describes its task. Root-owned except `tmp` and `conf`,
 /// which belong to the job's uid (`conf` holds the job's Spark secret, for its eyes only).
 fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> {
@@ -220,15 +211,11 @@ fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> 
     let conf = dir.join("conf");
     mkdir(&conf, 0o700, owner).map_err(|e| io("creating the job's conf", e))?;
     let props = conf.join("spark.properties");
-    std::fs::write(
+    write_secret(
         &props,
-        spark::properties_file(&crate::auth::random_hex(32), free_port()),
+        &spark::properties_file(&crate::auth::random_hex(32), free_port()),
+        owner,
     )
-    .and_then(|_| std::fs::set_permissions(&props, std::fs::Permissions::from_mode(0o400)))
-    .and_then(|_| match owner {
-        Some((u, g)) => std::os::unix::fs::chown(&props, Some(u), Some(g)),
-        None => Ok(()),
-    })
     .map_err(|e| io("writing the job's Spark properties", e))?;
     hearth_agent::users::ensure_workspace(&linux).map_err(|e| e.to_string())?;
 

@@ -7,12 +7,12 @@
 //! the next start stops whatever engine processes were left ([`reap_orphans`]), so a
 //! restarted Hearth begins with none.
 
+use crate::layout::{mkdir, write_secret};
 use crate::store::{now_ms, UserRow};
 use crate::{spark, App, LOCAL_NODE};
 use hearth_agent::sandbox::{self, Task, TaskSpec};
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -185,15 +185,6 @@ pub fn log_path(app: &App, id: i64) -> PathBuf {
     engine_dir(app, id).join("output.log")
 }
 
-fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    std::fs::create_dir_all(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
-    }
-    Ok(())
-}
-
 /// Lays out the engine's directory (root-owned, except `tmp` and `conf`, which belong to
 /// the user: `conf` holds the engine's secrets, for its eyes only) and describes its task.
 fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
@@ -211,15 +202,11 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
     let conf = dir.join("conf");
     mkdir(&conf, 0o700, owner).map_err(|err| io("creating the engine's conf", err))?;
     let props = conf.join("spark.properties");
-    std::fs::write(
+    write_secret(
         &props,
-        spark::engine_properties_file(&e.secret, &crate::auth::random_hex(32)),
+        &spark::engine_properties_file(&e.secret, &crate::auth::random_hex(32)),
+        owner,
     )
-    .and_then(|_| std::fs::set_permissions(&props, std::fs::Permissions::from_mode(0o400)))
-    .and_then(|_| match owner {
-        Some((u, g)) => std::os::unix::fs::chown(&props, Some(u), Some(g)),
-        None => Ok(()),
-    })
     .map_err(|err| io("writing the engine's Spark properties", err))?;
     hearth_agent::users::ensure_workspace(&linux).map_err(|err| err.to_string())?;
     let argv = spark::connect_server_argv(&spark::ConnectEngine {

@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod engines;
 pub mod error;
 pub mod gateway;
+pub mod layout;
 pub mod policy;
 pub mod runtime;
 pub mod spark;
