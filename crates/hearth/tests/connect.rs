@@ -260,3 +260,44 @@ fn an_idle_engine_stops_and_the_next_query_starts_a_new_one() {
     assert_ne!(after[0]["id"], before[0]["id"], "a new engine");
     h.stop();
 }
+
+#[test]
+fn an_engine_that_does_not_fit_is_refused_with_the_numbers_not_retried_forever() {
+    let mut args = vec!["--cores", "1"];
+    args.extend_from_slice(ENGINE);
+    let mut h = Hearth::start_with(&args);
+    let alice = h.add_user("alice");
+    // A job holds the machine's only offered core.
+    let app = apps().join("sleepy.py").display().to_string();
+    let job = h.submit(
+        &alice,
+        &[
+            "--num-executors",
+            "0",
+            "--driver-memory",
+            "512m",
+            &app,
+            "600",
+            "1",
+        ],
+    );
+    h.wait_state(&alice, job, "running", Duration::from_secs(60));
+    let started = Instant::now();
+    let out = pyspark(&h, &url(&h, &alice.token, ""), &["select 1"]);
+    assert!(
+        out[0].starts_with("ERROR") && out[0].contains("no room for your Spark Connect engine"),
+        "{out:?}"
+    );
+    // RESOURCE_EXHAUSTED, which clients do not retry: the answer comes at once.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(sessions(&h, &alice).is_empty());
+    // Once the job is gone, the same query starts an engine and runs.
+    let _ = h.cli(&alice, &["cancel", &job.to_string()]);
+    h.wait_job(&alice, job, Duration::from_secs(60));
+    let out = pyspark(&h, &url(&h, &alice.token, ""), &["select 1"]);
+    assert_eq!(out[0], "OK [[1]]", "{out:?}");
+}

@@ -112,9 +112,15 @@ impl Drop for Lease {
 /// The user's engine, started if there is none, once it accepts connections. Waits as long
 /// as the engine takes to start (no timeout: a cold start is seconds, and failing the first
 /// query would only make the client retry); fails only if the engine cannot start or dies.
-pub async fn acquire(app: &Arc<App>, user: &UserRow) -> Result<Lease, String> {
+pub async fn acquire(app: &Arc<App>, user: &UserRow) -> Result<Lease, AcquireError> {
     if app.is_shutting_down() {
-        return Err("Hearth is shutting down".into());
+        return Err(AcquireError::Failed("Hearth is shutting down".into()));
+    }
+    // A new engine must fit now, like a job would: checked before taking the map's lock,
+    // since the snapshot lists engines too.
+    let has_engine = app.engines.lock().contains_key(&user.id);
+    if !has_engine {
+        admit(app, user).map_err(AcquireError::NoRoom)?;
     }
     let lease = {
         let mut map = app.engines.lock();
@@ -137,13 +143,59 @@ pub async fn acquire(app: &Arc<App>, user: &UserRow) -> Result<Lease, String> {
     loop {
         match rx.borrow_and_update().clone() {
             EngineState::Running => return Ok(lease),
-            EngineState::Stopped(why) => return Err(why),
+            EngineState::Stopped(why) => return Err(AcquireError::Failed(why)),
             EngineState::Starting => {}
         }
         if rx.changed().await.is_err() {
-            return Err("the engine went away".into());
+            return Err(AcquireError::Failed("the engine went away".into()));
         }
     }
+}
+
+/// Why no engine could be had: no room (the client should not retry at once), or it failed.
+#[derive(Debug)]
+pub enum AcquireError {
+    NoRoom(String),
+    Failed(String),
+}
+
+/// Whether a new engine for `user` fits now: in what running jobs and engines leave free on
+/// the machine, and within the user's own quota. Says what holds it back if not.
+fn admit(app: &App, user: &UserRow) -> Result<(), String> {
+    let heap = app.cfg.engine_memory_mib;
+    let need = hearth_sched::Resources::new(app.cfg.engine_cores, heap + (heap / 10).max(384));
+    let policy = app.policy();
+    let snapshot =
+        crate::dispatch::snapshot(app, &policy).map_err(|e| format!("reading the store: {e}"))?;
+    let (mut used, mut mine) = (
+        hearth_sched::Resources::default(),
+        hearth_sched::Resources::default(),
+    );
+    for a in &snapshot.running {
+        used = used.add(&a.resources);
+        if a.user == user.name {
+            mine = mine.add(&a.resources);
+        }
+    }
+    let free = crate::dispatch::node_capacity(app).saturating_sub(&used);
+    if !need.fits_in(&free) {
+        return Err(format!(
+            "no room for your Spark Connect engine now: it needs {need} and {free} is free; \
+             try again when jobs finish"
+        ));
+    }
+    let quota = policy.config.user_quota(&user.name);
+    let over_cores = quota.max_cores.is_some_and(|m| mine.cores + need.cores > m);
+    let over_memory = quota
+        .max_memory_mib
+        .is_some_and(|m| mine.memory_mib + need.memory_mib > m);
+    if over_cores || over_memory {
+        return Err(format!(
+            "your quota has no room for a Spark Connect engine ({need}): your jobs and engines \
+             hold {mine}; wait for some to finish or cancel one"
+        ));
+    }
+    Ok(())
 }
 
 fn new_engine(app: &App, user: &UserRow) -> Arc<Engine> {

@@ -31,6 +31,8 @@ pub struct ConnectInfo {
 }
 
 /// gRPC status codes the gateway answers with itself.
+/// Not retried by Spark Connect clients, unlike UNAVAILABLE: waiting will not help soon.
+const RESOURCE_EXHAUSTED: u16 = 8;
 const UNAVAILABLE: u16 = 14;
 const UNAUTHENTICATED: u16 = 16;
 
@@ -132,7 +134,8 @@ async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Re
     drop(token);
     let lease = match engines::acquire(&app, &user).await {
         Ok(l) => l,
-        Err(why) => {
+        Err(engines::AcquireError::NoRoom(why)) => return grpc_error(RESOURCE_EXHAUSTED, &why),
+        Err(engines::AcquireError::Failed(why)) => {
             return grpc_error(
                 UNAVAILABLE,
                 &format!("your Spark engine is not available: {why}"),
