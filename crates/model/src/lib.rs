@@ -71,6 +71,13 @@ impl fmt::Display for JobState {
     }
 }
 
+/// The OS memory limit of a JVM with `heap_mib` of heap: the heap plus Spark's own rule for
+/// memory beyond it (`spark.driver.memoryOverhead`: 10% of the heap, at least 384 MiB). Jobs
+/// and Spark Connect engines alike.
+pub fn memory_limit_mib(heap_mib: u64) -> u64 {
+    heap_mib + (heap_mib / 10).max(384)
+}
+
 /// What a job is made of: one driver and `num_executors` executors. In local mode the
 /// executors live inside the driver's JVM, but the job still holds all their resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,14 +113,20 @@ impl JobResources {
         self.driver_memory_mib + u64::from(self.num_executors) * self.executor_memory_mib
     }
 
-    /// Spark's own rule for memory beyond the heap (`spark.driver.memoryOverhead`):
-    /// 10% of the heap, at least 384 MiB. The OS limit of a job is heap + overhead.
-    pub fn overhead_mib(&self) -> u64 {
-        (self.total_memory_mib() / 10).max(384)
-    }
-
     /// The hard memory limit the OS enforces on the job's whole process tree.
     pub fn memory_limit_mib(&self) -> u64 {
-        self.total_memory_mib() + self.overhead_mib()
+        memory_limit_mib(self.total_memory_mib())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_is_the_heap_plus_sparks_overhead() {
+        assert_eq!(memory_limit_mib(512), 512 + 384);
+        assert_eq!(memory_limit_mib(10 * 1024), 11 * 1024);
+        assert_eq!(JobResources::default().memory_limit_mib(), 2048 + 384);
     }
 }

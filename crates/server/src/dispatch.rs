@@ -2,7 +2,7 @@
 //! runs admitted jobs on the machine (prepare the job directory, launch the sandboxed task,
 //! watch it, record how it ended exactly once). Also reconciles after a restart.
 
-use crate::layout::{mkdir, write_secret};
+use crate::layout::{free_local_port, mkdir, private_dirs};
 use crate::spark;
 use crate::store::{now_ms, JobEnd, JobRow, UserRow};
 use crate::{App, LOCAL_NODE};
@@ -206,17 +206,12 @@ fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> 
         list(&spec.archives)?,
         list(&spec.jars)?,
     );
-    let tmp = dir.join("tmp");
-    mkdir(&tmp, 0o700, owner).map_err(|e| io("creating the job's /tmp", e))?;
-    let conf = dir.join("conf");
-    mkdir(&conf, 0o700, owner).map_err(|e| io("creating the job's conf", e))?;
-    let props = conf.join("spark.properties");
-    write_secret(
-        &props,
-        &spark::properties_file(&crate::auth::random_hex(32), free_port()),
+    // The job's UI port is fixed here so that it can be reached through Hearth later.
+    let private = private_dirs(
+        &dir,
         owner,
-    )
-    .map_err(|e| io("writing the job's Spark properties", e))?;
+        &spark::properties_file(&crate::auth::random_hex(32), free_local_port()),
+    )?;
     hearth_agent::users::ensure_workspace(&linux).map_err(|e| e.to_string())?;
 
     let app_spec = spark::LocalApp {
@@ -224,7 +219,7 @@ fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> 
         name: &job.name,
         cores: job.resources.total_cores(),
         heap_mib: job.resources.total_memory_mib(),
-        properties_file: &props,
+        properties_file: &private.properties,
         main,
         class: spec.class.as_deref(),
         args: &spec.args,
@@ -260,24 +255,15 @@ fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> 
             env,
             cwd: linux.home.clone(),
             rw_paths: vec![linux.home.clone()],
-            ro_paths: vec![files, conf, rt.root.clone()],
+            ro_paths: vec![files, private.conf, rt.root.clone()],
             hidden_paths: vec![app.cfg.data_dir.clone()],
-            tmp_dir: tmp,
+            tmp_dir: private.tmp,
             log_path: log_path(app, job.id),
             memory_limit_mib: job.resources.memory_limit_mib(),
             cpu_cores: job.resources.total_cores(),
             pids_max: 4096,
         },
     })
-}
-
-/// A free TCP port for the job's Spark UI (the OS may hand it out again, in which case
-/// Spark moves to the next port by itself).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(4040)
 }
 
 /// Removes what a job no longer needs once it ended: its scratch space and its Spark secret.

@@ -7,7 +7,7 @@
 //! the next start stops whatever engine processes were left ([`reap_orphans`]), so a
 //! restarted Hearth begins with none.
 
-use crate::layout::{mkdir, write_secret};
+use crate::layout::{free_local_port, mkdir, private_dirs};
 use crate::store::{now_ms, UserRow};
 use crate::{spark, App, LOCAL_NODE};
 use hearth_agent::sandbox::{self, Task, TaskSpec};
@@ -163,7 +163,8 @@ pub enum AcquireError {
 /// the machine, and within the user's own quota. Says what holds it back if not.
 fn admit(app: &App, user: &UserRow) -> Result<(), String> {
     let heap = app.cfg.engine_memory_mib;
-    let need = hearth_sched::Resources::new(app.cfg.engine_cores, heap + (heap / 10).max(384));
+    let need =
+        hearth_sched::Resources::new(app.cfg.engine_cores, hearth_model::memory_limit_mib(heap));
     let policy = app.policy();
     let snapshot =
         crate::dispatch::snapshot(app, &policy).map_err(|e| format!("reading the store: {e}"))?;
@@ -205,24 +206,16 @@ fn new_engine(app: &App, user: &UserRow) -> Arc<Engine> {
         id,
         user_id: user.id,
         user: user.name.clone(),
-        port: free_port(),
+        port: free_local_port(),
         secret: crate::auth::random_hex(32),
         cores: app.cfg.engine_cores,
-        // As for jobs: the heap plus Spark's overhead (10%, at least 384 MiB).
-        memory_limit_mib: heap + (heap / 10).max(384),
+        memory_limit_mib: hearth_model::memory_limit_mib(heap),
         started_ms: now_ms(),
         state: watch::channel(EngineState::Starting).0,
         last_used_ms: AtomicI64::new(now_ms()),
         active: AtomicUsize::new(0),
         task_dir: engine_dir(app, id).join("task"),
     })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
 }
 
 pub fn engines_dir(app: &App) -> PathBuf {
@@ -249,17 +242,11 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
     // A directory left by an earlier Hearth with the same id holds nothing of value.
     let _ = std::fs::remove_dir_all(&dir);
     mkdir(&dir, 0o700, None).map_err(|err| io("creating the engine's directory", err))?;
-    let tmp = dir.join("tmp");
-    mkdir(&tmp, 0o700, owner).map_err(|err| io("creating the engine's /tmp", err))?;
-    let conf = dir.join("conf");
-    mkdir(&conf, 0o700, owner).map_err(|err| io("creating the engine's conf", err))?;
-    let props = conf.join("spark.properties");
-    write_secret(
-        &props,
-        &spark::engine_properties_file(&e.secret, &crate::auth::random_hex(32)),
+    let private = private_dirs(
+        &dir,
         owner,
-    )
-    .map_err(|err| io("writing the engine's Spark properties", err))?;
+        &spark::engine_properties_file(&e.secret, &crate::auth::random_hex(32)),
+    )?;
     hearth_agent::users::ensure_workspace(&linux).map_err(|err| err.to_string())?;
     let argv = spark::connect_server_argv(&spark::ConnectEngine {
         spark_home: &rt.spark_home,
@@ -267,7 +254,7 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
         cores: e.cores,
         heap_mib: app.cfg.engine_memory_mib,
         port: e.port,
-        properties_file: &props,
+        properties_file: &private.properties,
     });
     Ok(TaskSpec {
         id: format!("{}-engine-{}", app.instance, e.id),
@@ -277,9 +264,9 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
         env: spark::engine_env(&rt, &linux, &user.name),
         cwd: linux.home.clone(),
         rw_paths: vec![linux.home.clone()],
-        ro_paths: vec![conf, rt.root.clone()],
+        ro_paths: vec![private.conf, rt.root.clone()],
         hidden_paths: vec![app.cfg.data_dir.clone()],
-        tmp_dir: tmp,
+        tmp_dir: private.tmp,
         log_path: log_path(app, e.id),
         memory_limit_mib: e.memory_limit_mib,
         cpu_cores: e.cores,

@@ -1,8 +1,8 @@
-//! Task directories on disk, for jobs and engines alike: folders and secret files created
-//! with the mode and owner the sandbox relies on.
+//! What a task needs laid out before it starts, for jobs and engines alike: folders and
+//! secret files with the modes and owners the sandbox relies on, and a loopback port.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Creates `path` (and parents) with `mode`, owned by `owner` when given (else root's).
 pub fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> std::io::Result<()> {
@@ -22,4 +22,44 @@ pub fn write_secret(path: &Path, content: &str, owner: Option<(u32, u32)>) -> st
         std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
     }
     Ok(())
+}
+
+/// The parts of a task's directory that belong to its user: `tmp` (bound at /tmp) and
+/// `conf`, whose `spark.properties` holds the task's Spark secrets, readable by that user
+/// only.
+pub struct PrivateDirs {
+    pub tmp: PathBuf,
+    pub conf: PathBuf,
+    pub properties: PathBuf,
+}
+
+/// Creates `dir/tmp` and `dir/conf` owned by `owner` (0700) and writes `properties` into
+/// `dir/conf/spark.properties` (0400).
+pub fn private_dirs(
+    dir: &Path,
+    owner: Option<(u32, u32)>,
+    properties: &str,
+) -> Result<PrivateDirs, String> {
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let tmp = dir.join("tmp");
+    mkdir(&tmp, 0o700, owner).map_err(|e| io("creating the task's /tmp", e))?;
+    let conf = dir.join("conf");
+    mkdir(&conf, 0o700, owner).map_err(|e| io("creating the task's conf", e))?;
+    let file = conf.join("spark.properties");
+    write_secret(&file, properties, owner)
+        .map_err(|e| io("writing the task's Spark properties", e))?;
+    Ok(PrivateDirs {
+        tmp,
+        conf,
+        properties: file,
+    })
+}
+
+/// A TCP port free on the loopback interface now (the OS may hand it out again; Spark moves
+/// on to the next port by itself where that matters).
+pub fn free_local_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(4040)
 }

@@ -115,21 +115,22 @@ pub fn local_submit_argv(app: &LocalApp) -> Vec<String> {
     argv
 }
 
+/// A Spark properties file: one `key=value` line each.
+fn properties(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
 /// The job's Spark properties file (read by spark-submit, readable only by the job's uid):
 /// its own `spark.authenticate` secret, which stays off the command line.
 pub fn properties_file(secret: &str, ui_port: u16) -> String {
-    let mut props = String::new();
-    for (k, v) in [
+    properties(&[
         ("spark.authenticate", "true"),
         ("spark.authenticate.secret", secret),
         ("spark.ui.port", &ui_port.to_string()),
         ("spark.local.dir", "/tmp"),
         // Hearth captures the job's output itself; no colour codes in stored logs.
         ("spark.ui.showConsoleProgress", "false"),
-    ] {
-        props.push_str(&format!("{k}={v}\n"));
-    }
-    props
+    ])
 }
 
 /// A user's Spark Connect engine: a long-lived Connect server in local mode.
@@ -179,18 +180,14 @@ pub fn connect_server_argv(e: &ConnectEngine) -> Vec<String> {
 /// `spark.authenticate` secret. The UI is off: it is not proxied yet, and an open port
 /// on the machine would show the user's queries to everyone on it.
 pub fn engine_properties_file(connect_token: &str, rpc_secret: &str) -> String {
-    let mut props = String::new();
-    for (k, v) in [
+    properties(&[
         ("spark.connect.authenticate.token", connect_token),
         ("spark.authenticate", "true"),
         ("spark.authenticate.secret", rpc_secret),
         ("spark.ui.enabled", "false"),
         ("spark.local.dir", "/tmp"),
         ("spark.ui.showConsoleProgress", "false"),
-    ] {
-        props.push_str(&format!("{k}={v}\n"));
-    }
-    props
+    ])
 }
 
 /// The whole environment of a job's process: nothing of Hearth's own environment (which may
