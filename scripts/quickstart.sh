@@ -11,9 +11,9 @@ SERVER="http://$LISTEN"
 STOP=0
 [ "${1:-}" = "--stop" ] && STOP=1
 
-if [ "$(id -u)" = 0 ] && ! command -v bwrap >/dev/null; then
+if [ "$(id -u)" = 0 ] && ! { command -v bwrap && command -v nft; } >/dev/null; then
     echo "==> installing bubblewrap (the sandbox every job runs in)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap nftables
 fi
 
 echo "==> building hearth"

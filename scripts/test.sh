@@ -13,6 +13,8 @@ fi
 need_pkgs=()
 command -v bwrap >/dev/null || need_pkgs+=(bubblewrap)
 command -v pgrep >/dev/null || need_pkgs+=(procps)
+# nftables keeps users' web servers' loopback ports for Hearth's proxy alone.
+command -v nft >/dev/null || need_pkgs+=(nftables)
 # javac builds the JVM test application.
 command -v javac >/dev/null || need_pkgs+=(openjdk-17-jdk-headless)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
@@ -30,5 +32,14 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 export HEARTH_TEST_RUNTIME="${HEARTH_TEST_RUNTIME:-/var/cache/hearth/test-runtime}"
 cargo build --quiet -p hearth
 ./target/debug/hearth runtime install --runtime "$HEARTH_TEST_RUNTIME"
+
+# Port-guard tables left by test servers that were killed (each Hearth instance has one):
+# stale guarded port numbers would refuse other tests' loopback connections. Only when no
+# Hearth runs on this machine, so a real one's table is never touched.
+if ! pgrep -f 'hearth up' >/dev/null; then
+    for t in $(nft list tables 2>/dev/null | awk '$2 == "inet" && $3 ~ /^hearth_/ {print $3}'); do
+        nft delete table inet "$t" || true
+    done
+fi
 
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -307,7 +307,11 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
         Command::Job {
             cmd: JobCommand::Show { id, output },
         } => {
-            let job: api::Job = client.get(&format!("/jobs/{id}"))?;
+            let mut job: api::Job = client.get(&format!("/jobs/{id}"))?;
+            // A full URL: the user opens it in a browser (logged in to the console).
+            if let Some(ui) = &job.ui_url {
+                job.ui_url = Some(format!("{}{ui}", client.server.trim_end_matches('/')));
+            }
             print_job(&job, output)?;
         }
         Command::Cancel { id } => {

@@ -180,6 +180,9 @@ pub fn print_job(j: &api::Job, format: Format) -> Result<()> {
     if let Some(node) = &j.node {
         println!("  node:       {node}");
     }
+    if let Some(ui) = &j.ui_url {
+        println!("  spark ui:   {ui}");
+    }
     println!("  phases:");
     println!("    submitted  {}", timestamp(j.submitted_at_ms));
     let phases = [

@@ -163,6 +163,21 @@ fn users_get_right_answers_from_their_own_engines_and_never_each_others_sessions
         .map(|l| l.split_whitespace().nth(7).unwrap_or("").to_string());
     assert_eq!(owner, Some(alice.uid.to_string()));
 
+    // Her engine's Spark UI, behind the door: the SQL tab lists her queries; bob gets 404.
+    let ui = mine[0]["ui_url"].as_str().expect("ui_url").to_string();
+    assert_eq!(ui, format!("/ui/sessions/{alice_engine}/"));
+    let sql = common::wait_page(
+        &h,
+        &alice.token,
+        &format!("{ui}SQL/"),
+        Duration::from_secs(60),
+    );
+    assert!(sql.body.contains("hearth-engine-alice"), "{}", sql.body);
+    assert_eq!(
+        common::get_page(&h, Some(&bob.token), &format!("{ui}SQL/"), false).status,
+        404
+    );
+
     // Bob cannot see or stop alice's engine.
     let bobs = sessions(&h, &bob);
     assert!(bobs.iter().all(|s| s["user"] == "bob"), "{bobs:?}");

@@ -181,6 +181,9 @@ pub struct Job {
     pub preemptible: bool,
     /// Earlier runs that were preempted, oldest first.
     pub attempts: Vec<Attempt>,
+    /// Its Spark UI through Hearth's door (a path on the web port), while it runs.
+    #[serde(default)]
+    pub ui_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

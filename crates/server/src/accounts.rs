@@ -18,6 +18,16 @@ impl UserRow {
             home: app.cfg.workspace(&self.name),
         }
     }
+
+    /// The uid this user's tasks run as: their own, or Hearth's when isolation is off.
+    pub fn task_uid(&self, app: &App) -> u32 {
+        if app.isolation.enabled {
+            self.uid
+        } else {
+            // SAFETY: geteuid cannot fail.
+            unsafe { libc::geteuid() }
+        }
+    }
 }
 
 /// Creates a user; returns it and the password if one was generated.

@@ -2,7 +2,7 @@
 //! runs admitted jobs on the machine (prepare the job directory, launch the sandboxed task,
 //! watch it, record how it ended exactly once). Also reconciles after a restart.
 
-use crate::layout::{free_local_port, mkdir, private_dirs};
+use crate::layout::{mkdir, private_dirs};
 use crate::spark;
 use crate::store::{now_ms, JobEnd, JobRow, UserRow};
 use crate::{App, LOCAL_NODE};
@@ -206,11 +206,26 @@ fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> 
         list(&spec.archives)?,
         list(&spec.jars)?,
     );
-    // The job's UI port is fixed here so that it can be reached through Hearth later.
+    // The job's UI gets a guarded port, recorded so that the door finds it (also after a
+    // restart); without one the job runs without a UI.
+    let ui = match app.reserve_port() {
+        Ok(port) => {
+            std::fs::write(ui_port_file(app, job.id), port.to_string())
+                .map_err(|e| io("recording the UI port", e))?;
+            spark::UiPlace::Port {
+                port,
+                proxy_base: format!("/ui/jobs/{}", job.id),
+            }
+        }
+        Err(why) => {
+            tracing::warn!(job = job.id, "the job runs without its Spark UI: {why}");
+            spark::UiPlace::Off
+        }
+    };
     let private = private_dirs(
         &dir,
         owner,
-        &spark::properties_file(&crate::auth::random_hex(32), free_local_port()),
+        &spark::properties_file(&crate::auth::random_hex(32), &ui),
     )?;
     hearth_agent::users::ensure_workspace(&linux).map_err(|e| e.to_string())?;
 
@@ -266,8 +281,26 @@ fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> 
     })
 }
 
-/// Removes what a job no longer needs once it ended: its scratch space and its Spark secret.
+fn ui_port_file(app: &App, id: i64) -> PathBuf {
+    app.cfg.job_dir(id).join("ui.port")
+}
+
+/// The guarded port of a job's Spark UI, while the job has one.
+pub fn ui_port(app: &App, id: i64) -> Option<u16> {
+    std::fs::read_to_string(ui_port_file(app, id))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Removes what a job no longer needs once it ended: its scratch space, its Spark secret
+/// and its UI's port.
 fn clean_up(app: &App, id: i64) {
+    if let Some(port) = ui_port(app, id) {
+        let _ = std::fs::remove_file(ui_port_file(app, id));
+        app.release_port(port);
+    }
     let dir = app.cfg.job_dir(id);
     let _ = std::fs::remove_dir_all(dir.join("tmp"));
     let _ = std::fs::remove_dir_all(dir.join("conf"));
@@ -474,6 +507,9 @@ pub async fn reconcile(app: &Arc<App>) -> Result<(), rusqlite::Error> {
         match Task::reattach(&dir) {
             Ok(Some(task)) => {
                 tracing::info!(job = job.id, "reattached to a running job");
+                if let Some(port) = ui_port(app, job.id) {
+                    app.retake_port(port);
+                }
                 if job.state == JobState::Starting {
                     app.store.mark_running(job.id)?;
                 }

@@ -7,7 +7,7 @@
 //! the next start stops whatever engine processes were left ([`reap_orphans`]), so a
 //! restarted Hearth begins with none.
 
-use crate::layout::{free_local_port, mkdir, private_dirs};
+use crate::layout::{free_local_port, listener_uid, mkdir, private_dirs};
 use crate::store::{now_ms, UserRow};
 use crate::{spark, App, LOCAL_NODE};
 use hearth_agent::sandbox::{self, Task, TaskSpec};
@@ -46,6 +46,8 @@ pub struct Engine {
     pub user_id: i64,
     pub user: String,
     pub port: u16,
+    /// Its Spark UI's guarded port, reached through the door at `/ui/sessions/ID/`.
+    pub ui_port: Option<u16>,
     /// The bearer token the gateway presents to the engine.
     pub secret: String,
     pub cores: u32,
@@ -119,15 +121,24 @@ pub async fn acquire(app: &Arc<App>, user: &UserRow) -> Result<Lease, AcquireErr
     // A new engine must fit now, like a job would: checked before taking the map's lock,
     // since the snapshot lists engines too.
     let has_engine = app.engines.lock().contains_key(&user.id);
+    let mut ui_port = None;
     if !has_engine {
         admit(app, user).map_err(AcquireError::NoRoom)?;
+        // Reserved outside the map's lock (it runs nft); handed back below if unused.
+        ui_port = match app.reserve_port() {
+            Ok(p) => Some(p),
+            Err(why) => {
+                tracing::warn!(user = %user.name, "the engine runs without its Spark UI: {why}");
+                None
+            }
+        };
     }
     let lease = {
         let mut map = app.engines.lock();
         let engine = match map.get(&user.id) {
             Some(e) => e.clone(),
             None => {
-                let e = new_engine(app, user);
+                let e = new_engine(app, user, ui_port.take());
                 map.insert(user.id, e.clone());
                 let (app, user, e2) = (app.clone(), user.clone(), e.clone());
                 tokio::spawn(async move { run(app, user, e2).await });
@@ -138,6 +149,9 @@ pub async fn acquire(app: &Arc<App>, user: &UserRow) -> Result<Lease, AcquireErr
         engine.active.fetch_add(1, Ordering::SeqCst);
         Lease { engine }
     };
+    if let Some(p) = ui_port {
+        app.release_port(p);
+    }
     app.wake.notify_one();
     let mut rx = lease.engine.state.subscribe();
     loop {
@@ -199,7 +213,7 @@ fn admit(app: &App, user: &UserRow) -> Result<(), String> {
     Ok(())
 }
 
-fn new_engine(app: &App, user: &UserRow) -> Arc<Engine> {
+fn new_engine(app: &App, user: &UserRow, ui_port: Option<u16>) -> Arc<Engine> {
     let id = app.engines.next_id.fetch_add(1, Ordering::SeqCst) + 1;
     let heap = app.cfg.engine_memory_mib;
     Arc::new(Engine {
@@ -207,6 +221,7 @@ fn new_engine(app: &App, user: &UserRow) -> Arc<Engine> {
         user_id: user.id,
         user: user.name.clone(),
         port: free_local_port(),
+        ui_port,
         secret: crate::auth::random_hex(32),
         cores: app.cfg.engine_cores,
         memory_limit_mib: hearth_model::memory_limit_mib(heap),
@@ -245,7 +260,17 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
     let private = private_dirs(
         &dir,
         owner,
-        &spark::engine_properties_file(&e.secret, &crate::auth::random_hex(32)),
+        &spark::engine_properties_file(
+            &e.secret,
+            &crate::auth::random_hex(32),
+            &match e.ui_port {
+                Some(port) => spark::UiPlace::Port {
+                    port,
+                    proxy_base: format!("/ui/sessions/{}", e.id),
+                },
+                None => spark::UiPlace::Off,
+            },
+        ),
     )?;
     hearth_agent::users::ensure_workspace(&linux).map_err(|err| err.to_string())?;
     let argv = spark::connect_server_argv(&spark::ConnectEngine {
@@ -339,28 +364,14 @@ fn ended(app: &App, e: &Arc<Engine>, why: String) {
             map.remove(&e.user_id);
         }
     }
+    if let Some(p) = e.ui_port {
+        app.release_port(p);
+    }
     // The secrets and scratch space go with the engine; its log stays for the admin.
     let dir = engine_dir(app, e.id);
     let _ = std::fs::remove_dir_all(dir.join("conf"));
     let _ = std::fs::remove_dir_all(dir.join("tmp"));
     app.wake.notify_one();
-}
-
-/// The uid owning a socket listening on `port` (IPv4 or IPv6), from /proc/net.
-fn listener_uid(port: u16) -> Option<u32> {
-    let want = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|f| {
-        let text = std::fs::read_to_string(f).ok()?;
-        text.lines().skip(1).find_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            // local_address is column 1, state column 3 (0A = LISTEN), uid column 7.
-            if cols.len() > 7 && cols[1].ends_with(&want) && cols[3] == "0A" {
-                cols[7].parse().ok()
-            } else {
-                None
-            }
-        })
-    })
 }
 
 /// Stops the engine (the owner's `session stop`, the idle timeout, or shutdown). New
@@ -454,20 +465,4 @@ pub fn allocations(app: &App) -> Vec<hearth_sched::Allocation> {
             resources: hearth_sched::Resources::new(e.cores, e.memory_limit_mib),
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_listener_is_found_with_its_owner() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        // SAFETY: geteuid cannot fail.
-        let me = unsafe { libc::geteuid() };
-        assert_eq!(listener_uid(port), Some(me));
-        drop(l);
-        assert_eq!(listener_uid(port), None);
-    }
 }

@@ -58,11 +58,48 @@ pub struct App {
     pub engines: engines::Engines,
     /// The Spark Connect gateway, when on.
     pub connect: Option<gateway::ConnectInfo>,
+    /// Loopback ports of users' web servers (Spark UIs), kept for Hearth's proxy alone; or
+    /// why they cannot be guarded on this machine.
+    pub ports: Result<hearth_agent::portguard::PortGuard, String>,
 }
 
 impl App {
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// A loopback port for a task's web server, guarded so that only Hearth's proxy reaches
+    /// it. Fails closed: with isolation on and no guard, no port (and the task gets no UI).
+    pub fn reserve_port(&self) -> Result<u16, String> {
+        if !self.isolation.enabled {
+            // Every task runs as Hearth's own uid: there is no other user to keep out.
+            return Ok(layout::free_local_port());
+        }
+        match &self.ports {
+            Ok(guard) => guard.reserve(),
+            Err(why) => Err(why.clone()),
+        }
+    }
+
+    /// Guards a port again: a task reattached after Hearth restarted keeps its UI.
+    pub fn retake_port(&self, port: u16) {
+        if let (true, Ok(guard)) = (self.isolation.enabled, &self.ports) {
+            if let Err(e) = guard.guard(port) {
+                tracing::warn!(port, "could not guard a reattached task's port: {e}");
+            }
+        }
+    }
+
+    /// The task that had `port` ended.
+    pub fn release_port(&self, port: u16) {
+        if let Ok(guard) = &self.ports {
+            guard.release(port);
+        }
+    }
+
+    /// Whether Hearth's proxy may serve `port`: only ports nobody else can reach.
+    pub fn port_is_guarded(&self, port: u16) -> bool {
+        !self.isolation.enabled || self.ports.as_ref().is_ok_and(|g| g.holds(port))
     }
 
     pub fn policy(&self) -> Arc<policy::Policy> {
@@ -112,6 +149,16 @@ pub async fn run(
             eprintln!("  - {p}");
         }
     }
+    let ports = if isolation.enabled {
+        hearth_agent::portguard::PortGuard::new(&instance)
+    } else {
+        Err("isolation is off".to_string())
+    };
+    if let (true, Err(why)) = (isolation.enabled, &ports) {
+        eprintln!(
+            "WARNING: Spark UIs are off: their ports cannot be kept from other users ({why})"
+        );
+    }
     let runtime = cfg.runtime.locate();
     if let Err(problems) = &runtime {
         eprintln!("Jobs cannot start until the Spark runtime is ready:");
@@ -149,11 +196,13 @@ pub async fn run(
         http_metrics: Default::default(),
         engines: Default::default(),
         connect: connect.as_ref().map(|c| c.0.clone()),
+        ports,
     });
     accounts::bootstrap_admin(&app)?;
     dispatch::reconcile(&app).await?;
     engines::reap_orphans(&app).await;
     let dispatcher = tokio::spawn(dispatch::run(app.clone()));
+    tokio::spawn(keep_ports_guarded(app.clone()));
     let url = format!("http://{}", listener.local_addr()?);
     eprintln!(
         "Hearth is up at {url} (data in {})",
@@ -188,8 +237,35 @@ pub async fn run(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
     dispatcher.abort();
     drop(stop_rx);
+    // Every task is stopped: nothing left to guard.
+    if let Ok(guard) = &app.ports {
+        guard.teardown();
+    }
     eprintln!("Hearth stopped.");
     Ok(())
+}
+
+/// Puts the port guard's rules back whenever they go missing (someone flushed the
+/// machine's nftables ruleset): a guarded port must never be open to everyone for long.
+async fn keep_ports_guarded(app: Arc<App>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        if app.is_shutting_down() {
+            return;
+        }
+        let Ok(_) = &app.ports else { return };
+        let app2 = app.clone();
+        let checked = tokio::task::spawn_blocking(move || match &app2.ports {
+            Ok(guard) => guard.ensure(),
+            Err(_) => Ok(false),
+        })
+        .await;
+        match checked {
+            Ok(Ok(true)) => tracing::warn!("the port guard's rules were gone: put back"),
+            Ok(Err(e)) => tracing::error!("checking the port guard: {e}"),
+            _ => {}
+        }
+    }
 }
 
 /// Binds the Spark Connect gateway and prepares its TLS: the admin's certificate, or one

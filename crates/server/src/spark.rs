@@ -116,21 +116,46 @@ pub fn local_submit_argv(app: &LocalApp) -> Vec<String> {
 }
 
 /// A Spark properties file: one `key=value` line each.
-fn properties(pairs: &[(&str, &str)]) -> String {
+fn properties(pairs: &[(&str, String)]) -> String {
     pairs.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
 }
 
+/// Where a task's Spark UI listens, if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UiPlace {
+    /// On a guarded loopback port, reached through Hearth's door at `proxy_base`
+    /// (e.g. `/ui/jobs/7`): Spark prefixes its links with it.
+    Port { port: u16, proxy_base: String },
+    /// No UI: its port could not be kept from other users.
+    Off,
+}
+
+impl UiPlace {
+    fn properties(&self) -> Vec<(&'static str, String)> {
+        match self {
+            UiPlace::Port { port, proxy_base } => vec![
+                ("spark.ui.port", port.to_string()),
+                ("spark.ui.proxyBase", proxy_base.clone()),
+                // Never wander to the next port: only the guarded one is safe.
+                ("spark.port.maxRetries", "0".into()),
+            ],
+            UiPlace::Off => vec![("spark.ui.enabled", "false".into())],
+        }
+    }
+}
+
 /// The job's Spark properties file (read by spark-submit, readable only by the job's uid):
-/// its own `spark.authenticate` secret, which stays off the command line.
-pub fn properties_file(secret: &str, ui_port: u16) -> String {
-    properties(&[
-        ("spark.authenticate", "true"),
-        ("spark.authenticate.secret", secret),
-        ("spark.ui.port", &ui_port.to_string()),
-        ("spark.local.dir", "/tmp"),
+/// its own `spark.authenticate` secret, which stays off the command line, and its UI's place.
+pub fn properties_file(secret: &str, ui: &UiPlace) -> String {
+    let mut pairs = vec![
+        ("spark.authenticate", "true".to_string()),
+        ("spark.authenticate.secret", secret.to_string()),
+        ("spark.local.dir", "/tmp".into()),
         // Hearth captures the job's output itself; no colour codes in stored logs.
-        ("spark.ui.showConsoleProgress", "false"),
-    ])
+        ("spark.ui.showConsoleProgress", "false".into()),
+    ];
+    pairs.extend(ui.properties());
+    properties(&pairs)
 }
 
 /// A user's Spark Connect engine: a long-lived Connect server in local mode.
@@ -176,18 +201,21 @@ pub fn connect_server_argv(e: &ConnectEngine) -> Vec<String> {
 }
 
 /// An engine's properties file (readable only by its uid): the token the gateway presents
-/// (`spark.connect.authenticate.token`, so nobody can bypass the gateway) and its own
-/// `spark.authenticate` secret. The UI is off: it is not proxied yet, and an open port
-/// on the machine would show the user's queries to everyone on it.
-pub fn engine_properties_file(connect_token: &str, rpc_secret: &str) -> String {
-    properties(&[
-        ("spark.connect.authenticate.token", connect_token),
-        ("spark.authenticate", "true"),
-        ("spark.authenticate.secret", rpc_secret),
-        ("spark.ui.enabled", "false"),
-        ("spark.local.dir", "/tmp"),
-        ("spark.ui.showConsoleProgress", "false"),
-    ])
+/// (`spark.connect.authenticate.token`, so nobody can bypass the gateway), its own
+/// `spark.authenticate` secret, and its UI's place.
+pub fn engine_properties_file(connect_token: &str, rpc_secret: &str, ui: &UiPlace) -> String {
+    let mut pairs = vec![
+        (
+            "spark.connect.authenticate.token",
+            connect_token.to_string(),
+        ),
+        ("spark.authenticate", "true".into()),
+        ("spark.authenticate.secret", rpc_secret.to_string()),
+        ("spark.local.dir", "/tmp".into()),
+        ("spark.ui.showConsoleProgress", "false".into()),
+    ];
+    pairs.extend(ui.properties());
+    properties(&pairs)
 }
 
 /// The whole environment of a job's process: nothing of Hearth's own environment (which may
@@ -299,15 +327,22 @@ mod tests {
              --driver-memory 2048m --conf spark.connect.grpc.binding.address=127.0.0.1 \
              --conf spark.connect.grpc.binding.port=40123"
         );
-        let props = engine_properties_file("tok", "rpc");
+        let props = engine_properties_file("tok", "rpc", &UiPlace::Off);
         assert!(props.contains("spark.connect.authenticate.token=tok\n"));
         assert!(props.contains("spark.authenticate.secret=rpc\n"));
+        assert!(props.contains("spark.ui.enabled=false\n"));
     }
 
     #[test]
     fn the_secret_stays_in_the_properties_file() {
-        let props = properties_file("s3cr3t", 4050);
+        let ui = UiPlace::Port {
+            port: 4050,
+            proxy_base: "/ui/jobs/7".into(),
+        };
+        let props = properties_file("s3cr3t", &ui);
         assert!(props.contains("spark.authenticate=true\n"));
         assert!(props.contains("spark.authenticate.secret=s3cr3t\n"));
+        assert!(props.contains("spark.ui.port=4050\nspark.ui.proxyBase=/ui/jobs/7\n"));
+        assert!(props.contains("spark.port.maxRetries=0\n"));
     }
 }

@@ -3,5 +3,6 @@
 
 mod common;
 mod fsaccess;
+mod portguard;
 mod sandbox;
 mod users;

@@ -302,6 +302,17 @@ impl Hearth {
 impl Drop for Hearth {
     fn drop(&mut self) {
         self.kill9();
+        // A server killed with -9 leaves its port guard's nftables table behind; left to
+        // pile up, stale guarded port numbers would refuse other tests' loopback connections.
+        if let Ok(Some(instance)) =
+            hearth_server::store::Store::open(&self.data_dir.join("hearth.db"))
+                .and_then(|s| s.meta("instance"))
+        {
+            let table = hearth_agent::portguard::table_name(&instance);
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", &table])
+                .output();
+        }
         for uid in &self.uids {
             let name = format!("hearth{uid}");
             let _ = Command::new("userdel").arg(&name).output();
@@ -361,4 +372,78 @@ pub fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
 
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
+}
+
+/// A page fetched through Hearth's door: status, headers of interest, body. Redirects are
+/// not followed, so that where they lead can be checked.
+pub struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    /// Every Content-Security-Policy header, joined with ` | `.
+    pub csp: String,
+    pub body: String,
+}
+
+/// GET `path` on Hearth's web port with a bearer token (or none), as a browser would ask
+/// for a page when `html` is set.
+pub fn get_page(h: &Hearth, token: Option<&str>, path: &str, html: bool) -> Page {
+    let agent = ureq::AgentBuilder::new()
+        .redirects(0)
+        .timeout(Duration::from_secs(60))
+        .build();
+    let mut req = agent.get(&format!("{}{path}", h.url));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    if html {
+        req = req.set("Accept", "text/html,*/*");
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {path}: {e}"),
+    };
+    Page {
+        status: resp.status(),
+        location: resp.header("location").map(str::to_string),
+        csp: resp.all("content-security-policy").join(" | "),
+        body: resp.into_string().unwrap_or_default(),
+    }
+}
+
+/// Polls `path` until it answers 200 (a web server still starting answers 503).
+pub fn wait_page(h: &Hearth, token: &str, path: &str, timeout: Duration) -> Page {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let p = get_page(h, Some(token), path, false);
+        if p.status == 200 {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} still answers {}: {}\n{}",
+            p.status,
+            p.body,
+            h.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Whether a process running as `uid` can open a TCP connection to 127.0.0.1:`port`.
+pub fn connects_as(uid: u32, port: u16) -> bool {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &uid.to_string(),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &format!("import socket; socket.create_connection(('127.0.0.1', {port}), 10)"),
+        ])
+        .output()
+        .expect("setpriv");
+    out.status.success()
 }

@@ -41,6 +41,7 @@ pub fn job_view(j: &JobRow) -> api::Job {
         priority: j.priority.clone(),
         preemptible: j.preemptible,
         attempts: j.attempts.clone(),
+        ui_url: (j.state == hearth_model::JobState::Running).then(|| format!("/ui/jobs/{}/", j.id)),
     }
 }
 

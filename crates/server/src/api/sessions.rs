@@ -37,6 +37,7 @@ fn describe(e: &engines::Engine) -> Value {
         "active_requests": e.active(),
         "cores": e.cores,
         "memory_limit_mib": e.memory_limit_mib,
+        "ui_url": e.ui_port.map(|_| format!("/ui/sessions/{}/", e.id)),
         "stopped_reason": match state { EngineState::Stopped(why) => Some(why), _ => None },
     })
 }

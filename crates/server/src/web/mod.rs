@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod metrics;
+pub mod proxy;
 pub mod session;
 
 use crate::api::AppState;
@@ -25,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/", get(index))
         .route("/assets/{name}", get(asset))
         .route("/metrics", get(metrics::serve))
+        .merge(proxy::router())
 }
 
 /// A digest of every asset: it versions their URLs, so that they can be cached for good and

@@ -173,6 +173,13 @@ function stopEvents() {
 }
 
 // ---- login ----
+// Where the door sent a browser from (`/?next=/ui/jobs/7/`): back there after logging in.
+// Only this site's proxied paths, never another site (an open redirect).
+function safeNext() {
+  const next = new URLSearchParams(location.search).get('next') || '';
+  return /^\/(ui|user)\/[^\\]*$/.test(next) && !next.startsWith('//') ? next : null;
+}
+
 
 function pageLogin() {
   setMain(`
@@ -195,6 +202,8 @@ function pageLogin() {
     try {
       const r = await api('POST', '/api/v1/session', { user: $('#login-user').value, password: $('#login-password').value });
       S.me = r.user;
+      const next = safeNext();
+      if (next) { location.assign(next); return; }
       if (!location.hash || location.hash === '#/' || location.hash === '#/login') location.hash = '#/jobs';
       render();
     } catch (e) {
@@ -319,6 +328,7 @@ function jobDetails(j) {
       <td>${esc(when(a.ended_at_ms))}</td><td>${esc(a.outcome)}</td><td>${esc(a.reason)}</td></tr>`).join('');
   return `
     <h1><span id="job-name">${esc(j.name)}</span> <span class="muted">#${j.id}</span> <span id="job-state">${badge(j.state)}</span></h1>
+    ${j.ui_url ? `<p><a id="job-ui" href="${esc(j.ui_url)}" target="_blank" rel="noopener">Open the Spark UI</a></p>` : ''}
     ${j.state === 'queued' && j.reason ? `<p class="notice" id="job-reason"><strong>Why it waits:</strong> ${esc(j.reason)}</p>` : ''}
     ${TERMINAL.includes(j.state) && j.reason ? `<p class="${j.state === 'succeeded' ? 'notice' : 'alert'}" id="job-reason">${esc(j.reason)}</p>` : ''}
     <section class="card" aria-labelledby="tl-h"><h2 id="tl-h">Timeline</h2>${timeline(j)}</section>
