@@ -104,6 +104,55 @@ pub fn list(client: &Client, all: bool, format: Format) -> Result<()> {
     Ok(())
 }
 
+/// The caller's notebook among their sessions.
+fn my_notebook(client: &Client) -> Result<Option<Value>> {
+    let v: Value = client.get("/sessions")?;
+    Ok(v["sessions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["kind"] == "notebook").cloned()))
+}
+
+pub fn notebook_start(client: &Client, wait: bool) -> Result<()> {
+    let started: Value = client.post_empty("/notebooks")?;
+    let url = format!(
+        "{}{}",
+        client.server.trim_end_matches('/'),
+        started["url"].as_str().unwrap_or("/")
+    );
+    if wait && started["state"] != "running" {
+        eprintln!("Starting your notebook...");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            match my_notebook(client)? {
+                Some(n) if n["state"] == "running" => break,
+                Some(_) => {}
+                None => anyhow::bail!(
+                    "your notebook stopped while starting: `hearth sessions` and the server log say why"
+                ),
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "your notebook is still starting after 5 minutes: see `hearth sessions`"
+                );
+            }
+        }
+    }
+    println!("{url}");
+    eprintln!("Open it in a browser logged in to Hearth; `spark` in its kernels is your own Spark Connect session.");
+    Ok(())
+}
+
+pub fn notebook_stop(client: &Client) -> Result<()> {
+    match my_notebook(client)? {
+        Some(n) => stop(client, n["id"].as_u64().unwrap_or(0)),
+        None => {
+            eprintln!("You have no notebook running.");
+            Ok(())
+        }
+    }
+}
+
 pub fn stop(client: &Client, id: u64) -> Result<()> {
     client.delete(&format!("/sessions/{id}"))?;
     eprintln!("Stopped session {id}.");

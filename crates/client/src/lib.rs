@@ -109,7 +109,12 @@ pub enum Command {
         #[arg(long)]
         ttl: Option<String>,
     },
-    /// Your Spark Connect engines (all users' with --all, admins)
+    /// Your notebook: JupyterLab behind Hearth's login, its kernels with `spark` ready
+    Notebook {
+        #[command(subcommand)]
+        cmd: NotebookCommand,
+    },
+    /// Your Spark Connect engines and notebooks (all users' with --all, admins)
     Sessions {
         #[arg(long)]
         all: bool,
@@ -126,6 +131,18 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotebookCommand {
+    /// Start your notebook (or find it running) and print its URL once it is up
+    Start {
+        /// Return at once instead of waiting for it to be up
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop your notebook (your files stay in your workspace)
+    Stop,
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,6 +350,12 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
             let ttl_seconds = ttl.as_deref().map(parse_ttl).transpose()?;
             connect::connect(&client, &config_path, host, ttl_seconds)?
         }
+        Command::Notebook {
+            cmd: NotebookCommand::Start { no_wait },
+        } => connect::notebook_start(&client, !no_wait)?,
+        Command::Notebook {
+            cmd: NotebookCommand::Stop,
+        } => connect::notebook_stop(&client)?,
         Command::Sessions { all, output } => connect::list(&client, all, output)?,
         Command::Session {
             cmd: SessionCommand::Stop { id },

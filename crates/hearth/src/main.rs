@@ -98,6 +98,12 @@ struct UpArgs {
     /// Stop an engine unused for this long, e.g. 15m, 30s
     #[arg(long, default_value = "15m")]
     engine_idle_timeout: String,
+    /// Memory limit of each user's notebook server (JupyterLab and its kernels)
+    #[arg(long, default_value = "2g")]
+    notebook_memory: String,
+    /// Stop a notebook unused for this long (no traffic, no busy kernel), e.g. 1h, 30s
+    #[arg(long, default_value = "1h")]
+    notebook_idle_timeout: String,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -221,7 +227,23 @@ fn up_config(args: UpArgs) -> Result<Config> {
             args.engine_idle_timeout
         )
     })?;
+    let notebook_memory_mib = hearth_model::parse_mib(&args.notebook_memory)
+        .map_err(|e| anyhow::anyhow!("--notebook-memory: {e}"))?;
+    if notebook_memory_mib < 512 {
+        bail!(
+            "--notebook-memory {}: JupyterLab needs at least 512m",
+            args.notebook_memory
+        );
+    }
+    let notebook_idle_timeout = parse_duration(&args.notebook_idle_timeout).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--notebook-idle-timeout {}: write a duration such as 1h, 15m or 30s",
+            args.notebook_idle_timeout
+        )
+    })?;
     Ok(Config {
+        notebook_memory_mib,
+        notebook_idle_timeout,
         connect_listen,
         connect_hosts: args.connect_host,
         connect_cert: args.connect_cert.zip(args.connect_key),

@@ -1,10 +1,172 @@
 //! Users' web servers behind Hearth's one door: a running job's Spark UI for its owner and
-//! admins only, on a loopback port no other uid (not even the owner's) can reach directly.
+//! admins only; a user's notebook (JupyterLab, driven here by a Jupyter client over HTTP and
+//! WebSocket) for its owner alone, its kernels running Spark on the owner's own engine. All
+//! on loopback ports no other uid (not even the owner's) can reach directly.
 
 mod common;
 
-use common::{apps, connects_as, get_page, wait_page, Hearth};
+use common::{apps, connects_as, get_page, runtime, text, wait_page, Hearth, User};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// Runs cells in a new kernel of `user`'s notebook through the door; a line per cell.
+fn run_cells(h: &Hearth, user: &User, cells: &[&str]) -> Vec<String> {
+    let out = Command::new("timeout")
+        .arg("600")
+        .arg(runtime().join("bin").join("python"))
+        .arg(apps().join("notebook_client.py"))
+        .arg(format!("{}/user/{}", h.url, user.name))
+        .arg(&user.token)
+        .args(cells)
+        .output()
+        .expect("run the notebook client");
+    assert!(
+        out.status.success(),
+        "notebook client failed ({}):\n{}\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr),
+        h.server_log()
+    );
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+fn start_notebook(h: &Hearth, user: &User) {
+    let out = h.cli(user, &["notebook", "start"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        h.server_log()
+    );
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("{}/user/{}/", h.url, user.name)
+    );
+}
+
+/// The user's sessions of `kind`.
+fn sessions_of(h: &Hearth, user: &User, kind: &str) -> Vec<serde_json::Value> {
+    let out = h.cli(user, &["sessions", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    all.into_iter().filter(|s| s["kind"] == kind).collect()
+}
+
+#[test]
+fn a_notebook_runs_spark_as_its_owner_and_nobody_else_gets_in() {
+    let mut h = Hearth::start_with(&["--engine-cores", "1", "--engine-memory", "1g"]);
+    let alice = h.add_user("alice");
+    let bob = h.add_user("bob");
+    start_notebook(&h, &alice);
+
+    // A cell runs as alice, in her workspace, and `spark` is her own engine.
+    let cells = run_cells(
+        &h,
+        &alice,
+        &[
+            "import os; print(os.getuid(), os.getcwd())",
+            "print(spark.sql('select current_user() as u').collect()[0].u)",
+            "print(spark.range(100).selectExpr('sum(id)').collect()[0][0])",
+        ],
+    );
+    assert_eq!(
+        cells[0],
+        format!("OK {} {}", alice.uid, h.workspace(&alice).display())
+    );
+    assert_eq!(cells[1], "OK alice", "{cells:?}");
+    assert_eq!(cells[2], "OK 4950", "{cells:?}");
+
+    // Nobody else gets in, admins included: as if there were no notebook.
+    let api = "/user/alice/api/kernels";
+    assert_eq!(get_page(&h, Some(&bob.token), api, false).status, 404);
+    assert_eq!(get_page(&h, Some(&h.admin.token), api, false).status, 404);
+    assert_eq!(get_page(&h, None, api, false).status, 401);
+    let browser = get_page(&h, None, "/user/alice/lab", true);
+    assert_eq!(browser.status, 303);
+    assert_eq!(browser.location.as_deref(), Some("/?next=/user/alice/lab"));
+    assert_eq!(
+        wait_page(&h, &alice.token, "/user/alice/lab", Duration::from_secs(30)).status,
+        200
+    );
+
+    // Straight to the port: no uid but root connects, and root without Jupyter's token
+    // (which only Hearth holds) is refused by Jupyter itself.
+    let notebook = &sessions_of(&h, &alice, "notebook")[0];
+    assert_eq!(notebook["url"], "/user/alice/");
+    let spec = h
+        .data_dir
+        .join(format!("engines/{}/task/spec.json", notebook["id"]));
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(spec).expect("spec")).expect("json");
+    let port: u16 = spec["argv"]
+        .as_array()
+        .expect("argv")
+        .iter()
+        .find_map(|a| a.as_str()?.strip_prefix("--port="))
+        .expect("--port")
+        .parse()
+        .expect("port");
+    assert!(
+        !connects_as(bob.uid, port),
+        "bob reached alice's notebook port"
+    );
+    assert!(
+        !connects_as(alice.uid, port),
+        "the port is for the door only"
+    );
+    let direct = ureq::get(&format!("http://127.0.0.1:{port}{api}")).call();
+    assert!(
+        matches!(direct, Err(ureq::Error::Status(403, _))),
+        "{direct:?}"
+    );
+
+    // The kernels' token is alice's while the notebook runs, and goes with it.
+    let kernel_token = |h: &Hearth| {
+        let out = h.cli(&alice, &["token", "list", "-o", "json"]);
+        text(&out.stdout).contains("notebook-kernel-")
+    };
+    assert!(kernel_token(&h));
+    let out = h.cli(&alice, &["notebook", "stop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sessions_of(&h, &alice, "notebook").is_empty() || kernel_token(&h) {
+        assert!(Instant::now() < deadline, "the notebook did not stop");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(get_page(&h, Some(&alice.token), api, false).status, 404);
+}
+
+#[test]
+fn an_idle_notebook_is_stopped_but_not_while_a_cell_runs() {
+    let mut h = Hearth::start_with(&["--notebook-idle-timeout", "5s"]);
+    let alice = h.add_user("alice");
+    start_notebook(&h, &alice);
+    // A silent cell for 40 s, the client gone: the busy kernel is use.
+    run_cells(&h, &alice, &["--detach", "import time; time.sleep(40)"]);
+    std::thread::sleep(Duration::from_secs(20));
+    assert_eq!(
+        sessions_of(&h, &alice, "notebook").len(),
+        1,
+        "culled while a cell ran:\n{}",
+        h.server_log()
+    );
+    // Once it is done and nobody comes, it goes.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !sessions_of(&h, &alice, "notebook").is_empty() {
+        assert!(Instant::now() < deadline, "an idle notebook was kept");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(h.server_log().contains("stopping an idle engine"));
+    // Kernels that never used `spark` release their session as they exit: that must not
+    // start a Spark engine just to hear there was none.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        sessions_of(&h, &alice, "spark-connect").is_empty(),
+        "a kernel's exit started an engine:\n{}",
+        h.server_log()
+    );
+}
 
 #[test]
 fn a_running_jobs_spark_ui_is_behind_the_door_for_its_owner_and_admins_only() {

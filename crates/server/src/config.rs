@@ -32,6 +32,9 @@ pub struct Config {
     pub engine_cores: u32,
     pub engine_memory_mib: u64,
     pub engine_idle_timeout: Duration,
+    /// Each user's notebook server: its memory limit, and how long it may sit unused.
+    pub notebook_memory_mib: u64,
+    pub notebook_idle_timeout: Duration,
 }
 
 /// Where everything lives under the data directory.

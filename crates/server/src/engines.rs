@@ -1,7 +1,10 @@
-//! Spark Connect engines: one Connect server per user, run as a sandboxed task under the
-//! user's uid, started when the gateway first needs it, kept while used, and stopped after
-//! the idle timeout. A live engine holds its cores and memory like a running job, so batch
-//! admission leaves room for it (see [`allocations`]).
+//! Engines: a user's long-lived interactive servers, each a sandboxed task under the user's
+//! uid. Of each [`EngineKind`] a user has at most one: a Spark Connect server (started when
+//! the gateway first needs it) and a JupyterLab notebook server (started by `hearth notebook
+//! start`, its kernels connected to the user's Spark Connect engine through the gateway).
+//! Kept while used, stopped after their kind's idle timeout. A live engine holds its cores
+//! and memory like a running job, so batch admission leaves room for it (see
+//! [`allocations`]).
 //!
 //! Engines are kept in memory only. Hearth stops them all when it shuts down; after a crash,
 //! the next start stops whatever engine processes were left ([`reap_orphans`]), so a
@@ -11,16 +14,37 @@ use crate::layout::{free_local_port, listener_uid, mkdir, private_dirs};
 use crate::store::{now_ms, UserRow};
 use crate::{spark, App, LOCAL_NODE};
 use hearth_agent::sandbox::{self, Task, TaskSpec};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Engines appear to the scheduler as running allocations with ids from here up, far
 /// above any job id.
 pub const ENGINE_ALLOCATION_BASE: u64 = 1 << 40;
+
+/// What an engine serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EngineKind {
+    /// Spark's own Connect server (the JVM): what the gateway routes to.
+    Spark,
+    /// JupyterLab, served through the door at `/user/NAME/`.
+    Notebook,
+}
+
+impl EngineKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EngineKind::Spark => "spark-connect",
+            EngineKind::Notebook => "notebook",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineState {
@@ -43,12 +67,16 @@ impl EngineState {
 /// One user's engine. No `Debug`: it holds the engine's secret, which is never logged.
 pub struct Engine {
     pub id: i64,
+    pub kind: EngineKind,
     pub user_id: i64,
     pub user: String,
+    /// Where it serves: the Connect server's gRPC port (protected by `secret`), or the
+    /// notebook's HTTP port (guarded: only Hearth's door reaches it).
     pub port: u16,
     /// Its Spark UI's guarded port, reached through the door at `/ui/sessions/ID/`.
     pub ui_port: Option<u16>,
-    /// The bearer token the gateway presents to the engine.
+    /// The bearer token Hearth presents to the engine: the Connect server's
+    /// `spark.connect.authenticate.token`, or JupyterLab's token.
     pub secret: String,
     pub cores: u32,
     pub memory_limit_mib: u64,
@@ -58,6 +86,8 @@ pub struct Engine {
     /// Requests (including open streams) passing through right now.
     active: AtomicUsize,
     task_dir: PathBuf,
+    /// The Hearth token a notebook's kernels reach the gateway with; revoked at its end.
+    kernel_token: Mutex<Option<i64>>,
 }
 
 impl Engine {
@@ -73,18 +103,49 @@ impl Engine {
     fn set_state(&self, s: EngineState) {
         self.state.send_replace(s);
     }
+    /// Counts as use now (a notebook's busy kernel, bytes through the door).
+    pub fn touch(&self) {
+        self.last_used_ms.store(now_ms(), Ordering::SeqCst);
+    }
+    /// Where the door serves a notebook.
+    pub fn url(&self) -> Option<String> {
+        (self.kind == EngineKind::Notebook).then(|| notebook_path(&self.user))
+    }
 }
 
-/// The live engines, by user id.
+/// The door's path of a user's notebook.
+pub fn notebook_path(user: &str) -> String {
+    format!("/user/{user}/")
+}
+
+type Key = (i64, EngineKind);
+
+/// The live engines, by user id and kind.
 #[derive(Default)]
 pub struct Engines {
-    by_user: Mutex<HashMap<i64, Arc<Engine>>>,
+    by_user: Mutex<HashMap<Key, Arc<Engine>>>,
     next_id: AtomicI64,
 }
 
 impl Engines {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Engine>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Engine>>> {
         self.by_user.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the user has an engine of `kind`, starting or running.
+    pub fn has(&self, user_id: i64, kind: EngineKind) -> bool {
+        self.lock().contains_key(&(user_id, kind))
+    }
+
+    /// The user's running engine of `kind`, leased (so it is not idle while used).
+    pub fn lease_running(&self, user_id: i64, kind: EngineKind) -> Option<Lease> {
+        let map = self.lock();
+        let e = map.get(&(user_id, kind))?;
+        if e.state() != EngineState::Running {
+            return None;
+        }
+        e.active.fetch_add(1, Ordering::SeqCst);
+        Some(Lease { engine: e.clone() })
     }
 
     /// Every live engine, oldest first.
@@ -106,53 +167,107 @@ pub struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.engine.last_used_ms.store(now_ms(), Ordering::SeqCst);
+        self.engine.touch();
         self.engine.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// The user's engine, started if there is none, once it accepts connections. Waits as long
-/// as the engine takes to start (no timeout: a cold start is seconds, and failing the first
-/// query would only make the client retry); fails only if the engine cannot start or dies.
-pub async fn acquire(app: &Arc<App>, user: &UserRow) -> Result<Lease, AcquireError> {
+/// Ports reserved for a new engine before it exists (reserving runs nft, so not under the
+/// map's lock); handed back if the engine never takes them.
+#[derive(Default)]
+struct Ports {
+    main: Option<u16>,
+    ui: Option<u16>,
+}
+
+impl Ports {
+    fn reserve(app: &App, user: &UserRow, kind: EngineKind) -> Result<Ports, AcquireError> {
+        match kind {
+            // The Connect port is protected by its secret; its UI gets a guarded port.
+            EngineKind::Spark => Ok(Ports {
+                main: None,
+                ui: app
+                    .reserve_port()
+                    .map_err(|why| {
+                        tracing::warn!(user = %user.name, "the engine runs without its Spark UI: {why}")
+                    })
+                    .ok(),
+            }),
+            // A notebook is a web server: without a guarded port, no notebook.
+            EngineKind::Notebook => Ok(Ports {
+                main: Some(app.reserve_port().map_err(|why| {
+                    AcquireError::Failed(format!(
+                        "notebooks are off on this machine: their ports cannot be kept from other users ({why})"
+                    ))
+                })?),
+                ui: None,
+            }),
+        }
+    }
+
+    fn give_back(self, app: &App) {
+        for p in [self.main, self.ui].into_iter().flatten() {
+            app.release_port(p);
+        }
+    }
+}
+
+/// The user's engine of `kind`, started if there is none, once it accepts connections.
+/// Waits as long as the engine takes to start (no timeout: a cold start is seconds, and
+/// failing the first query would only make the client retry); fails only if the engine
+/// cannot start or dies.
+pub async fn acquire(
+    app: &Arc<App>,
+    user: &UserRow,
+    kind: EngineKind,
+) -> Result<Lease, AcquireError> {
+    let lease = start(app, user, kind)?;
+    wait_running(lease).await
+}
+
+/// The user's engine of `kind`, leased, started if there is none (without waiting for it).
+pub fn start(app: &Arc<App>, user: &UserRow, kind: EngineKind) -> Result<Lease, AcquireError> {
     if app.is_shutting_down() {
         return Err(AcquireError::Failed("Hearth is shutting down".into()));
     }
     // A new engine must fit now, like a job would: checked before taking the map's lock,
     // since the snapshot lists engines too.
-    let has_engine = app.engines.lock().contains_key(&user.id);
-    let mut ui_port = None;
+    let has_engine = app.engines.lock().contains_key(&(user.id, kind));
+    let mut ports = Ports::default();
     if !has_engine {
-        admit(app, user).map_err(AcquireError::NoRoom)?;
-        // Reserved outside the map's lock (it runs nft); handed back below if unused.
-        ui_port = match app.reserve_port() {
-            Ok(p) => Some(p),
-            Err(why) => {
-                tracing::warn!(user = %user.name, "the engine runs without its Spark UI: {why}");
-                None
-            }
-        };
+        admit(app, user, kind).map_err(AcquireError::NoRoom)?;
+        ports = Ports::reserve(app, user, kind)?;
     }
-    let lease = {
+    let (lease, started) = {
         let mut map = app.engines.lock();
-        let engine = match map.get(&user.id) {
-            Some(e) => e.clone(),
-            None => {
-                let e = new_engine(app, user, ui_port.take());
-                map.insert(user.id, e.clone());
-                let (app, user, e2) = (app.clone(), user.clone(), e.clone());
-                tokio::spawn(async move { run(app, user, e2).await });
-                e
-            }
+        let (engine, started) = match map.get(&(user.id, kind)) {
+            Some(e) => (e.clone(), false),
+            None => match new_engine(app, user, kind, std::mem::take(&mut ports)) {
+                Some(e) => {
+                    map.insert((user.id, kind), e.clone());
+                    let (app, user, e2) = (app.clone(), user.clone(), e.clone());
+                    tokio::spawn(async move { run(app, user, e2).await });
+                    (e, true)
+                }
+                // Raced with another start that has already taken the ports' place.
+                None => return Err(AcquireError::Failed("could not start the engine".into())),
+            },
         };
         // Counted under the map's lock, so the reaper never stops an engine being leased.
         engine.active.fetch_add(1, Ordering::SeqCst);
-        Lease { engine }
+        (Lease { engine }, started)
     };
-    if let Some(p) = ui_port {
-        app.release_port(p);
+    ports.give_back(app);
+    // The scheduler counts engines: a new one changes what jobs fit (an existing one,
+    // leased for each gRPC call, does not, so no wake-up for those).
+    if started {
+        app.wake.notify_one();
     }
-    app.wake.notify_one();
+    Ok(lease)
+}
+
+/// Waits until the leased engine runs.
+pub async fn wait_running(lease: Lease) -> Result<Lease, AcquireError> {
     let mut rx = lease.engine.state.subscribe();
     loop {
         match rx.borrow_and_update().clone() {
@@ -175,10 +290,9 @@ pub enum AcquireError {
 
 /// Whether a new engine for `user` fits now: in what running jobs and engines leave free on
 /// the machine, and within the user's own quota. Says what holds it back if not.
-fn admit(app: &App, user: &UserRow) -> Result<(), String> {
-    let heap = app.cfg.engine_memory_mib;
-    let need =
-        hearth_sched::Resources::new(app.cfg.engine_cores, hearth_model::memory_limit_mib(heap));
+fn admit(app: &App, user: &UserRow, kind: EngineKind) -> Result<(), String> {
+    let (cores, limit) = size(app, kind);
+    let need = hearth_sched::Resources::new(cores, limit);
     let policy = app.policy();
     let snapshot =
         crate::dispatch::snapshot(app, &policy).map_err(|e| format!("reading the store: {e}"))?;
@@ -195,8 +309,9 @@ fn admit(app: &App, user: &UserRow) -> Result<(), String> {
     let free = crate::dispatch::node_capacity(app).saturating_sub(&used);
     if !need.fits_in(&free) {
         return Err(format!(
-            "no room for your Spark Connect engine now: it needs {need} and {free} is free; \
-             try again when jobs finish"
+            "no room for your {} now: it needs {need} and {free} is free; \
+             try again when jobs finish",
+            what(kind)
         ));
     }
     let quota = policy.config.user_quota(&user.name);
@@ -206,31 +321,57 @@ fn admit(app: &App, user: &UserRow) -> Result<(), String> {
         .is_some_and(|m| mine.memory_mib + need.memory_mib > m);
     if over_cores || over_memory {
         return Err(format!(
-            "your quota has no room for a Spark Connect engine ({need}): your jobs and engines \
-             hold {mine}; wait for some to finish or cancel one"
+            "your quota has no room for a {} ({need}): your jobs and engines \
+             hold {mine}; wait for some to finish or cancel one",
+            what(kind)
         ));
     }
     Ok(())
 }
 
-fn new_engine(app: &App, user: &UserRow, ui_port: Option<u16>) -> Arc<Engine> {
+fn what(kind: EngineKind) -> &'static str {
+    match kind {
+        EngineKind::Spark => "Spark Connect engine",
+        EngineKind::Notebook => "notebook",
+    }
+}
+
+/// An engine's cores and memory limit (heap plus overhead for the JVM).
+fn size(app: &App, kind: EngineKind) -> (u32, u64) {
+    match kind {
+        EngineKind::Spark => (
+            app.cfg.engine_cores,
+            hearth_model::memory_limit_mib(app.cfg.engine_memory_mib),
+        ),
+        // JupyterLab and thin kernels: the Spark work happens in the Spark engine.
+        EngineKind::Notebook => (1, app.cfg.notebook_memory_mib),
+    }
+}
+
+fn new_engine(app: &App, user: &UserRow, kind: EngineKind, ports: Ports) -> Option<Arc<Engine>> {
     let id = app.engines.next_id.fetch_add(1, Ordering::SeqCst) + 1;
-    let heap = app.cfg.engine_memory_mib;
-    Arc::new(Engine {
+    let (cores, memory_limit_mib) = size(app, kind);
+    let port = match kind {
+        EngineKind::Spark => free_local_port(),
+        EngineKind::Notebook => ports.main?,
+    };
+    Some(Arc::new(Engine {
         id,
+        kind,
         user_id: user.id,
         user: user.name.clone(),
-        port: free_local_port(),
-        ui_port,
+        port,
+        ui_port: ports.ui,
         secret: crate::auth::random_hex(32),
-        cores: app.cfg.engine_cores,
-        memory_limit_mib: hearth_model::memory_limit_mib(heap),
+        cores,
+        memory_limit_mib,
         started_ms: now_ms(),
         state: watch::channel(EngineState::Starting).0,
         last_used_ms: AtomicI64::new(now_ms()),
         active: AtomicUsize::new(0),
         task_dir: engine_dir(app, id).join("task"),
-    })
+        kernel_token: Mutex::new(None),
+    }))
 }
 
 pub fn engines_dir(app: &App) -> PathBuf {
@@ -257,10 +398,8 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
     // A directory left by an earlier Hearth with the same id holds nothing of value.
     let _ = std::fs::remove_dir_all(&dir);
     mkdir(&dir, 0o700, None).map_err(|err| io("creating the engine's directory", err))?;
-    let private = private_dirs(
-        &dir,
-        owner,
-        &spark::engine_properties_file(
+    let properties = match e.kind {
+        EngineKind::Spark => spark::engine_properties_file(
             &e.secret,
             &crate::auth::random_hex(32),
             &match e.ui_port {
@@ -271,22 +410,59 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
                 None => spark::UiPlace::Off,
             },
         ),
-    )?;
+        EngineKind::Notebook => String::new(),
+    };
+    let private = private_dirs(&dir, owner, &properties)?;
     hearth_agent::users::ensure_workspace(&linux).map_err(|err| err.to_string())?;
-    let argv = spark::connect_server_argv(&spark::ConnectEngine {
-        spark_home: &rt.spark_home,
-        user: &user.name,
-        cores: e.cores,
-        heap_mib: app.cfg.engine_memory_mib,
-        port: e.port,
-        properties_file: &private.properties,
-    });
+    let (argv, env) = match e.kind {
+        EngineKind::Spark => (
+            spark::connect_server_argv(&spark::ConnectEngine {
+                spark_home: &rt.spark_home,
+                user: &user.name,
+                cores: e.cores,
+                heap_mib: app.cfg.engine_memory_mib,
+                port: e.port,
+                properties_file: &private.properties,
+            }),
+            spark::engine_env(&rt, &linux, &user.name),
+        ),
+        EngineKind::Notebook => {
+            // The kernels' `spark`: set up by an IPython startup file in the notebook's
+            // private /tmp (IPYTHONDIR), connected with a token of the user's own.
+            let startup = private.tmp.join("ipython/profile_default/startup");
+            for d in [
+                "ipython",
+                "ipython/profile_default",
+                "ipython/profile_default/startup",
+            ] {
+                mkdir(&private.tmp.join(d), 0o700, owner)
+                    .map_err(|err| io("creating the notebook's IPython profile", err))?;
+            }
+            let file = startup.join("00-hearth-spark.py");
+            std::fs::write(&file, spark::NOTEBOOK_STARTUP_PY)
+                .map_err(|err| io("writing the notebook's startup file", err))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&file, Some(uid), Some(gid))
+                    .map_err(|err| io("handing the startup file to its user", err))?;
+            }
+            let remote = kernel_remote(app, user, e)?;
+            (
+                spark::notebook_argv(&spark::NotebookServer {
+                    python: &rt.python,
+                    port: e.port,
+                    base_url: &notebook_path(&user.name),
+                    root_dir: &linux.home,
+                }),
+                spark::notebook_env(&rt, &linux, &user.name, &e.secret, remote.as_deref()),
+            )
+        }
+    };
     Ok(TaskSpec {
         id: format!("{}-engine-{}", app.instance, e.id),
         dir: e.task_dir.clone(),
         user: linux.clone(),
         argv,
-        env: spark::engine_env(&rt, &linux, &user.name),
+        env,
         cwd: linux.home.clone(),
         rw_paths: vec![linux.home.clone()],
         ro_paths: vec![private.conf, rt.root.clone()],
@@ -297,6 +473,42 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
         cpu_cores: e.cores,
         pids_max: 4096,
     })
+}
+
+/// The name of the Hearth token a notebook's kernels use; revoked when the notebook ends,
+/// and by the next start if Hearth stopped without revoking it.
+const KERNEL_TOKEN_PREFIX: &str = "notebook-kernel-";
+
+/// `SPARK_REMOTE` for a notebook's kernels: the gateway over loopback (plaintext, which
+/// PySpark speaks to a host named `localhost`), with a new token of the user's. None when
+/// the gateway is off or not reachable on loopback (said in the log).
+fn kernel_remote(app: &App, user: &UserRow, e: &Engine) -> Result<Option<String>, String> {
+    let Some(connect) = &app.connect else {
+        tracing::warn!(
+            engine = e.id,
+            "the gateway is off: notebook kernels get no `spark`"
+        );
+        return Ok(None);
+    };
+    let ip = connect.addr.ip();
+    if !(ip.is_loopback() || ip.is_unspecified()) {
+        tracing::warn!(
+            engine = e.id,
+            "the gateway listens on {ip} only: notebook kernels reach it at localhost, so they get no `spark`"
+        );
+        return Ok(None);
+    }
+    let t = crate::auth::new_token(user, &format!("{KERNEL_TOKEN_PREFIX}{}", e.id), None);
+    let id = app
+        .store
+        .insert_token(&t.row)
+        .map_err(|err| format!("making the kernels' token: {err}"))?;
+    *e.kernel_token.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
+    Ok(Some(format!(
+        "sc://localhost:{}/;token={}",
+        connect.addr.port(),
+        crate::auth::format_token(id, &t.secret)
+    )))
 }
 
 /// Starts the engine, marks it running once its port is open, and records its end.
@@ -360,12 +572,29 @@ fn ended(app: &App, e: &Arc<Engine>, why: String) {
     e.set_state(EngineState::Stopped(why));
     {
         let mut map = app.engines.lock();
-        if map.get(&e.user_id).is_some_and(|cur| cur.id == e.id) {
-            map.remove(&e.user_id);
+        if map
+            .get(&(e.user_id, e.kind))
+            .is_some_and(|cur| cur.id == e.id)
+        {
+            map.remove(&(e.user_id, e.kind));
         }
     }
     if let Some(p) = e.ui_port {
         app.release_port(p);
+    }
+    if e.kind == EngineKind::Notebook {
+        app.release_port(e.port);
+    }
+    let token = e
+        .kernel_token
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(id) = token {
+        if let Err(err) = app.store.delete_token(id, e.user_id) {
+            tracing::error!(engine = e.id, "revoking the kernels' token: {err}");
+        }
+        app.tokens.forget(id);
     }
     // The secrets and scratch space go with the engine; its log stays for the admin.
     let dir = engine_dir(app, e.id);
@@ -379,43 +608,85 @@ fn ended(app: &App, e: &Arc<Engine>, why: String) {
 pub async fn stop(app: &Arc<App>, e: &Arc<Engine>) {
     {
         let mut map = app.engines.lock();
-        if map.get(&e.user_id).is_some_and(|cur| cur.id == e.id) {
-            map.remove(&e.user_id);
+        if map
+            .get(&(e.user_id, e.kind))
+            .is_some_and(|cur| cur.id == e.id)
+        {
+            map.remove(&(e.user_id, e.kind));
         }
     }
     sandbox::stop(&e.task_dir, app.cfg.stop_grace).await;
 }
 
-/// Stops engines nobody used for the idle timeout. Runs until Hearth shuts down.
+/// How long an engine of `kind` may sit unused.
+fn idle_timeout(app: &App, kind: EngineKind) -> Duration {
+    match kind {
+        EngineKind::Spark => app.cfg.engine_idle_timeout,
+        EngineKind::Notebook => app.cfg.notebook_idle_timeout,
+    }
+}
+
+/// Stops engines nobody used for their kind's idle timeout. Runs until Hearth shuts down.
 pub async fn reap_idle(app: Arc<App>) {
-    let idle = app.cfg.engine_idle_timeout;
-    let tick = (idle / 5).clamp(Duration::from_millis(500), Duration::from_secs(10));
+    let shortest = app
+        .cfg
+        .engine_idle_timeout
+        .min(app.cfg.notebook_idle_timeout);
+    let tick = (shortest / 5).clamp(Duration::from_millis(500), Duration::from_secs(10));
     loop {
         tokio::time::sleep(tick).await;
         if app.is_shutting_down() {
             return;
         }
-        let cutoff = now_ms() - idle.as_millis() as i64;
+        // A notebook whose kernel is running a cell is in use, even if nobody watches it.
+        let notebooks: Vec<Arc<Engine>> = app
+            .engines
+            .list()
+            .into_iter()
+            .filter(|e| e.kind == EngineKind::Notebook && e.state() == EngineState::Running)
+            .collect();
+        for e in notebooks {
+            if kernels_busy(&e).await {
+                e.touch();
+            }
+        }
+        let now = now_ms();
         let idle_engines: Vec<Arc<Engine>> = {
             let mut map = app.engines.lock();
-            let ids: Vec<i64> = map
+            let keys: Vec<Key> = map
                 .iter()
                 .filter(|(_, e)| {
                     e.state() == EngineState::Running
                         && e.active() == 0
-                        && e.last_used_ms() < cutoff
+                        && e.last_used_ms() < now - idle_timeout(&app, e.kind).as_millis() as i64
                 })
-                .map(|(&uid, _)| uid)
+                .map(|(k, _)| *k)
                 .collect();
             // Taken out under the lock: a request arriving now starts a new engine rather
             // than leasing one about to stop.
-            ids.iter().filter_map(|uid| map.remove(uid)).collect()
+            keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for e in idle_engines {
-            tracing::info!(engine = e.id, user = %e.user, "stopping an idle engine");
+            tracing::info!(engine = e.id, user = %e.user, kind = e.kind.name(), "stopping an idle engine");
             let app = app.clone();
             tokio::spawn(async move { sandbox::stop(&e.task_dir, app.cfg.stop_grace).await });
         }
+    }
+}
+
+/// Whether JupyterLab reports a kernel busy (or starting) right now.
+async fn kernels_busy(e: &Engine) -> bool {
+    let path = format!("{}api/kernels", notebook_path(&e.user));
+    let auth = format!("token {}", e.secret);
+    match crate::web::proxy::get_local(e.port, &path, &auth).await {
+        Ok((200, body)) => serde_json::from_slice::<Vec<serde_json::Value>>(&body)
+            .map(|kernels| {
+                kernels
+                    .iter()
+                    .any(|k| matches!(k["execution_state"].as_str(), Some("busy" | "starting")))
+            })
+            .unwrap_or(false),
+        _ => false,
     }
 }
 
@@ -438,6 +709,11 @@ pub async fn stop_all(app: &Arc<App>) {
 /// outlive it), then forgets them. Engines are not reattached: the gateway knows their
 /// secrets only in memory, and a user's next query simply starts a fresh one.
 pub async fn reap_orphans(app: &Arc<App>) {
+    // Kernels' tokens of notebooks that ended with an earlier Hearth.
+    match app.store.delete_tokens_named_like(KERNEL_TOKEN_PREFIX) {
+        Ok(ids) => ids.into_iter().for_each(|id| app.tokens.forget(id)),
+        Err(err) => tracing::error!("revoking notebooks' leftover tokens: {err}"),
+    }
     let Ok(entries) = std::fs::read_dir(engines_dir(app)) else {
         return;
     };
@@ -465,4 +741,73 @@ pub fn allocations(app: &App) -> Vec<hearth_sched::Allocation> {
             resources: hearth_sched::Resources::new(e.cores, e.memory_limit_mib),
         })
         .collect()
+}
+
+/// An engine's response body, passed through frame by frame (trailers included), for the
+/// gateway and the door alike. Holds the lease so an engine with an open stream is never idle.
+pub struct LeasedBody {
+    inner: Inner,
+    _lease: Option<Lease>,
+}
+
+enum Inner {
+    Upstream(Incoming),
+    /// Frames Hearth answers with itself, in order.
+    Own(std::collections::VecDeque<Frame<Bytes>>),
+}
+
+impl LeasedBody {
+    pub fn new(inner: Incoming, lease: Option<Lease>) -> LeasedBody {
+        LeasedBody {
+            inner: Inner::Upstream(inner),
+            _lease: lease,
+        }
+    }
+
+    /// A body with nothing in it (an answer Hearth gives itself).
+    pub fn empty() -> LeasedBody {
+        Self::frames(Vec::new())
+    }
+
+    /// A body of Hearth's own frames (data and trailers).
+    pub fn frames(frames: Vec<Frame<Bytes>>) -> LeasedBody {
+        LeasedBody {
+            inner: Inner::Own(frames.into()),
+            _lease: None,
+        }
+    }
+}
+
+impl Body for LeasedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().inner {
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Own(frames) => Poll::Ready(frames.pop_front().map(Ok)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Own(frames) => frames.is_empty(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Own(frames) => SizeHint::with_exact(
+                frames
+                    .iter()
+                    .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+                    .sum(),
+            ),
+        }
+    }
 }

@@ -7,18 +7,16 @@
 //! TLS (Hearth's CA or the admin's certificate) for everyone; plaintext h2c only from
 //! loopback, because PySpark speaks plaintext to a host named exactly `localhost`.
 
-use crate::engines;
+use crate::engines::{self, LeasedBody};
 use crate::App;
-use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 /// What clients need to reach the gateway.
 #[derive(Clone)]
@@ -116,7 +114,7 @@ fn bearer(req: &Request<Incoming>) -> Result<&str, &'static str> {
         .ok_or("the authorization header must read `Bearer <Hearth token>`: put the token in the URL as ;token=TOKEN")
 }
 
-async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Response<LeasedBody> {
     let token = match bearer(&req) {
         Ok(t) => t.to_string(),
         Err(why) => return grpc_error(UNAUTHENTICATED, why),
@@ -132,7 +130,14 @@ async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Re
         Err(e) => return grpc_error(UNAVAILABLE, &format!("checking the token: {}", e.message)),
     };
     drop(token);
-    let lease = match engines::acquire(&app, &user).await {
+    // Clients release their session when they exit (PySpark does at interpreter exit, and so
+    // does every notebook kernel): with no engine running there is nothing to release, and
+    // starting a JVM just to hear that would waste a minute of a core and gigabytes.
+    if req.uri().path() == RELEASE_SESSION && !app.engines.has(user.id, engines::EngineKind::Spark)
+    {
+        return grpc_ok_empty_message();
+    }
+    let lease = match engines::acquire(&app, &user, engines::EngineKind::Spark).await {
         Ok(l) => l,
         Err(engines::AcquireError::NoRoom(why)) => return grpc_error(RESOURCE_EXHAUSTED, &why),
         Err(engines::AcquireError::Failed(why)) => {
@@ -160,10 +165,7 @@ async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Re
         Err(_) => return grpc_error(UNAVAILABLE, "the engine's secret is not a valid header"),
     }
     match upstream.request(Request::from_parts(parts, body)).await {
-        Ok(resp) => resp.map(|inner| ProxyBody {
-            inner: Some(inner),
-            _lease: Some(lease),
-        }),
+        Ok(resp) => resp.map(|inner| LeasedBody::new(inner, Some(lease))),
         Err(e) => {
             tracing::warn!(engine = lease.engine.id, "forwarding to the engine: {e}");
             grpc_error(
@@ -174,12 +176,28 @@ async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Re
     }
 }
 
+const RELEASE_SESSION: &str = "/spark.connect.SparkConnectService/ReleaseSession";
+
+/// A successful unary answer with an empty message (every field at its default).
+fn grpc_ok_empty_message() -> Response<LeasedBody> {
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+    // A message frame: not compressed (0), length 0.
+    let message = Bytes::from_static(&[0, 0, 0, 0, 0]);
+    let mut resp = Response::new(LeasedBody::frames(vec![
+        Frame::data(message),
+        Frame::trailers(trailers),
+    ]));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/grpc"),
+    );
+    resp
+}
+
 /// A gRPC error in the trailers-only form: HTTP 200, status and message in the headers.
-fn grpc_error(code: u16, message: &str) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody {
-        inner: None,
-        _lease: None,
-    });
+fn grpc_error(code: u16, message: &str) -> Response<LeasedBody> {
+    let mut resp = Response::new(LeasedBody::empty());
     let h = resp.headers_mut();
     h.insert(
         hyper::header::CONTENT_TYPE,
@@ -205,44 +223,10 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// The engine's response body, passed through frame by frame (trailers included). Holds the
-/// lease so an engine with an open stream is never idle.
-pub struct ProxyBody {
-    inner: Option<Incoming>,
-    _lease: Option<engines::Lease>,
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().inner {
-            Some(b) => Pin::new(b).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Some(b) => b.is_end_stream(),
-            None => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::body::Body;
 
     #[test]
     fn grpc_messages_are_percent_encoded() {
@@ -259,5 +243,13 @@ mod tests {
         assert_eq!(r.headers()["grpc-status"], "16");
         assert_eq!(r.headers()["grpc-message"], "no Hearth token");
         assert!(r.body().is_end_stream());
+    }
+
+    #[test]
+    fn a_release_with_no_engine_is_answered_with_one_empty_message_and_ok() {
+        let r = grpc_ok_empty_message();
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+        assert_eq!(r.body().size_hint().exact(), Some(5));
+        assert!(!r.body().is_end_stream());
     }
 }

@@ -224,8 +224,8 @@ pub async fn run(
             info.addr.port()
         );
         tokio::spawn(gateway::serve(app.clone(), listener, tls, stop_rx.clone()));
-        tokio::spawn(engines::reap_idle(app.clone()));
     }
+    tokio::spawn(engines::reap_idle(app.clone()));
     shutdown.await;
     eprintln!("Hearth is shutting down: stopping running jobs...");
     app.shutting_down.store(true, Ordering::SeqCst);

@@ -101,21 +101,43 @@ impl RuntimeLocation {
     }
 }
 
+/// JupyterLab for `hearth notebook`, and the kernel it runs code in.
+pub const JUPYTERLAB_PIN: &str = "jupyterlab==4.6.6";
+pub const IPYKERNEL_PIN: &str = "ipykernel==7.4.0";
+
+/// Every package the runtime pins, as pip takes them.
+fn packages() -> Vec<String> {
+    vec![
+        format!("pyspark[connect]=={PYSPARK_VERSION}"),
+        PANDAS_PIN.to_string(),
+        JUPYTERLAB_PIN.to_string(),
+        IPYKERNEL_PIN.to_string(),
+    ]
+}
+
+/// The marker's content: the pins installed. A changed pin installs again.
+fn marker_text(pins: &[String]) -> String {
+    let quoted: Vec<String> = pins.iter().map(|p| format!("{p:?}")).collect();
+    format!(
+        "{{\"pyspark\":\"{PYSPARK_VERSION}\",\"pins\":[{}]}}\n",
+        quoted.join(",")
+    )
+}
+
 /// Installs the pinned pyspark into a venv at `dir`, built from an interpreter every job uid
 /// can read (Debian's /usr/bin/python3, not one under /root), and makes it world-readable.
 /// Idempotent: an install with the right version is left alone.
 pub fn install(dir: &Path, python: &Path) -> Result<(), String> {
     let marker = dir.join(MARKER);
-    if let Ok(text) = std::fs::read_to_string(&marker) {
-        if text.contains(&format!("\"pyspark\":\"{PYSPARK_VERSION}\""))
-            && spark_home_in(dir).is_some()
-        {
-            eprintln!(
-                "Spark runtime pyspark {PYSPARK_VERSION} is already installed at {}",
-                dir.display()
-            );
-            return Ok(());
-        }
+    let pins = packages();
+    let recorded = marker_text(&pins);
+    if std::fs::read_to_string(&marker).is_ok_and(|t| t == recorded) && spark_home_in(dir).is_some()
+    {
+        eprintln!(
+            "Spark runtime pyspark {PYSPARK_VERSION} (with JupyterLab) is already installed at {}",
+            dir.display()
+        );
+        return Ok(());
     }
     let run = |what: &str, cmd: &mut Command| -> Result<(), String> {
         eprintln!("==> {what}");
@@ -147,21 +169,16 @@ pub fn install(dir: &Path, python: &Path) -> Result<(), String> {
         Command::new(&pip).args(["install", "--progress-bar", "on", "wheel"]),
     )?;
     run(
-        &format!("installing pyspark {PYSPARK_VERSION} (about 900 MB; the first time builds a wheel, ~1 min)"),
-        Command::new(&pip).args([
-            "install",
-            "--progress-bar",
-            "on",
-            &format!("pyspark[connect]=={PYSPARK_VERSION}"),
-            PANDAS_PIN,
-        ]),
+        &format!("installing pyspark {PYSPARK_VERSION} and JupyterLab (about 1 GB; the first time builds a wheel, ~1 min)"),
+        Command::new(&pip)
+            .args(["install", "--progress-bar", "on"])
+            .args(&pins),
     )?;
     run(
         "making the runtime readable by every job's uid",
         Command::new("chmod").arg("-R").arg("a+rX").arg(dir),
     )?;
-    std::fs::write(&marker, format!("{{\"pyspark\":\"{PYSPARK_VERSION}\"}}\n"))
-        .map_err(|e| format!("writing {}: {e}", marker.display()))?;
+    std::fs::write(&marker, recorded).map_err(|e| format!("writing {}: {e}", marker.display()))?;
     match java_version() {
         Ok(v) => eprintln!("Java: {v}"),
         Err(e) => eprintln!("warning: {e}"),

@@ -218,6 +218,79 @@ pub fn engine_properties_file(connect_token: &str, rpc_secret: &str, ui: &UiPlac
     properties(&pairs)
 }
 
+/// A user's JupyterLab: on a guarded loopback port, under the door's path.
+#[derive(Debug, Clone)]
+pub struct NotebookServer<'a> {
+    /// The runtime's Python (JupyterLab and ipykernel are installed beside pyspark).
+    pub python: &'a Path,
+    pub port: u16,
+    /// `/user/NAME/`: Jupyter serves everything under it, so the door forwards paths as
+    /// they are.
+    pub base_url: &'a str,
+    pub root_dir: &'a Path,
+}
+
+/// `python -m jupyterlab ...` for a notebook server. Its token comes in the environment.
+pub fn notebook_argv(n: &NotebookServer) -> Vec<String> {
+    vec![
+        n.python.display().to_string(),
+        "-m".into(),
+        "jupyterlab".into(),
+        "--no-browser".into(),
+        "--ip=127.0.0.1".into(),
+        format!("--port={}", n.port),
+        // Only the guarded port is safe: never move to another.
+        "--port-retries=0".into(),
+        format!("--ServerApp.base_url={}", n.base_url),
+        format!("--ServerApp.root_dir={}", n.root_dir.display()),
+        // Requests arrive through the door with the site's own Host header, which Jupyter
+        // would otherwise refuse as "remote"; the port itself is reachable by Hearth alone.
+        "--ServerApp.allow_remote_access=True".into(),
+        // Nothing to announce or fetch on a closed network.
+        "--ServerApp.terminals_enabled=True".into(),
+        "--LabApp.news_url=".into(),
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate".into(),
+    ]
+}
+
+/// Runs in every notebook kernel at start: `spark` is a session on the user's own Spark
+/// Connect engine, through Hearth's gateway.
+pub const NOTEBOOK_STARTUP_PY: &str = r#"# Made by Hearth: `spark` is a SparkSession on your own Spark Connect engine, through Hearth.
+import os as _os
+if _os.environ.get("SPARK_REMOTE"):
+    from pyspark.sql import SparkSession
+    spark = SparkSession.builder.remote(_os.environ["SPARK_REMOTE"]).getOrCreate()
+del _os
+"#;
+
+/// A notebook server's environment: a job's, with JupyterLab's token, the kernels' way to
+/// the gateway, and Jupyter's and IPython's scratch state in the private /tmp.
+pub fn notebook_env(
+    rt: &crate::runtime::Runtime,
+    user: &hearth_agent::LinuxUser,
+    hearth_user: &str,
+    jupyter_token: &str,
+    spark_remote: Option<&str>,
+) -> Vec<(String, String)> {
+    let mut env = base_env(rt, user, hearth_user);
+    // `jupyter` and `pip` of the runtime first, for terminals and `!` commands.
+    let bin = rt.python.parent().map(|p| p.display().to_string());
+    if let Some(bin) = bin {
+        for (k, v) in env.iter_mut() {
+            if k == "PATH" {
+                *v = format!("{bin}:{v}");
+            }
+        }
+    }
+    env.push(("JUPYTER_TOKEN".into(), jupyter_token.to_string()));
+    env.push(("JUPYTER_RUNTIME_DIR".into(), "/tmp/jupyter-runtime".into()));
+    env.push(("IPYTHONDIR".into(), "/tmp/ipython".into()));
+    if let Some(remote) = spark_remote {
+        env.push(("SPARK_REMOTE".into(), remote.to_string()));
+    }
+    env
+}
+
 /// The whole environment of a job's process: nothing of Hearth's own environment (which may
 /// hold the admin password) leaks in.
 pub fn job_env(
@@ -331,6 +404,24 @@ mod tests {
         assert!(props.contains("spark.connect.authenticate.token=tok\n"));
         assert!(props.contains("spark.authenticate.secret=rpc\n"));
         assert!(props.contains("spark.ui.enabled=false\n"));
+    }
+
+    #[test]
+    fn a_notebook_is_jupyterlab_on_its_port_under_the_doors_path() {
+        let argv = notebook_argv(&NotebookServer {
+            python: Path::new("/rt/bin/python"),
+            port: 41000,
+            base_url: "/user/alice/",
+            root_dir: Path::new("/w/alice"),
+        });
+        let line = argv.join(" ");
+        assert!(line.starts_with("/rt/bin/python -m jupyterlab --no-browser --ip=127.0.0.1 --port=41000 --port-retries=0"), "{line}");
+        assert!(line.contains("--ServerApp.base_url=/user/alice/"), "{line}");
+        assert!(line.contains("--ServerApp.root_dir=/w/alice"), "{line}");
+        assert!(
+            !line.contains("token"),
+            "the token stays off the command line: {line}"
+        );
     }
 
     #[test]

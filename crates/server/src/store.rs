@@ -393,6 +393,22 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Deletes every token whose name starts with `prefix` (tokens Hearth made for its own
+    /// tasks); returns their ids.
+    pub fn delete_tokens_named_like(&self, prefix: &str) -> Result<Vec<i64>> {
+        let conn = self.conn();
+        let ids: Vec<i64> = {
+            let mut st = conn.prepare("SELECT id FROM tokens WHERE substr(name, 1, ?2) = ?1")?;
+            let rows =
+                st.query_map(params![prefix, prefix.chars().count() as i64], |r| r.get(0))?;
+            rows.collect::<Result<_>>()?
+        };
+        for id in &ids {
+            conn.execute("DELETE FROM tokens WHERE id = ?1", [id])?;
+        }
+        Ok(ids)
+    }
+
     pub fn touch_token(&self, id: i64, at: i64) -> Result<()> {
         self.conn().execute(
             "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",

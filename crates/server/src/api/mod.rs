@@ -52,6 +52,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/policy"),
     ("get", "/api/v1/queues"),
     ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/notebooks"),
     ("get", "/api/v1/sessions"),
     ("delete", "/api/v1/sessions/{id}"),
     ("get", "/api/v1/connect"),
@@ -85,6 +86,7 @@ pub fn router(app: AppState) -> Router {
         .route("/policy", get(policy::get).put(policy::put))
         .route("/queues", get(policy::queues))
         .route("/openapi.json", get(openapi::serve))
+        .route("/notebooks", post(sessions::start_notebook))
         .route("/sessions", get(sessions::list))
         .route("/sessions/{id}", axum::routing::delete(sessions::stop))
         .route("/connect", get(sessions::connect_info))

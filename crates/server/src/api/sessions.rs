@@ -2,7 +2,7 @@
 //! the gateway (its port and the CA to trust).
 
 use super::{AppState, Caller};
-use crate::engines::{self, EngineState};
+use crate::engines::{self, AcquireError, EngineKind, EngineState};
 use crate::error::{ApiError, ApiResult};
 use crate::store::now_ms;
 use axum::extract::{Path, Query, State};
@@ -29,7 +29,8 @@ fn describe(e: &engines::Engine) -> Value {
     json!({
         "id": e.id,
         "user": e.user,
-        "kind": "spark-connect",
+        "kind": e.kind.name(),
+        "url": e.url(),
         "state": state.name(),
         "started_at_ms": e.started_ms,
         "uptime_ms": (now - e.started_ms).max(0),
@@ -81,6 +82,20 @@ pub async fn stop(
         .ok_or_else(|| ApiError::not_found(format!("no session {id}: see `hearth sessions`")))?;
     engines::stop(&app, &engine).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Starts the caller's notebook, or finds the one running; answers at once (a cold start
+/// takes seconds: poll `GET /sessions` until it is `running`, then open its `url`).
+pub async fn start_notebook(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    match engines::start(&app, &caller.0, EngineKind::Notebook) {
+        Ok(lease) => Ok(Json(describe(&lease.engine))),
+        Err(AcquireError::NoRoom(why)) => Err(ApiError::conflict("no_room", why)),
+        Err(AcquireError::Failed(why)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "notebook_unavailable",
+            why,
+        )),
+    }
 }
 
 fn gateway(app: &AppState) -> ApiResult<&crate::gateway::ConnectInfo> {

@@ -1,6 +1,7 @@
 //! The door: users' own web servers behind Hearth's one login. Every running job's Spark UI
 //! at `/ui/jobs/ID/` and every Spark Connect engine's at `/ui/sessions/ID/` (owner and
-//! admins).
+//! admins); each user's notebook at `/user/NAME/` (the owner alone: a notebook runs code as
+//! its owner, so not even admins get in; Jupyter's own token is added by Hearth).
 //!
 //! The servers listen on guarded loopback ports (`hearth_agent::portguard`) that only Hearth
 //! can reach, so this proxy is the one way in, and it checks who is asking on every request:
@@ -12,6 +13,7 @@
 //! sandbox: the page is the owner's code, and must not act with the admin's session.
 
 use crate::api::AppState;
+use crate::engines::{self, EngineKind, LeasedBody};
 use crate::error::ApiError;
 use crate::store::UserRow;
 use crate::web::session;
@@ -27,6 +29,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ui/{*rest}", any(serve))
         .route("/ui/", any(serve))
+        .route("/user/{*rest}", any(serve))
 }
 
 /// Whose web server a path names.
@@ -34,6 +37,8 @@ pub fn router() -> Router<AppState> {
 enum Target {
     JobUi(i64),
     EngineUi(i64),
+    /// A user's notebook, by user name.
+    Notebook(String),
 }
 
 /// A request path split into the target, its prefix (`/ui/jobs/7`) and what follows it.
@@ -46,6 +51,20 @@ struct Parsed {
 }
 
 fn parse_target(path: &str) -> Option<Parsed> {
+    if let Some(after) = path.strip_prefix("/user/") {
+        let (name, rest) = match after.find('/') {
+            Some(i) => (&after[..i], &after[i..]),
+            None => (after, ""),
+        };
+        if name.is_empty() {
+            return None;
+        }
+        return Some(Parsed {
+            target: Target::Notebook(name.to_string()),
+            prefix: format!("/user/{name}"),
+            rest: rest.to_string(),
+        });
+    }
     let after = path.strip_prefix("/ui/")?;
     let (kind, tail) = after.split_once('/').unwrap_or((after, ""));
     let (id, rest) = match tail.find('/') {
@@ -69,6 +88,12 @@ fn parse_target(path: &str) -> Option<Parsed> {
 struct Upstream {
     port: u16,
     owner: UserRow,
+    /// Jupyter's token, sent as its `Authorization: token` header.
+    token: Option<String>,
+    /// Keeps a notebook in use while the request (or WebSocket) lasts.
+    lease: Option<engines::Lease>,
+    /// Jupyter serves under the door's path; Spark serves at `/` with prefixed links.
+    strip_prefix: bool,
 }
 
 fn not_found(what: &str) -> Response {
@@ -78,7 +103,9 @@ fn not_found(what: &str) -> Response {
 async fn serve(State(app): State<AppState>, req: Request) -> Response {
     let uri = req.uri().clone();
     let Some(parsed) = parse_target(uri.path()) else {
-        return not_found("nothing here: Spark UIs live at /ui/jobs/ID/ and /ui/sessions/ID/");
+        return not_found(
+            "nothing here: Spark UIs live at /ui/jobs/ID/ and /ui/sessions/ID/, notebooks at /user/NAME/",
+        );
     };
     let caller = match authenticate(&app, req.method(), req.headers()).await {
         Ok(u) => u,
@@ -101,28 +128,49 @@ async fn serve(State(app): State<AppState>, req: Request) -> Response {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "the Spark UI is not up yet: try again in a few seconds",
+            "it is not up yet: try again in a few seconds",
         )
         .into_response();
     }
-    let sandboxed = caller.id != upstream.owner.id;
-    let path_and_query = match uri.query() {
-        Some(q) => format!("{}?{q}", parsed.rest),
-        None => parsed.rest.clone(),
+    let path = if upstream.strip_prefix {
+        parsed.rest.as_str()
+    } else {
+        uri.path()
     };
-    forward(
-        req,
-        upstream.port,
-        &path_and_query,
-        &parsed.prefix,
-        sandboxed,
-    )
-    .await
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let sandboxed = caller.id != upstream.owner.id;
+    let prefix = if upstream.strip_prefix {
+        parsed.prefix.clone()
+    } else {
+        String::new()
+    };
+    forward(req, upstream, &path_and_query, &prefix, sandboxed).await
 }
 
 /// The job's or engine's server, if the caller may see it (the owner, or an admin).
 /// Anything else answers 404, as if it did not exist.
 fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, ApiError> {
+    if let Target::Notebook(name) = target {
+        // The owner alone, and only a running notebook.
+        let lease = (&caller.name == name)
+            .then(|| app.engines.lease_running(caller.id, EngineKind::Notebook))
+            .flatten()
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no notebook of yours runs at /user/{name}/: start one with `hearth notebook start`"
+                ))
+            })?;
+        return Ok(Upstream {
+            port: lease.engine.port,
+            owner: caller.clone(),
+            token: Some(lease.engine.secret.clone()),
+            lease: Some(lease),
+            strip_prefix: false,
+        });
+    }
     let (owner_id, port) = match target {
         Target::JobUi(id) => {
             let job = app
@@ -154,13 +202,20 @@ fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, A
             })?;
             (engine.user_id, port)
         }
+        Target::Notebook(_) => unreachable!("handled above"),
     };
     let owner = app
         .store
         .user_by_id(owner_id)
         .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::not_found("its owner no longer exists"))?;
-    Ok(Upstream { port, owner })
+    Ok(Upstream {
+        port,
+        owner,
+        token: None,
+        lease: None,
+        strip_prefix: true,
+    })
 }
 
 /// Why a request has no user.
@@ -321,7 +376,7 @@ fn rewrite_location(location: &str, prefix: &str) -> String {
 /// its answer back; a WebSocket upgrade is spliced through both ways.
 async fn forward(
     mut req: Request,
-    port: u16,
+    upstream: Upstream,
     path_and_query: &str,
     prefix: &str,
     sandboxed: bool,
@@ -355,25 +410,19 @@ async fn forward(
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, "websocket");
     }
+    if let Some(token) = &upstream.token {
+        out = out.header(header::AUTHORIZATION, format!("token {token}"));
+    }
     let Ok(out) = out.body(body) else {
         return ApiError::bad_request("invalid_request", "the request could not be forwarded")
             .into_response();
     };
     let unavailable =
         |why: String| ApiError::new(StatusCode::BAD_GATEWAY, "upstream", why).into_response();
-    let stream = match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+    let mut sender = match connect_local(upstream.port).await {
         Ok(s) => s,
-        Err(e) => return unavailable(format!("the web server did not answer: {e}")),
+        Err(e) => return unavailable(e),
     };
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    {
-        Ok(x) => x,
-        Err(e) => return unavailable(format!("the web server did not answer: {e}")),
-    };
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
     let mut answer = match sender.send_request(out).await {
         Ok(r) => r,
         Err(e) => return unavailable(format!("the web server failed to answer: {e}")),
@@ -381,13 +430,18 @@ async fn forward(
     if answer.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let server_upgrade = hyper::upgrade::on(&mut answer);
+            // The lease lives as long as the WebSocket: an open kernel channel is use.
+            let lease = upstream.lease;
             tokio::spawn(async move {
                 if let (Ok(client), Ok(server)) = tokio::join!(client_upgrade, server_upgrade) {
                     let mut client = TokioIo::new(client);
                     let mut server = TokioIo::new(server);
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                 }
+                drop(lease);
             });
+            let (head, _) = answer.into_parts();
+            return Response::from_parts(head, Body::empty());
         }
     }
     let (mut head, body) = answer.into_parts();
@@ -426,7 +480,58 @@ async fn forward(
         );
     }
     head.headers = headers;
-    Response::from_parts(head, Body::new(body))
+    Response::from_parts(head, Body::new(LeasedBody::new(body, upstream.lease)))
+}
+
+/// An HTTP/1.1 connection to a web server on loopback (a fresh one per request: it costs
+/// microseconds here, and a request never waits behind another's long poll).
+async fn connect_local<B>(port: u16) -> Result<hyper::client::conn::http1::SendRequest<B>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("the web server did not answer: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("the web server did not answer: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
+/// GET `path` from the web server on `port` with an `Authorization` header: Hearth asking a
+/// notebook whether its kernels are busy. Status and body (at most 1 MiB).
+pub async fn get_local(
+    port: u16,
+    path: &str,
+    authorization: &str,
+) -> Result<(u16, Vec<u8>), String> {
+    use http_body_util::BodyExt;
+    let mut sender = connect_local::<Body>(port).await?;
+    let req = hyper::Request::builder()
+        .uri(path)
+        .header(header::HOST, format!("127.0.0.1:{port}"))
+        .header(header::AUTHORIZATION, authorization)
+        .body(Body::empty())
+        .map_err(|e| e.to_string())?;
+    let fetch = async {
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = http_body_util::Limited::new(resp.into_body(), 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body.to_vec()))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), fetch)
+        .await
+        .map_err(|_| "no answer in 10 s".to_string())?
 }
 
 #[cfg(test)]
