@@ -601,3 +601,40 @@ fn metrics_are_for_admins_and_name_what_matters() {
         assert!(value.parse::<f64>().is_ok(), "bad sample line: {line}");
     }
 }
+
+#[test]
+fn a_notebook_opens_in_the_browser_after_the_login_and_only_for_its_owner() {
+    let mut h = Hearth::start();
+    let alice = h.add_user("alice");
+    let bob = h.add_user("bob");
+    let out = h.cli(&alice, &["notebook", "start"]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let b = Browser::start("notebook");
+
+    // Not logged in: the door sends the browser to the login, and back after it.
+    b.goto(&format!("{}/user/alice/lab", h.url));
+    b.find("#login-form");
+    b.type_into("#login-user", &alice.name);
+    b.type_into("#login-password", &password(&alice));
+    b.click("#login-submit");
+    b.wait(
+        "location.pathname.startsWith('/user/alice/lab')",
+        "back at the notebook after logging in",
+    );
+    // JupyterLab itself: its scripts, settings and API calls all pass the door.
+    b.wait(
+        "!!document.querySelector('.jp-LabShell') && !!document.querySelector('.jp-LauncherCard')",
+        "JupyterLab's launcher",
+    );
+    b.shot("notebook");
+
+    // Bob, logged in on the same browser: alice's notebook does not exist for him.
+    b.goto(&format!("{}/#/jobs", h.url));
+    b.logout();
+    b.login(&h.url, &bob.name, &password(&bob));
+    b.goto(&format!("{}/user/alice/lab", h.url));
+    b.wait(
+        "document.body.innerText.includes('no notebook of yours')",
+        "a 404 for bob",
+    );
+}

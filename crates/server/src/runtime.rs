@@ -115,6 +115,22 @@ fn packages() -> Vec<String> {
     ]
 }
 
+/// JupyterLab's defaults for every notebook: nothing to ask about or fetch from the internet
+/// (Hearth runs on closed networks too).
+fn jupyterlab_overrides(dir: &Path) -> Result<(), String> {
+    let settings = dir.join("share/jupyter/lab/settings");
+    std::fs::create_dir_all(&settings)
+        .map_err(|e| format!("creating {}: {e}", settings.display()))?;
+    let file = settings.join("overrides.json");
+    std::fs::write(
+        &file,
+        "{\"@jupyterlab/apputils-extension:notification\": {\"fetchNews\": \"false\", \"checkForUpdates\": false}}\n",
+    )
+    .map_err(|e| format!("writing {}: {e}", file.display()))?;
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(|e| format!("making {} readable: {e}", file.display()))
+}
+
 /// The marker's content: the pins installed. A changed pin installs again.
 fn marker_text(pins: &[String]) -> String {
     let quoted: Vec<String> = pins.iter().map(|p| format!("{p:?}")).collect();
@@ -130,6 +146,9 @@ fn marker_text(pins: &[String]) -> String {
 pub fn install(dir: &Path, python: &Path) -> Result<(), String> {
     let marker = dir.join(MARKER);
     let pins = packages();
+    if dir.join("bin").join("python").is_file() {
+        jupyterlab_overrides(dir)?;
+    }
     let recorded = marker_text(&pins);
     if std::fs::read_to_string(&marker).is_ok_and(|t| t == recorded) && spark_home_in(dir).is_some()
     {
@@ -174,6 +193,7 @@ pub fn install(dir: &Path, python: &Path) -> Result<(), String> {
             .args(["install", "--progress-bar", "on"])
             .args(&pins),
     )?;
+    jupyterlab_overrides(dir)?;
     run(
         "making the runtime readable by every job's uid",
         Command::new("chmod").arg("-R").arg("a+rX").arg(dir),
