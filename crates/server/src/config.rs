@@ -32,6 +32,10 @@ pub struct Config {
     pub engine_cores: u32,
     pub engine_memory_mib: u64,
     pub engine_idle_timeout: Duration,
+    /// The cluster port, where agents join and connect; None turns it off.
+    pub cluster_listen: Option<SocketAddr>,
+    /// A joined node that has not sent a heartbeat for this long is down.
+    pub node_timeout: Duration,
 }
 
 /// Where everything lives under the data directory.

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod blobs;
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod engines;
@@ -58,6 +59,8 @@ pub struct App {
     pub engines: engines::Engines,
     /// The Spark Connect gateway, when on.
     pub connect: Option<gateway::ConnectInfo>,
+    /// The cluster port, when on.
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl App {
@@ -133,6 +136,10 @@ pub async fn run(
         Some(addr) => Some(gateway_listener(&cfg, addr).await?),
         None => None,
     };
+    let cluster = match cfg.cluster_listen {
+        Some(addr) => Some(cluster_listener(&cfg, addr).await?),
+        None => None,
+    };
     let app = Arc::new(App {
         cfg,
         store,
@@ -149,6 +156,7 @@ pub async fn run(
         http_metrics: Default::default(),
         engines: Default::default(),
         connect: connect.as_ref().map(|c| c.0.clone()),
+        cluster: cluster.as_ref().map(|c| c.0.clone()),
     });
     accounts::bootstrap_admin(&app)?;
     dispatch::reconcile(&app).await?;
@@ -177,6 +185,18 @@ pub async fn run(
         tokio::spawn(gateway::serve(app.clone(), listener, tls, stop_rx.clone()));
         tokio::spawn(engines::reap_idle(app.clone()));
     }
+    if let Some((cluster, listener)) = cluster {
+        eprintln!(
+            "Cluster port on {} (CA sha256 {}; `hearth node token create` prints the join command)",
+            cluster.addr, cluster.tls.ca_sha256
+        );
+        tokio::spawn(cluster::serve(
+            app.clone(),
+            cluster,
+            listener,
+            stop_rx.clone(),
+        ));
+    }
     shutdown.await;
     eprintln!("Hearth is shutting down: stopping running jobs...");
     app.shutting_down.store(true, Ordering::SeqCst);
@@ -190,6 +210,23 @@ pub async fn run(
     drop(stop_rx);
     eprintln!("Hearth stopped.");
     Ok(())
+}
+
+/// Binds the cluster port and prepares its TLS (Hearth's CA, made on the first start).
+async fn cluster_listener(
+    cfg: &Config,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(Arc<cluster::Cluster>, tokio::net::TcpListener)> {
+    let tls = tls::ClusterTls::load(&tls::TlsFiles::new(&cfg.data_dir))
+        .context("making the cluster port's TLS certificate")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen for agents on {addr}: pass --cluster-listen ADDR:PORT for another address, or `off`")
+    })?;
+    let addr = listener.local_addr()?;
+    Ok((
+        Arc::new(cluster::Cluster::new(tls, addr, cfg.node_timeout)),
+        listener,
+    ))
 }
 
 /// Binds the Spark Connect gateway and prepares its TLS: the admin's certificate, or one

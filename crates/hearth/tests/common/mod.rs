@@ -30,7 +30,7 @@ pub fn runtime() -> PathBuf {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -60,6 +60,9 @@ pub struct Hearth {
     pub port: u16,
     /// The Spark Connect gateway's port (each test instance has its own).
     pub connect_port: u16,
+    /// The cluster port, ADDR:PORT (each test instance has its own, unless the test passes
+    /// its own `--cluster-listen`).
+    pub cluster_addr: String,
     pub extra_args: Vec<String>,
     child: Option<Child>,
     pub admin: User,
@@ -76,7 +79,12 @@ impl Hearth {
         let work = std::env::temp_dir().join(unique("hearth-it"));
         std::fs::create_dir_all(&work).expect("work dir");
         let port = free_port();
+        let cluster_addr = match extra.iter().position(|a| *a == "--cluster-listen") {
+            Some(i) => extra.get(i + 1).expect("--cluster-listen ADDR").to_string(),
+            None => format!("127.0.0.1:{}", free_port()),
+        };
         let mut h = Hearth {
+            cluster_addr,
             url: format!("http://127.0.0.1:{port}"),
             data_dir: work.join("data"),
             port,
@@ -122,6 +130,11 @@ impl Hearth {
             .arg("3")
             .arg("--connect-listen")
             .arg(format!("127.0.0.1:{}", self.connect_port))
+            .args(if self.extra_args.iter().any(|a| a == "--cluster-listen") {
+                vec![]
+            } else {
+                vec!["--cluster-listen".to_string(), self.cluster_addr.clone()]
+            })
             .args(&self.extra_args)
             .env("HEARTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("HEARTH_LOG", "info")
@@ -147,6 +160,11 @@ impl Hearth {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// This instance's scratch directory (removed when it is dropped).
+    pub fn work_dir(&self) -> &Path {
+        &self.work
     }
 
     pub fn server_log(&self) -> String {
