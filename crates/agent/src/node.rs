@@ -557,7 +557,22 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 )
             })?;
             cluster::parse_join_token(token).map_err(AgentError::Fatal)?;
-            let pem = join(&server, pin, token, &key, &offer).await?;
+            // A server that is away (or slow) is waited for; a refusal is final.
+            let mut backoff = Duration::from_secs(1);
+            let pem = loop {
+                match join(&server, pin, token, &key, &offer).await {
+                    Ok(pem) => break pem,
+                    Err(AgentError::Transient(why)) => {
+                        eprintln!(
+                            "hearth agent: could not join {server} yet: {why}; retrying in {}s",
+                            backoff.as_secs()
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             write_private(&cert_path, pem.as_bytes())?;
             let state = Joined {
                 server: server.clone(),

@@ -228,7 +228,7 @@ fn three_agents_join_a_killed_one_goes_down_and_rejoins_without_a_token() {
 
     agents[1].kill9();
     wait_node_state(&h, "beta", "down", &agents[1]);
-    assert_eq!(node(&h, "alpha").expect("alpha")["state"], "ready");
+    wait_node_state(&h, "alpha", "ready", &agents[0]);
 
     // Back with only its data dir: the stored certificate, server and pin are enough.
     let beta = Agent::start(&h, "beta", &[], &[]);
@@ -239,16 +239,15 @@ fn three_agents_join_a_killed_one_goes_down_and_rejoins_without_a_token() {
         beta.log()
     );
 
-    let metrics = ureq::get(&format!("{}/metrics", h.url))
-        .set("Authorization", &format!("Bearer {}", h.admin.token))
-        .call()
-        .expect("metrics")
-        .into_string()
-        .expect("text");
-    assert!(
-        metrics.contains("hearth_nodes{state=\"ready\"} 4"),
-        "{metrics}"
-    );
+    // All four ready at once (polled: a busy machine may delay a heartbeat for a moment).
+    wait_log("/metrics", "hearth_nodes{state=\"ready\"} 4", || {
+        ureq::get(&format!("{}/metrics", h.url))
+            .set("Authorization", &format!("Bearer {}", h.admin.token))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .unwrap_or_default()
+    });
     // Secrets never reach the logs.
     let secret = j.token.rsplit('_').next().expect("secret");
     assert!(!h.server_log().contains(secret));
@@ -399,23 +398,20 @@ fn a_certificate_from_another_hearth_is_refused() {
     a.kill9();
     // The same identity, pointed at our server (whose CA it pins correctly).
     let mine = create_token(&ours, "1h");
-    let mut b = Agent::start_at(
+    let b = Agent::start_at(
         a.data_dir.clone(),
         &["--server", &mine.server, "--ca-sha256", &mine.ca_sha256],
         &[],
     );
-    assert_eq!(b.wait_exit().code(), Some(1), "{}", b.log());
-    assert!(
-        b.log().contains("refused this node's certificate"),
-        "{}",
-        b.log()
-    );
+    // The agent may see the refusal as an alert or as a reset connection (then it retries):
+    // the server's log line is what counts.
     wait_log(
         "our server",
         "its certificate was not issued by this Hearth's CA",
         || ours.server_log(),
     );
     assert!(node(&ours, "stranger").is_none());
+    assert!(!b.log().contains("connected to"), "{}", b.log());
 }
 
 #[test]
@@ -479,7 +475,8 @@ impl Netns {
         }
     }
 
-    /// The namespace, with host address 10.203.N.1 and its own 10.203.N.2.
+    /// The namespace, with host address 10.203.N.1 and its own 10.203.N.2. On a failure,
+    /// what was made is removed (by drop).
     fn create(n: u32) -> Result<Netns, String> {
         let id = std::process::id();
         let ns = Netns {
@@ -537,7 +534,16 @@ fn an_agent_in_another_network_namespace_joins_by_the_servers_address() {
         eprintln!("SKIPPED: `ip netns` is not available here");
         return;
     }
-    let n = 20 + std::process::id() % 200;
+    // A /24 no interface of this machine uses yet (another run of this test may hold one).
+    let used = Command::new("ip")
+        .args(["-4", "addr", "show"])
+        .output()
+        .map(|o| text(&o.stdout))
+        .unwrap_or_default();
+    let n = (0..200)
+        .map(|i| 20 + (std::process::id() + i) % 200)
+        .find(|n| !used.contains(&format!("10.203.{n}.")))
+        .expect("a free 10.203.N.0/24");
     let ns = match Netns::create(n) {
         Ok(ns) => ns,
         Err(e) => {
