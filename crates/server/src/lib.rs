@@ -86,6 +86,16 @@ pub async fn run(
     // directories); what a user must reach gets its mode set explicitly.
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o077) };
+    // Every joined node holds a connection open: allow as many as the hard limit does, not
+    // the usual soft limit of 1024.
+    // SAFETY: getrlimit/setrlimit on this process with a struct getrlimit fills.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
     // Traversable but not listable: a user's own identity must reach their workspace (the
