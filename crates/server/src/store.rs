@@ -899,10 +899,13 @@ mod tests {
     use super::*;
 
     fn temp_store() -> (Store, std::path::PathBuf) {
+        // Tests may share a process (cargo test): a counter keeps their stores apart.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "hearth-store-test-{}-{}",
+            "hearth-store-test-{}-{}-{}",
             std::process::id(),
-            now_ms()
+            now_ms(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         (Store::open(&dir.join("db.sqlite")).expect("open"), dir)
@@ -915,6 +918,62 @@ mod tests {
         drop(store);
         let store = Store::open(&dir.join("db.sqlite")).expect("reopen");
         assert_eq!(store.meta("k").expect("meta").as_deref(), Some("v"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_removed_nodes_name_is_free_again_but_its_certificate_stays_known() {
+        let (store, dir) = temp_store();
+        let token = NodeTokenRow {
+            id: 0,
+            secret_sha256: "ab".into(),
+            created_by: "admin".into(),
+            created_at: 0,
+            expires_at: 10,
+            revoked_at: None,
+            uses: 0,
+        };
+        let tid = store.insert_node_token(&token).expect("token");
+        let node = |cert: &str| NodeRow {
+            id: 0,
+            name: "n1".into(),
+            cert_sha256: cert.into(),
+            cores: 2,
+            memory_mib: 1024,
+            labels: [("disk".to_string(), "ssd".to_string())].into(),
+            joined_at: 1,
+            last_seen_at: None,
+            draining: false,
+            removed_at: None,
+        };
+        store.insert_node(&node("c1"), tid).expect("first");
+        assert!(
+            store.insert_node(&node("c2"), tid).is_err(),
+            "two live nodes with one name"
+        );
+        assert!(store.set_node_draining("n1", true).expect("drain"));
+        store.touch_nodes(&[(1, 50), (1, 40)]).expect("touch");
+        let n = store.node_by_cert("c1").expect("get").expect("exists");
+        assert_eq!(
+            (n.draining, n.last_seen_at, n.labels["disk"].as_str()),
+            (true, Some(50), "ssd")
+        );
+        assert!(store.remove_node("n1", 99).expect("remove").is_some());
+        assert!(store.remove_node("n1", 99).expect("again").is_none());
+        assert!(store.nodes().expect("list").is_empty());
+        assert_eq!(
+            store
+                .node_by_cert("c1")
+                .expect("get")
+                .and_then(|n| n.removed_at),
+            Some(99)
+        );
+        store
+            .insert_node(&node("c2"), tid)
+            .expect("the name is free again");
+        assert_eq!(store.node_token(tid).expect("get").map(|t| t.uses), Some(2));
+        assert!(store.revoke_node_token(tid, 5).expect("revoke"));
+        assert!(!store.revoke_node_token(tid, 6).expect("once"));
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -304,4 +304,22 @@ mod tests {
         server_config(&files.server_cert(), &files.server_key()).expect("loads");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn the_cluster_port_keeps_its_ca_and_signs_only_p256_points() {
+        let dir = std::env::temp_dir().join(format!("hearth-cluster-tls-{}", std::process::id()));
+        let files = TlsFiles::new(&dir);
+        let first = ClusterTls::load(&files).expect("first");
+        let again = ClusterTls::load(&files).expect("again");
+        assert_eq!(
+            first.ca_sha256, again.ca_sha256,
+            "agents' pins survive restarts"
+        );
+        let key = KeyPair::generate().expect("key");
+        let (pem, sha) = first.sign_node(key.public_key_raw(), "n1").expect("signs");
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem");
+        assert_eq!(cert_sha256(der.as_ref()), sha);
+        assert!(first.sign_node(&[4u8; 10], "n1").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
