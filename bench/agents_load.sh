@@ -13,7 +13,8 @@ IDLE_SECONDS=${3:-30}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 cd "$ROOT"
-cargo build --release -p hearth -p hearth-agent --example agents_load >&2
+cargo build --release -p hearth >&2
+cargo build --release -p hearth-agent --example agents_load >&2
 BIN=$TARGET/release/hearth
 LOAD=$TARGET/release/examples/agents_load
 
@@ -36,6 +37,7 @@ for _ in $(seq 300); do
     curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
     sleep 0.1
 done
+curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null || { echo "hearth up did not start:" >&2; cat "$WORK/up.log" >&2; exit 1; }
 echo bench-admin-password | "$BIN" --config "$WORK/admin.json" login \
     --server "http://127.0.0.1:$PORT" --user admin --password-stdin >/dev/null 2>&1
 JOIN=$("$BIN" --config "$WORK/admin.json" node token create --ttl 1h 2>/dev/null)
