@@ -545,6 +545,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut offer = cfg.offer.clone();
     let cert_pem = match (&joined, std::fs::read_to_string(&cert_path)) {
         (Some(j), Ok(pem)) => {
+            if cfg.token.is_some() {
+                eprintln!(
+                    "hearth agent: {} already joined as node {}; the token is not needed (an empty --data-dir joins anew)",
+                    cfg.data_dir.display(),
+                    j.name
+                );
+            }
             // The certificate names the node; a different --name would not be believed.
             offer.name = j.name.clone();
             pem

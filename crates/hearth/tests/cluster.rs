@@ -370,6 +370,17 @@ fn bad_tokens_pins_and_plain_text_are_refused_with_a_clear_log_line() {
     assert!(rest.is_empty(), "plain text got an answer: {}", text(&rest));
     wait_log("the server", "not TLS (plain text?)", || h.server_log());
 
+    let out = h.cli(&h.admin, &["node", "token", "list"]);
+    let listing = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for state in ["active", "revoked", "expired"] {
+        assert!(listing.contains(state), "{listing}");
+    }
+    assert!(
+        !listing.contains(&j.token),
+        "a secret in the listing: {listing}"
+    );
+
     // None of the refused tried to join: no node was recorded.
     let (_, tokens) = h.api(&h.admin, "GET", "/api/v1/node-tokens", None);
     assert!(
