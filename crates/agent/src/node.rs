@@ -508,9 +508,6 @@ fn load_or_make_key(path: &Path) -> Result<rcgen::KeyPair, AgentError> {
 /// that might pass.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     cluster::check_node_name(&cfg.offer.name).map_err(AgentError::Fatal)?;
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| io_fatal("creating", &cfg.data_dir, e))?;
-    std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| io_fatal("securing", &cfg.data_dir, e))?;
     let key_path = cfg.data_dir.join("node.key");
     let cert_path = cfg.data_dir.join("node.pem");
     let state_path = cfg.data_dir.join("node.json");
@@ -540,6 +537,23 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             AgentError::Fatal("pass --ca-sha256 HEX (the join command has it)".into())
         })?;
     let pin = parse_pin(&pin_hex).map_err(AgentError::Fatal)?;
+    if joined.is_none() {
+        match cfg.token.as_deref() {
+            None => {
+                return Err(AgentError::Fatal(
+                    "this data dir has not joined a server yet: pass --token (from `hearth node token create`)"
+                        .into(),
+                ))
+            }
+            Some(t) => {
+                cluster::parse_join_token(t).map_err(AgentError::Fatal)?;
+            }
+        }
+    }
+    // Only now, with every flag checked, does anything get written.
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| io_fatal("creating", &cfg.data_dir, e))?;
+    std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_fatal("securing", &cfg.data_dir, e))?;
     let key = load_or_make_key(&key_path)?;
 
     let mut offer = cfg.offer.clone();
