@@ -86,14 +86,18 @@ pub async fn run(
     // directories); what a user must reach gets its mode set explicitly.
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o077) };
-    // Every joined node holds a connection open: allow as many as the hard limit does, not
-    // the usual soft limit of 1024.
+    // Every joined node holds a connection open: allow more than the usual soft limit of
+    // 1024, within the hard limit, and bounded so that jobs (which inherit it) see a
+    // familiar value.
     // SAFETY: getrlimit/setrlimit on this process with a struct getrlimit fills.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            let want = lim.rlim_max.min(65_536);
+            if lim.rlim_cur < want {
+                lim.rlim_cur = want;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
         }
     }
     std::fs::create_dir_all(&cfg.data_dir)
