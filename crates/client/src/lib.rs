@@ -4,6 +4,7 @@
 pub mod config;
 mod connect;
 pub mod http;
+mod nodes;
 mod output;
 mod policy;
 mod submit;
@@ -130,6 +131,11 @@ pub enum Command {
     Nodes {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
         output: Format,
+    },
+    /// Joined machines: join tokens, drain, undrain, remove (admins)
+    Node {
+        #[command(subcommand)]
+        cmd: nodes::NodeCommand,
     },
 }
 
@@ -364,6 +370,7 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
             let nodes: Vec<api::NodeInfo> = client.get("/nodes")?;
             output::print_nodes(&nodes, output)?;
         }
+        Command::Node { cmd } => nodes::run(&client, cmd)?,
     }
     Ok(0)
 }
@@ -581,7 +588,7 @@ fn users(client: &Client, cmd: UserCommand) -> Result<()> {
 }
 
 /// Parses `30d`, `12h`, `90m`, `3600s` or a bare number of seconds.
-fn parse_ttl(s: &str) -> Result<u64> {
+pub(crate) fn parse_ttl(s: &str) -> Result<u64> {
     let (num, mult) = match s.chars().last() {
         Some('d') => (&s[..s.len() - 1], 86_400),
         Some('h') => (&s[..s.len() - 1], 3_600),

@@ -404,20 +404,81 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
         return json(&nodes);
     }
     table(
-        &["NAME", "CORES", "MEMORY", "ISOLATION", "PROBLEMS"],
+        &[
+            "NAME",
+            "STATE",
+            "CORES",
+            "MEMORY",
+            "LABELS",
+            "LAST SEEN",
+            "ISOLATION",
+            "PROBLEMS",
+        ],
         nodes
             .iter()
             .map(|n| {
                 vec![
                     n.name.clone(),
+                    n.state.to_string(),
                     format!("{}/{}", n.used_cores, n.cores),
                     format!(
                         "{}/{}",
                         human_mib(n.used_memory_mib),
                         human_mib(n.memory_mib)
                     ),
-                    if n.isolation { "on" } else { "OFF" }.into(),
+                    n.labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    match (n.joined, n.last_seen_ms) {
+                        (false, _) => "-".into(),
+                        (true, Some(t)) => ago(t),
+                        (true, None) => "never".into(),
+                    },
+                    if n.joined {
+                        "-"
+                    } else if n.isolation {
+                        "on"
+                    } else {
+                        "OFF"
+                    }
+                    .into(),
                     n.problems.join("; "),
+                ]
+            })
+            .collect(),
+    );
+    if nodes.iter().any(|n| n.joined) {
+        println!("Note: joined nodes report in and are listed, but run no jobs yet; jobs run on the local node.");
+    }
+    Ok(())
+}
+
+pub fn print_node_tokens(tokens: &[api::NodeToken], format: Format) -> Result<()> {
+    if format == Format::Json {
+        return json(&tokens);
+    }
+    let now = now_ms();
+    table(
+        &["ID", "STATE", "CREATED", "EXPIRES", "USES", "BY"],
+        tokens
+            .iter()
+            .map(|t| {
+                let state = if t.revoked_at_ms.is_some() {
+                    "revoked"
+                } else if t.expires_at_ms <= now {
+                    "expired"
+                } else {
+                    "active"
+                };
+                vec![
+                    t.id.to_string(),
+                    state.into(),
+                    ago(t.created_at_ms),
+                    timestamp(t.expires_at_ms),
+                    t.uses.to_string(),
+                    t.created_by.clone(),
                 ]
             })
             .collect(),

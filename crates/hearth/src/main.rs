@@ -27,6 +27,8 @@ struct Cli {
 enum Top {
     /// Run the whole platform (control plane + local agent) in one process
     Up(Box<UpArgs>),
+    /// Join this machine to a Hearth server (`hearth node token create` prints the command)
+    Agent(Box<AgentArgs>),
     /// Manage the Spark runtime on this machine
     Runtime {
         #[command(subcommand)]
@@ -104,8 +106,42 @@ struct UpArgs {
     /// Stop a notebook unused for this long (no traffic, no busy kernel), e.g. 1h, 30s
     #[arg(long, default_value = "1h")]
     notebook_idle_timeout: String,
+    /// Address where agents join and connect (mutual TLS); `off` to disable it
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    cluster_listen: String,
+    /// Mark a joined node down after this long without a heartbeat, e.g. 30s
+    #[arg(long, default_value = "30s")]
+    node_timeout: String,
     #[command(flatten)]
     runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// The server's cluster port, HOST:PORT (remembered after joining)
+    #[arg(long)]
+    server: Option<String>,
+    /// A join token from `hearth node token create` (only needed to join)
+    #[arg(long, env = "HEARTH_JOIN_TOKEN")]
+    token: Option<String>,
+    /// SHA-256 of the server's CA certificate, as the join command prints it
+    #[arg(long)]
+    ca_sha256: Option<String>,
+    /// Where the agent keeps its key and certificate
+    #[arg(long, env = "HEARTH_AGENT_DATA_DIR", default_value = "./.hearth-agent")]
+    data_dir: PathBuf,
+    /// The node's name (default: the host name)
+    #[arg(long)]
+    name: Option<String>,
+    /// Cores offered to jobs (default: all)
+    #[arg(long)]
+    cores: Option<u32>,
+    /// Memory offered to jobs, e.g. 16g (default: all)
+    #[arg(long)]
+    memory: Option<String>,
+    /// A label jobs can ask for, key=value (e.g. disk=ssd); repeat for several
+    #[arg(long)]
+    label: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +197,51 @@ fn parse_uid_range(s: &str) -> Result<UidRange> {
             "--uid-range {s}: write FIRST-LAST with 1000 <= FIRST <= LAST, e.g. 200000-299999"
         ),
     }
+}
+
+/// What `hearth agent` offers and where it keeps its identity, checked.
+fn agent_config(args: AgentArgs) -> Result<hearth_agent::node::AgentConfig> {
+    let (machine_cores, machine_mib) = machine_resources();
+    let cores = args.cores.unwrap_or(machine_cores);
+    if cores == 0 || cores > machine_cores {
+        bail!("--cores {cores}: this machine has {machine_cores} cores; offer between 1 and {machine_cores}");
+    }
+    let memory_mib = match &args.memory {
+        Some(m) => hearth_model::parse_mib(m).map_err(|e| anyhow::anyhow!("--memory: {e}"))?,
+        None => machine_mib,
+    };
+    if memory_mib == 0 || memory_mib > machine_mib {
+        bail!(
+            "--memory {}: this machine has {}; offer some, at most that",
+            args.memory.unwrap_or_default(),
+            hearth_model::format_mib(machine_mib)
+        );
+    }
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.label {
+        let (k, v) = hearth_model::cluster::parse_label(l).map_err(anyhow::Error::msg)?;
+        labels.insert(k, v);
+    }
+    let name = match args.name {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+    };
+    hearth_model::cluster::check_node_name(&name).map_err(anyhow::Error::msg)?;
+    Ok(hearth_agent::node::AgentConfig {
+        server: args.server,
+        token: args.token,
+        ca_sha256: args.ca_sha256,
+        data_dir: absolute(args.data_dir)?,
+        offer: hearth_model::cluster::NodeOffer {
+            name,
+            cores,
+            memory_mib,
+            labels,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+    })
 }
 
 /// `30s`, `15m`, `2h` or plain seconds.
@@ -241,9 +322,23 @@ fn up_config(args: UpArgs) -> Result<Config> {
             args.notebook_idle_timeout
         )
     })?;
+    let cluster_listen = match args.cluster_listen.as_str() {
+        "off" => None,
+        a => Some(a.parse::<SocketAddr>().map_err(|_| {
+            anyhow::anyhow!("--cluster-listen {a}: write ADDR:PORT, e.g. 0.0.0.0:7070, or `off`")
+        })?),
+    };
+    let node_timeout = parse_duration(&args.node_timeout).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--node-timeout {}: write a duration such as 30s or 2m",
+            args.node_timeout
+        )
+    })?;
     Ok(Config {
         notebook_memory_mib,
         notebook_idle_timeout,
+        cluster_listen,
+        node_timeout,
         connect_listen,
         connect_hosts: args.connect_host,
         connect_cert: args.connect_cert.zip(args.connect_key),
@@ -313,6 +408,21 @@ fn run(cli: Cli) -> Result<i32> {
                 .build()?;
             rt.block_on(hearth_server::run(cfg, shutdown_signal()))?;
             Ok(0)
+        }
+        Top::Agent(args) => {
+            let cfg = agent_config(*args)?;
+            // Out of the environment once read, like the admin password.
+            std::env::remove_var("HEARTH_JOIN_TOKEN");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            match rt.block_on(hearth_agent::node::run(cfg)) {
+                Ok(()) => Ok(0),
+                Err(e) => {
+                    eprintln!("hearth agent: {e}");
+                    Ok(1)
+                }
+            }
         }
         Top::Runtime {
             cmd:

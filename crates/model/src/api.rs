@@ -217,6 +217,58 @@ pub struct NodeInfo {
     pub isolation: bool,
     pub runtime: Option<String>,
     pub problems: Vec<String>,
+    /// ready, draining or down; the local node is always ready.
+    #[serde(default = "ready")]
+    pub state: crate::cluster::NodeState,
+    /// True for a node that joined with `hearth agent` (false for the server's own machine).
+    #[serde(default)]
+    pub joined: bool,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The last heartbeat of a joined node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<i64>,
+    /// The SHA-256 of a joined node's certificate, which identifies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
+}
+
+fn ready() -> crate::cluster::NodeState {
+    crate::cluster::NodeState::Ready
+}
+
+/// A join token as listed (its secret is shown only once, at creation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeToken {
+    pub id: u64,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at_ms: Option<i64>,
+    /// How many nodes joined with it.
+    pub uses: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNodeToken {
+    /// Default one hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedNodeToken {
+    pub token: NodeToken,
+    /// The token itself, shown once.
+    pub secret: String,
+    /// The cluster port as agents should dial it.
+    pub server: String,
+    /// The SHA-256 of Hearth's CA certificate (DER), which agents pin.
+    pub ca_sha256: String,
+    /// The exact command to run on the joining machine.
+    pub command: String,
 }
 
 /// Cores and memory for a queue's guarantee or maximum; `None` is none (or no limit).

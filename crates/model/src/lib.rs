@@ -3,6 +3,7 @@
 //! meaning of every word. No I/O here.
 
 pub mod api;
+pub mod cluster;
 pub mod size;
 
 pub use size::{format_mib, parse_mib, SizeError};

@@ -35,6 +35,10 @@ pub struct Config {
     /// Each user's notebook server: its memory limit, and how long it may sit unused.
     pub notebook_memory_mib: u64,
     pub notebook_idle_timeout: Duration,
+    /// The cluster port, where agents join and connect; None turns it off.
+    pub cluster_listen: Option<SocketAddr>,
+    /// A joined node that has not sent a heartbeat for this long is down.
+    pub node_timeout: Duration,
 }
 
 /// Where everything lives under the data directory.

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod blobs;
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod engines;
@@ -61,6 +62,8 @@ pub struct App {
     /// Loopback ports of users' web servers (Spark UIs), kept for Hearth's proxy alone; or
     /// why they cannot be guarded on this machine.
     pub ports: Result<hearth_agent::portguard::PortGuard, String>,
+    /// The cluster port, when on.
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl App {
@@ -120,6 +123,20 @@ pub async fn run(
     // directories); what a user must reach gets its mode set explicitly.
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o077) };
+    // Every joined node holds a connection open: allow more than the usual soft limit of
+    // 1024, within the hard limit, and bounded so that jobs (which inherit it) see a
+    // familiar value.
+    // SAFETY: getrlimit/setrlimit on this process with a struct getrlimit fills.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            let want = lim.rlim_max.min(65_536);
+            if lim.rlim_cur < want {
+                lim.rlim_cur = want;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
     // Traversable but not listable: a user's own identity must reach their workspace (the
@@ -180,6 +197,10 @@ pub async fn run(
         Some(addr) => Some(gateway_listener(&cfg, addr).await?),
         None => None,
     };
+    let cluster = match cfg.cluster_listen {
+        Some(addr) => Some(cluster_listener(&cfg, addr).await?),
+        None => None,
+    };
     let app = Arc::new(App {
         cfg,
         store,
@@ -197,6 +218,7 @@ pub async fn run(
         engines: Default::default(),
         connect: connect.as_ref().map(|c| c.0.clone()),
         ports,
+        cluster: cluster.as_ref().map(|c| c.0.clone()),
     });
     accounts::bootstrap_admin(&app)?;
     dispatch::reconcile(&app).await?;
@@ -226,6 +248,18 @@ pub async fn run(
         tokio::spawn(gateway::serve(app.clone(), listener, tls, stop_rx.clone()));
     }
     tokio::spawn(engines::reap_idle(app.clone()));
+    if let Some((cluster, listener)) = cluster {
+        eprintln!(
+            "Cluster port on {} (CA sha256 {}; `hearth node token create` prints the join command)",
+            cluster.addr, cluster.tls.ca_sha256
+        );
+        tokio::spawn(cluster::serve(
+            app.clone(),
+            cluster,
+            listener,
+            stop_rx.clone(),
+        ));
+    }
     shutdown.await;
     eprintln!("Hearth is shutting down: stopping running jobs...");
     app.shutting_down.store(true, Ordering::SeqCst);
@@ -266,6 +300,23 @@ async fn keep_ports_guarded(app: Arc<App>) {
             _ => {}
         }
     }
+}
+
+/// Binds the cluster port and prepares its TLS (Hearth's CA, made on the first start).
+async fn cluster_listener(
+    cfg: &Config,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(Arc<cluster::Cluster>, tokio::net::TcpListener)> {
+    let tls = tls::ClusterTls::load(&tls::TlsFiles::new(&cfg.data_dir))
+        .context("making the cluster port's TLS certificate")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen for agents on {addr}: pass --cluster-listen ADDR:PORT for another address, or `off`")
+    })?;
+    let addr = listener.local_addr()?;
+    Ok((
+        Arc::new(cluster::Cluster::new(tls, addr, cfg.node_timeout)),
+        listener,
+    ))
 }
 
 /// Binds the Spark Connect gateway and prepares its TLS: the admin's certificate, or one

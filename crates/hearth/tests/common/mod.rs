@@ -30,7 +30,7 @@ pub fn runtime() -> PathBuf {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -60,6 +60,9 @@ pub struct Hearth {
     pub port: u16,
     /// The Spark Connect gateway's port (each test instance has its own).
     pub connect_port: u16,
+    /// The cluster port, ADDR:PORT (each test instance has its own, unless the test passes
+    /// its own `--cluster-listen`).
+    pub cluster_addr: String,
     pub extra_args: Vec<String>,
     child: Option<Child>,
     pub admin: User,
@@ -76,7 +79,12 @@ impl Hearth {
         let work = std::env::temp_dir().join(unique("hearth-it"));
         std::fs::create_dir_all(&work).expect("work dir");
         let port = free_port();
+        let cluster_addr = match extra.iter().position(|a| *a == "--cluster-listen") {
+            Some(i) => extra.get(i + 1).expect("--cluster-listen ADDR").to_string(),
+            None => format!("127.0.0.1:{}", free_port()),
+        };
         let mut h = Hearth {
+            cluster_addr,
             url: format!("http://127.0.0.1:{port}"),
             data_dir: work.join("data"),
             port,
@@ -92,7 +100,23 @@ impl Hearth {
             uids: Vec::new(),
             work,
         };
-        h.boot();
+        // A port picked free may be taken before the server binds it (by another test's
+        // server, or as the local end of some connection): then pick new ones and retry.
+        let own_cluster = !extra.contains(&"--cluster-listen");
+        let mut attempts = 0;
+        while let Err(log) = h.try_boot() {
+            attempts += 1;
+            assert!(
+                attempts < 5 && log.contains("Address already in use"),
+                "hearth up did not start:\n{log}"
+            );
+            h.port = free_port();
+            h.url = format!("http://127.0.0.1:{}", h.port);
+            h.connect_port = free_port();
+            if own_cluster {
+                h.cluster_addr = format!("127.0.0.1:{}", free_port());
+            }
+        }
         h.admin = h.login("admin", ADMIN_PASSWORD);
         // The admin has a Linux account too: removed with the others when the test ends.
         let me = h.api(&h.admin, "GET", "/api/v1/whoami", None);
@@ -103,8 +127,21 @@ impl Hearth {
         h
     }
 
-    /// Starts (or restarts) the server process on the same data dir and port.
+    /// Starts (or restarts) the server process on the same data dir and ports.
     pub fn boot(&mut self) {
+        if let Err(log) = self.try_boot() {
+            panic!("hearth up did not start:\n{log}");
+        }
+    }
+
+    /// Starts the server; Err with its output of this start if it exits first.
+    fn try_boot(&mut self) -> Result<(), String> {
+        let log_path = self.work.join("server.log");
+        let offset = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0) as usize;
+        let this_start = || {
+            let all = std::fs::read(&log_path).unwrap_or_default();
+            text(all.get(offset..).unwrap_or_default())
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -122,6 +159,11 @@ impl Hearth {
             .arg("3")
             .arg("--connect-listen")
             .arg(format!("127.0.0.1:{}", self.connect_port))
+            .args(if self.extra_args.iter().any(|a| a == "--cluster-listen") {
+                vec![]
+            } else {
+                vec!["--cluster-listen".to_string(), self.cluster_addr.clone()]
+            })
             .args(&self.extra_args)
             .env("HEARTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("HEARTH_LOG", "info")
@@ -130,14 +172,19 @@ impl Hearth {
             .spawn()
             .expect("start hearth up");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Our own server's line, not just an answer on the port (another server may hold it).
+        let up_line = format!("Hearth is up at {}", self.url);
         loop {
-            if ureq::get(&format!("{}/healthz", self.url)).call().is_ok() {
-                return;
+            if this_start().contains(&up_line)
+                && ureq::get(&format!("{}/healthz", self.url)).call().is_ok()
+            {
+                return Ok(());
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("hearth up exited with {status}:\n{}", self.server_log());
+                    self.child = None;
+                    return Err(format!("hearth up exited with {status}:\n{}", this_start()));
                 }
             }
             assert!(
@@ -147,6 +194,11 @@ impl Hearth {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// This instance's scratch directory (removed when it is dropped).
+    pub fn work_dir(&self) -> &Path {
+        &self.work
     }
 
     pub fn server_log(&self) -> String {

@@ -469,7 +469,7 @@ pub async fn nodes(
     let runtime = dispatch::runtime(&app);
     let mut problems = runtime.as_ref().err().cloned().unwrap_or_default();
     problems.extend(app.isolation.problems.iter().cloned());
-    Ok(Json(vec![api::NodeInfo {
+    let mut nodes = vec![api::NodeInfo {
         name: LOCAL_NODE.into(),
         cores: app.cfg.cores,
         memory_mib: app.cfg.memory_mib,
@@ -478,7 +478,14 @@ pub async fn nodes(
         isolation: app.isolation.enabled,
         runtime: runtime.ok().map(|r| r.spark_home.display().to_string()),
         problems,
-    }]))
+        state: hearth_model::cluster::NodeState::Ready,
+        joined: false,
+        labels: Default::default(),
+        last_seen_ms: None,
+        cert_sha256: None,
+    }];
+    nodes.extend(super::nodes::joined(&app)?);
+    Ok(Json(nodes))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod files;
 pub(crate) mod jobs;
+pub(crate) mod nodes;
 pub mod openapi;
 mod policy;
 mod sessions;
@@ -48,6 +49,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/files/{path}"),
     ("delete", "/api/v1/files/{path}"),
     ("get", "/api/v1/nodes"),
+    ("delete", "/api/v1/nodes/{name}"),
+    ("post", "/api/v1/nodes/{name}/drain"),
+    ("post", "/api/v1/nodes/{name}/undrain"),
+    ("get", "/api/v1/node-tokens"),
+    ("post", "/api/v1/node-tokens"),
+    ("delete", "/api/v1/node-tokens/{id}"),
     ("get", "/api/v1/policy"),
     ("put", "/api/v1/policy"),
     ("get", "/api/v1/queues"),
@@ -83,6 +90,17 @@ pub fn router(app: AppState) -> Router {
             get(files::get).put(files::put).delete(files::remove),
         )
         .route("/nodes", get(jobs::nodes))
+        .route("/nodes/{name}", axum::routing::delete(nodes::remove))
+        .route("/nodes/{name}/drain", post(nodes::drain))
+        .route("/nodes/{name}/undrain", post(nodes::undrain))
+        .route(
+            "/node-tokens",
+            get(nodes::list_tokens).post(nodes::create_token),
+        )
+        .route(
+            "/node-tokens/{id}",
+            axum::routing::delete(nodes::revoke_token),
+        )
         .route("/policy", get(policy::get).put(policy::put))
         .route("/queues", get(policy::queues))
         .route("/openapi.json", get(openapi::serve))

@@ -174,6 +174,16 @@ pub async fn serve(State(app): State<AppState>, caller: Caller) -> ApiResult<Res
         );
     }
 
+    head(
+        &mut out,
+        "hearth_nodes",
+        "gauge",
+        "Nodes by state: the local node (always ready) and nodes that joined with `hearth agent`.",
+    );
+    for (state, n) in crate::api::nodes::counts(&app)? {
+        let _ = writeln!(out, "hearth_nodes{{state=\"{state}\"}} {n}");
+    }
+
     // Scheduling latency: submission to admission, over the most recent admitted jobs.
     let mut lat: Vec<f64> = app
         .store

@@ -1,0 +1,90 @@
+//! `hearth node ...`: join tokens and what admins do to joined machines.
+
+use crate::http::Client;
+use crate::output::{self, Format};
+use anyhow::Result;
+use clap::Subcommand;
+use hearth_model::api;
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Join tokens: `create` prints the exact `hearth agent` command (admins)
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCommand,
+    },
+    /// Place no new work on a node; running work finishes (admins)
+    Drain { name: String },
+    /// Let a drained node take work again (admins)
+    Undrain { name: String },
+    /// Remove a node: its certificate is revoked now, its connection cut (admins)
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token and print the command that joins a machine with it
+    Create {
+        /// Lifetime, e.g. 1h, 30m, 7d
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// List join tokens (never their secrets)
+    List {
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Revoke a join token: no machine can join with it any more
+    Revoke { id: u64 },
+}
+
+pub fn run(client: &Client, cmd: NodeCommand) -> Result<()> {
+    match cmd {
+        NodeCommand::Token {
+            cmd: TokenCommand::Create { ttl },
+        } => {
+            let ttl_seconds = Some(crate::parse_ttl(&ttl)?);
+            let created: api::CreatedNodeToken = client.send(
+                "POST",
+                "/node-tokens",
+                &api::CreateNodeToken { ttl_seconds },
+            )?;
+            eprintln!(
+                "Join token {} (shown only this once; expires in {ttl}). On the machine to join, as root:",
+                created.token.id
+            );
+            println!("{}", created.command);
+        }
+        NodeCommand::Token {
+            cmd: TokenCommand::List { output },
+        } => {
+            let list: Vec<api::NodeToken> = client.get("/node-tokens")?;
+            output::print_node_tokens(&list, output)?;
+        }
+        NodeCommand::Token {
+            cmd: TokenCommand::Revoke { id },
+        } => {
+            client.delete(&format!("/node-tokens/{id}"))?;
+            eprintln!("Revoked join token {id}.");
+        }
+        NodeCommand::Drain { name } => {
+            client.call(
+                client.request("POST", &format!("/nodes/{name}/drain")),
+                None,
+            )?;
+            eprintln!("Node {name} is draining: nothing new is placed there.");
+        }
+        NodeCommand::Undrain { name } => {
+            client.call(
+                client.request("POST", &format!("/nodes/{name}/undrain")),
+                None,
+            )?;
+            eprintln!("Node {name} takes work again.");
+        }
+        NodeCommand::Remove { name } => {
+            client.delete(&format!("/nodes/{name}"))?;
+            eprintln!("Removed node {name}: its certificate is revoked and it was disconnected.");
+        }
+    }
+    Ok(())
+}

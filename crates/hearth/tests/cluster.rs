@@ -1,0 +1,588 @@
+//! Several machines, first step: agents join over mutual TLS with a join token, heartbeat,
+//! go down when killed, come back without a token, and everything that is not a valid
+//! Hearth-issued identity is refused with a clear log line. Agents are real `hearth agent`
+//! processes; one test puts an agent in its own network namespace.
+
+mod common;
+
+use common::{text, Hearth, BIN};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Generous: the machine running the tests may be busy with other builds.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// A `hearth agent` process, killed when dropped.
+struct Agent {
+    child: Option<Child>,
+    log: PathBuf,
+    data_dir: PathBuf,
+}
+
+impl Agent {
+    /// Starts `hearth agent ARGS --data-dir DIR` (DIR under the test's scratch dir); `wrap`
+    /// runs it through another command (`ip netns exec NS`).
+    fn start(h: &Hearth, data_dir: &str, args: &[&str], wrap: &[&str]) -> Agent {
+        Self::start_at(h.work_dir().join(data_dir), args, wrap)
+    }
+
+    /// Starts an agent on `data_dir`; each start has its own log, beside the data dir.
+    fn start_at(data_dir: PathBuf, args: &[&str], wrap: &[&str]) -> Agent {
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, Ordering::SeqCst);
+        let log = data_dir.with_extension(format!("{n}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("agent log");
+        let mut cmd = match wrap.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
+            .arg("agent")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("start hearth agent");
+        Agent {
+            child: Some(child),
+            log,
+            data_dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the agent to exit by itself.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        let c = self.child.as_mut().expect("running");
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The parts of the join command `hearth node token create` prints.
+struct Join {
+    server: String,
+    token: String,
+    ca_sha256: String,
+}
+
+fn create_token(h: &Hearth, ttl: &str) -> Join {
+    let out = h.cli(&h.admin, &["node", "token", "create", "--ttl", ttl]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cmd = text(&out.stdout);
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    assert_eq!(words.get(..2), Some(&["hearth", "agent"][..]), "{cmd}");
+    let after = |flag: &str| {
+        let i = words.iter().position(|w| *w == flag).expect(flag);
+        words[i + 1].to_string()
+    };
+    Join {
+        server: after("--server"),
+        token: after("--token"),
+        ca_sha256: after("--ca-sha256"),
+    }
+}
+
+fn token_id(token: &str) -> String {
+    token.split('_').nth(1).expect("id").to_string()
+}
+
+/// The joined node named `name`, from the API.
+fn node(h: &Hearth, name: &str) -> Option<serde_json::Value> {
+    let (status, nodes) = h.api(&h.admin, "GET", "/api/v1/nodes", None);
+    assert_eq!(status, 200, "{nodes}");
+    nodes
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|n| n["name"] == name && n["joined"] == true)
+        .cloned()
+}
+
+fn wait_node_state(h: &Hearth, name: &str, want: &str, agent: &Agent) -> serde_json::Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(n) = node(h, name) {
+            if n["state"] == want {
+                return n;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {name} never became {want}: {:?}\nagent:\n{}\nserver:\n{}",
+            node(h, name),
+            agent.log(),
+            h.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_log(what: &str, needle: &str, read: impl Fn() -> String) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let log = read();
+        if log.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never said `{needle}`:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn join_args<'a>(j: &'a Join, name: &'a str, cores: &'a str, memory: &'a str) -> Vec<&'a str> {
+    vec![
+        "--server",
+        &j.server,
+        "--token",
+        &j.token,
+        "--ca-sha256",
+        &j.ca_sha256,
+        "--name",
+        name,
+        "--cores",
+        cores,
+        "--memory",
+        memory,
+    ]
+}
+
+#[test]
+fn three_agents_join_a_killed_one_goes_down_and_rejoins_without_a_token() {
+    let h = Hearth::start_with(&["--node-timeout", "3s"]);
+    let j = create_token(&h, "1h");
+    let mut agents = Vec::new();
+    for (name, memory) in [("alpha", "512m"), ("beta", "768m"), ("gamma", "1g")] {
+        let mut args = join_args(&j, name, "1", memory);
+        args.extend(["--label", "disk=ssd"]);
+        agents.push(Agent::start(&h, name, &args, &[]));
+    }
+    for (agent, (name, mib)) in agents
+        .iter()
+        .zip([("alpha", 512), ("beta", 768), ("gamma", 1024)])
+    {
+        let n = wait_node_state(&h, name, "ready", agent);
+        assert_eq!(n["cores"], 1, "{n}");
+        assert_eq!(n["memory_mib"], mib, "{n}");
+        assert_eq!(n["labels"]["disk"], "ssd", "{n}");
+        // The key was made here and is readable by its owner only.
+        let key = std::fs::metadata(agent.data_dir.join("node.key")).expect("key");
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+            0o600
+        );
+    }
+    let out = h.cli(&h.admin, &["nodes"]);
+    let listing = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for name in ["local", "alpha", "beta", "gamma"] {
+        assert!(listing.contains(name), "{listing}");
+    }
+    assert!(listing.contains("run no jobs yet"), "{listing}");
+    let (_, tokens) = h.api(&h.admin, "GET", "/api/v1/node-tokens", None);
+    assert_eq!(tokens[0]["uses"], 3, "{tokens}");
+
+    agents[1].kill9();
+    wait_node_state(&h, "beta", "down", &agents[1]);
+    wait_node_state(&h, "alpha", "ready", &agents[0]);
+
+    // Back with only its data dir: the stored certificate, server and pin are enough.
+    let beta = Agent::start(&h, "beta", &[], &[]);
+    wait_node_state(&h, "beta", "ready", &beta);
+    assert!(
+        !beta.log().contains("joined"),
+        "rejoined with a token?\n{}",
+        beta.log()
+    );
+
+    // All four ready at once (polled: a busy machine may delay a heartbeat for a moment).
+    wait_log("/metrics", "hearth_nodes{state=\"ready\"} 4", || {
+        ureq::get(&format!("{}/metrics", h.url))
+            .set("Authorization", &format!("Bearer {}", h.admin.token))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .unwrap_or_default()
+    });
+    // Secrets never reach the logs.
+    let secret = j.token.rsplit('_').next().expect("secret");
+    assert!(!h.server_log().contains(secret));
+}
+
+#[test]
+fn bad_tokens_pins_and_plain_text_are_refused_with_a_clear_log_line() {
+    let h = Hearth::start();
+    let j = create_token(&h, "1h");
+
+    // A well-formed token whose secret is wrong.
+    let wrong = Join {
+        token: format!("hjt_{}_{}", token_id(&j.token), "0".repeat(64)),
+        server: j.server.clone(),
+        ca_sha256: j.ca_sha256.clone(),
+    };
+    let mut a = Agent::start(&h, "wrong", &join_args(&wrong, "wrong", "1", "256m"), &[]);
+    assert_eq!(a.wait_exit().code(), Some(1), "{}", a.log());
+    assert!(a.log().contains("the join token is wrong"), "{}", a.log());
+    wait_log("the server", "wrong join token", || h.server_log());
+
+    // Not a token at all: the agent says so before dialling.
+    let bad = Join {
+        token: "hjt_nope".into(),
+        server: j.server.clone(),
+        ca_sha256: j.ca_sha256.clone(),
+    };
+    let mut a = Agent::start(
+        &h,
+        "malformed",
+        &join_args(&bad, "malformed", "1", "256m"),
+        &[],
+    );
+    assert_eq!(a.wait_exit().code(), Some(1), "{}", a.log());
+    assert!(
+        a.log().contains("the join token is malformed"),
+        "{}",
+        a.log()
+    );
+
+    // Revoked.
+    let revoked = create_token(&h, "1h");
+    let out = h.cli(
+        &h.admin,
+        &["node", "token", "revoke", &token_id(&revoked.token)],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut a = Agent::start(
+        &h,
+        "revoked",
+        &join_args(&revoked, "revoked", "1", "256m"),
+        &[],
+    );
+    assert_eq!(a.wait_exit().code(), Some(1), "{}", a.log());
+    assert!(
+        a.log().contains("the join token was revoked"),
+        "{}",
+        a.log()
+    );
+    wait_log("the server", "was revoked", || h.server_log());
+
+    // Expired: wait (by polling the server's own record) until its expiry has passed.
+    let expired = create_token(&h, "1s");
+    let id: u64 = token_id(&expired.token).parse().expect("id");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, tokens) = h.api(&h.admin, "GET", "/api/v1/node-tokens", None);
+        let t = tokens
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+            .expect("listed");
+        let expires = t["expires_at_ms"].as_i64().expect("expiry");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64;
+        if now > expires + 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "token never expired: {t}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut a = Agent::start(
+        &h,
+        "expired",
+        &join_args(&expired, "expired", "1", "256m"),
+        &[],
+    );
+    assert_eq!(a.wait_exit().code(), Some(1), "{}", a.log());
+    assert!(
+        a.log().contains("the join token has expired"),
+        "{}",
+        a.log()
+    );
+    wait_log("the server", "has expired", || h.server_log());
+
+    // The wrong server (a pin that is not this CA's).
+    let pin = Join {
+        ca_sha256: "ab".repeat(32),
+        server: j.server.clone(),
+        token: j.token.clone(),
+    };
+    let mut a = Agent::start(&h, "pin", &join_args(&pin, "pin", "1", "256m"), &[]);
+    assert_eq!(a.wait_exit().code(), Some(1), "{}", a.log());
+    assert!(
+        a.log().contains("does not match --ca-sha256"),
+        "{}",
+        a.log()
+    );
+
+    // Plain text to the cluster port.
+    let mut tcp = std::net::TcpStream::connect(&h.cluster_addr).expect("connect");
+    tcp.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let _ = tcp.write_all(b"{\"type\":\"hello\"}\n");
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "plain text got an answer: {}", text(&rest));
+    wait_log("the server", "not TLS (plain text?)", || h.server_log());
+
+    let out = h.cli(&h.admin, &["node", "token", "list"]);
+    let listing = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for state in ["active", "revoked", "expired"] {
+        assert!(listing.contains(state), "{listing}");
+    }
+    assert!(
+        !listing.contains(&j.token),
+        "a secret in the listing: {listing}"
+    );
+
+    // None of the refused tried to join: no node was recorded.
+    let (_, tokens) = h.api(&h.admin, "GET", "/api/v1/node-tokens", None);
+    assert!(
+        tokens
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|t| t["uses"] == 0),
+        "{tokens}"
+    );
+    assert!(node(&h, "wrong").is_none() && node(&h, "pin").is_none());
+}
+
+#[test]
+fn a_certificate_from_another_hearth_is_refused() {
+    let ours = Hearth::start();
+    let theirs = Hearth::start();
+    let j = create_token(&theirs, "1h");
+    let mut a = Agent::start(
+        &theirs,
+        "stranger",
+        &join_args(&j, "stranger", "1", "256m"),
+        &[],
+    );
+    wait_node_state(&theirs, "stranger", "ready", &a);
+    a.kill9();
+    // The same identity, pointed at our server (whose CA it pins correctly).
+    let mine = create_token(&ours, "1h");
+    let b = Agent::start_at(
+        a.data_dir.clone(),
+        &["--server", &mine.server, "--ca-sha256", &mine.ca_sha256],
+        &[],
+    );
+    // The agent may see the refusal as an alert or as a reset connection (then it retries):
+    // the server's log line is what counts.
+    wait_log(
+        "our server",
+        "its certificate was not issued by this Hearth's CA",
+        || ours.server_log(),
+    );
+    assert!(node(&ours, "stranger").is_none());
+    assert!(!b.log().contains("connected to"), "{}", b.log());
+}
+
+#[test]
+fn a_removed_node_is_cut_off_and_stays_refused_across_restarts() {
+    let mut h = Hearth::start();
+    let j = create_token(&h, "1h");
+    let mut a = Agent::start(&h, "delta", &join_args(&j, "delta", "1", "256m"), &[]);
+    wait_node_state(&h, "delta", "ready", &a);
+
+    let out = h.cli(&h.admin, &["node", "drain", "delta"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_node_state(&h, "delta", "draining", &a);
+    let out = h.cli(&h.admin, &["node", "undrain", "delta"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_node_state(&h, "delta", "ready", &a);
+
+    let out = h.cli(&h.admin, &["node", "remove", "delta"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(a.wait_exit().code(), Some(1), "{}", a.log());
+    assert!(a.log().contains("was removed"), "{}", a.log());
+    assert!(node(&h, "delta").is_none());
+
+    // Its certificate stays refused, also after the server restarts.
+    let mut again = Agent::start(&h, "delta", &[], &[]);
+    assert_eq!(again.wait_exit().code(), Some(1), "{}", again.log());
+    assert!(again.log().contains("was removed"), "{}", again.log());
+    h.stop();
+    h.boot();
+    let mut after = Agent::start(&h, "delta", &[], &[]);
+    assert_eq!(after.wait_exit().code(), Some(1), "{}", after.log());
+    assert!(after.log().contains("was removed"), "{}", after.log());
+    wait_log("the server", "refused node delta", || h.server_log());
+
+    // A non-admin may do none of this.
+    let bob = h.add_user(&common::unique("bob").replace('-', ""));
+    let out = h.cli(&bob, &["node", "token", "create"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("only admins"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A network namespace joined to the host by a veth pair; removed when dropped.
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Netns {
+    fn ip(args: &[&str]) -> Result<(), String> {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("ip {}: {}", args.join(" "), text(&out.stderr)))
+        }
+    }
+
+    /// The namespace, with host address 10.203.N.1 and its own 10.203.N.2. On a failure,
+    /// what was made is removed (by drop).
+    fn create(n: u32) -> Result<Netns, String> {
+        let id = std::process::id();
+        let ns = Netns {
+            name: format!("hth{id}"),
+            host_if: format!("hv{id}h"),
+        };
+        let peer = format!("hv{id}n");
+        Self::ip(&["netns", "add", &ns.name])?;
+        Self::ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+        ])?;
+        Self::ip(&["link", "set", &peer, "netns", &ns.name])?;
+        Self::ip(&[
+            "addr",
+            "add",
+            &format!("10.203.{n}.1/24"),
+            "dev",
+            &ns.host_if,
+        ])?;
+        Self::ip(&["link", "set", &ns.host_if, "up"])?;
+        let exec = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns.name, "ip"];
+            all.extend_from_slice(args);
+            Self::ip(&all)
+        };
+        exec(&["addr", "add", &format!("10.203.{n}.2/24"), "dev", &peer])?;
+        exec(&["link", "set", &peer, "up"])?;
+        exec(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Self::ip(&["netns", "del", &self.name]);
+        let _ = Self::ip(&["link", "del", &self.host_if]);
+    }
+}
+
+#[test]
+fn an_agent_in_another_network_namespace_joins_by_the_servers_address() {
+    if Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        eprintln!("SKIPPED: `ip netns` is not available here");
+        return;
+    }
+    // A /24 no interface of this machine uses yet (another run of this test may hold one).
+    let used = Command::new("ip")
+        .args(["-4", "addr", "show"])
+        .output()
+        .map(|o| text(&o.stdout))
+        .unwrap_or_default();
+    let n = (0..200)
+        .map(|i| 20 + (std::process::id() + i) % 200)
+        .find(|n| !used.contains(&format!("10.203.{n}.")))
+        .expect("a free 10.203.N.0/24");
+    let ns = match Netns::create(n) {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot make a network namespace: {e}");
+            return;
+        }
+    };
+    let addr = format!("10.203.{n}.1");
+    let port = std::net::TcpListener::bind(format!("{addr}:0"))
+        .and_then(|l| l.local_addr())
+        .expect("a free port on the veth address")
+        .port();
+    let listen = format!("{addr}:{port}");
+    let h = Hearth::start_with(&["--cluster-listen", &listen, "--node-timeout", "3s"]);
+    let j = create_token(&h, "1h");
+    assert_eq!(
+        j.server, listen,
+        "the join command names the address it listens on"
+    );
+    let wrap = ["ip", "netns", "exec", ns.name.as_str()];
+    let a = Agent::start(&h, "far", &join_args(&j, "far", "1", "256m"), &wrap);
+    wait_node_state(&h, "far", "ready", &a);
+    wait_log(
+        "the server",
+        &format!("Node far joined from 10.203.{n}.2:"),
+        || h.server_log(),
+    );
+    drop(a);
+    drop(h);
+    drop(ns);
+}

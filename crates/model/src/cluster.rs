@@ -1,0 +1,279 @@
+//! The words agents and the server share on the cluster port: join tokens, the JSON-line
+//! messages of a node's one connection, and what state a node is in. Pure: no I/O, no clock
+//! (callers pass `now`), so every rule here is unit tested.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The largest message either side accepts, newline included. A peer that sends more is
+/// cut off: nothing an agent says needs more, and a bound keeps a bad peer from filling
+/// the server's memory.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// The name the server's cluster certificate is made for and agents check, whatever
+/// address they dial (an IP, a NAT'd name): the CA is pinned by hash, so the name only
+/// has to tell Hearth's cluster certificate apart from others the same CA signed.
+pub const SERVER_NAME: &str = "hearth-cluster";
+
+/// How often agents send a heartbeat at most; faster when the node timeout is short.
+pub const MAX_HEARTBEAT_MS: u64 = 5_000;
+
+/// The heartbeat interval for a node timeout: three beats fit in one timeout, so a single
+/// late or lost beat never marks a node down.
+pub fn heartbeat_interval_ms(node_timeout_ms: u64) -> u64 {
+    (node_timeout_ms / 3).clamp(100, MAX_HEARTBEAT_MS)
+}
+
+const TOKEN_PREFIX: &str = "hjt_";
+/// Bytes of randomness in a join token's secret (hex-encoded: twice as many characters).
+pub const TOKEN_SECRET_BYTES: usize = 32;
+
+/// Formats a join token: `hjt_<id>_<64 hex digits>`.
+pub fn format_join_token(id: i64, secret_hex: &str) -> String {
+    format!("{TOKEN_PREFIX}{id}_{secret_hex}")
+}
+
+/// Splits a join token into its id and secret, or says what is wrong with it (never
+/// repeating the token itself, which may be a mistyped secret).
+pub fn parse_join_token(token: &str) -> Result<(i64, &str), String> {
+    const SHAPE: &str = "a join token looks like hjt_<id>_<64 hex digits>: copy it whole from `hearth node token create`";
+    let rest = token
+        .trim()
+        .strip_prefix(TOKEN_PREFIX)
+        .ok_or_else(|| format!("the join token is malformed (wrong prefix): {SHAPE}"))?;
+    let (id, secret) = rest
+        .split_once('_')
+        .ok_or_else(|| format!("the join token is malformed (no id): {SHAPE}"))?;
+    let id = id
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("the join token is malformed (bad id): {SHAPE}"))?;
+    if secret.len() != TOKEN_SECRET_BYTES * 2
+        || !secret
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(format!(
+            "the join token is malformed (the secret is not 64 lowercase hex digits): {SHAPE}"
+        ));
+    }
+    Ok((id, secret))
+}
+
+/// What a node offers and says about itself; sent when joining and at every connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeOffer {
+    pub name: String,
+    pub cores: u32,
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The agent's version, for the admin's eyes.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// Checks a node name: what `hearth node drain NAME` must be able to type.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "node name `{name}`: use 1-63 letters, digits, `-`, `_` or `.`, starting with a letter or digit (pass --name)"
+        ))
+    }
+}
+
+/// Checks one `--label key=value`.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let good = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    };
+    match s.split_once('=') {
+        Some((k, v)) if good(k) && good(v) => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!(
+            "--label {s}: write key=value with letters, digits, `-`, `_`, `.` or `/` (at most 63 each), e.g. disk=ssd"
+        )),
+    }
+}
+
+/// What an agent says. The first message on a connection is `Join` (no client
+/// certificate yet) or `Hello` (with the node's certificate); then heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AgentMessage {
+    /// Asks for a certificate for `public_key` (the raw uncompressed P-256 point, hex),
+    /// proving the join token.
+    Join {
+        token: String,
+        public_key: String,
+        offer: NodeOffer,
+    },
+    Hello {
+        offer: NodeOffer,
+    },
+    Heartbeat {
+        seq: u64,
+    },
+}
+
+/// What the server says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerMessage {
+    /// The node's certificate (PEM), signed by Hearth's CA; the agent reconnects with it.
+    Joined { certificate: String, name: String },
+    /// The node is connected; heartbeat every `heartbeat_ms`.
+    Welcome { name: String, heartbeat_ms: u64 },
+    /// A heartbeat arrived.
+    Ack { seq: u64 },
+    /// No: why, and what to do. The connection closes after it.
+    Refused { reason: String },
+}
+
+/// Encodes one message as a line; None if it would exceed [`MAX_FRAME`].
+pub fn encode<T: Serialize>(msg: &T) -> Option<Vec<u8>> {
+    let mut line = serde_json::to_vec(msg).ok()?;
+    line.push(b'\n');
+    (line.len() <= MAX_FRAME).then_some(line)
+}
+
+/// Decodes one line (without its newline), saying what was wrong with it.
+pub fn decode<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Result<T, String> {
+    serde_json::from_slice(line).map_err(|e| format!("a malformed message ({e})"))
+}
+
+/// A node as the scheduler and the admin see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Heartbeating and taking work.
+    Ready,
+    /// Heartbeating, but takes no new work (`hearth node drain`).
+    Draining,
+    /// Missed its heartbeats for longer than the node timeout (or never connected).
+    Down,
+}
+
+impl NodeState {
+    pub const ALL: [NodeState; 3] = [NodeState::Ready, NodeState::Draining, NodeState::Down];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Ready => "ready",
+            NodeState::Draining => "draining",
+            NodeState::Down => "down",
+        }
+    }
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A node's state from its last heartbeat: down once it is older than `timeout_ms`
+/// (whatever else is true: a silent node takes no work), else draining or ready.
+pub fn node_state(
+    last_heartbeat_ms: Option<i64>,
+    now_ms: i64,
+    timeout_ms: u64,
+    draining: bool,
+) -> NodeState {
+    let fresh = last_heartbeat_ms
+        .is_some_and(|t| now_ms.saturating_sub(t) <= i64::try_from(timeout_ms).unwrap_or(i64::MAX));
+    match (fresh, draining) {
+        (false, _) => NodeState::Down,
+        (true, true) => NodeState::Draining,
+        (true, false) => NodeState::Ready,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_down_once_its_last_heartbeat_is_older_than_the_timeout() {
+        assert_eq!(
+            node_state(Some(1_000), 4_000, 3_000, false),
+            NodeState::Ready
+        );
+        assert_eq!(
+            node_state(Some(1_000), 4_001, 3_000, false),
+            NodeState::Down
+        );
+        assert_eq!(node_state(None, 0, 3_000, false), NodeState::Down);
+        // A clock that went backwards is not a reason to call a node down.
+        assert_eq!(
+            node_state(Some(5_000), 4_000, 3_000, false),
+            NodeState::Ready
+        );
+    }
+
+    #[test]
+    fn draining_shows_only_while_the_node_is_alive() {
+        assert_eq!(
+            node_state(Some(1_000), 2_000, 3_000, true),
+            NodeState::Draining
+        );
+        assert_eq!(node_state(Some(1_000), 9_000, 3_000, true), NodeState::Down);
+    }
+
+    #[test]
+    fn heartbeats_fit_three_times_in_the_timeout() {
+        assert_eq!(heartbeat_interval_ms(3_000), 1_000);
+        assert_eq!(heartbeat_interval_ms(30_000), MAX_HEARTBEAT_MS);
+        assert_eq!(heartbeat_interval_ms(10), 100);
+    }
+
+    #[test]
+    fn join_tokens_round_trip_and_bad_ones_say_why() {
+        let secret = "ab".repeat(32);
+        let t = format_join_token(7, &secret);
+        assert_eq!(parse_join_token(&t), Ok((7, secret.as_str())));
+        for bad in ["", "hth_7_x", "hjt_7", "hjt_x_ab", "hjt_0_ab", "hjt_7_abc"] {
+            let err = parse_join_token(bad).expect_err(bad);
+            assert!(err.contains("malformed"), "{bad}: {err}");
+        }
+        let upper = format_join_token(7, &"AB".repeat(32));
+        assert!(parse_join_token(&upper).is_err());
+    }
+
+    #[test]
+    fn names_and_labels_are_checked() {
+        assert!(check_node_name("worker-1.lab").is_ok());
+        assert!(check_node_name("-x").is_err());
+        assert!(check_node_name("a b").is_err());
+        assert_eq!(parse_label("disk=ssd"), Ok(("disk".into(), "ssd".into())));
+        assert!(parse_label("disk").is_err());
+        assert!(parse_label("=x").is_err());
+    }
+
+    #[test]
+    fn messages_are_json_lines_within_the_cap() {
+        let m = AgentMessage::Heartbeat { seq: 3 };
+        let line = encode(&m).expect("small");
+        assert_eq!(line.last(), Some(&b'\n'));
+        let back: AgentMessage = decode(&line[..line.len() - 1]).expect("decodes");
+        assert_eq!(back, m);
+        let huge = ServerMessage::Refused {
+            reason: "x".repeat(MAX_FRAME),
+        };
+        assert!(encode(&huge).is_none());
+        assert!(decode::<AgentMessage>(b"{\"type\":\"nope\"}").is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! Joined machines and their join tokens: listing, drain/undrain/remove (admins), and
+//! `/node-tokens`, whose secrets are shown once and stored only as SHA-256.
+
+use super::{parse_id, ApiJson, AppState, Caller};
+use crate::auth;
+use crate::error::{ApiError, ApiResult};
+use crate::store::{now_ms, NodeTokenRow};
+use crate::App;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use hearth_model::api;
+use hearth_model::cluster::{format_join_token, NodeState, TOKEN_SECRET_BYTES};
+use sha2::{Digest, Sha256};
+
+/// A join token's lifetime unless asked otherwise.
+const DEFAULT_TTL_SECONDS: u64 = 3600;
+
+/// Joined nodes as the API shows them, by name. Empty with the cluster port off.
+pub fn joined(app: &App) -> ApiResult<Vec<api::NodeInfo>> {
+    let Some(cluster) = &app.cluster else {
+        return Ok(Vec::new());
+    };
+    let now = now_ms();
+    Ok(app
+        .store
+        .nodes()?
+        .iter()
+        .map(|n| api::NodeInfo {
+            name: n.name.clone(),
+            cores: n.cores,
+            memory_mib: n.memory_mib,
+            used_cores: 0,
+            used_memory_mib: 0,
+            isolation: false,
+            runtime: None,
+            problems: Vec::new(),
+            state: cluster.state(n, now),
+            joined: true,
+            labels: n.labels.clone(),
+            last_seen_ms: cluster.last_heartbeat(n),
+            cert_sha256: Some(n.cert_sha256.clone()),
+        })
+        .collect())
+}
+
+/// How many nodes are in each state, the local one (always ready) included.
+pub fn counts(app: &App) -> ApiResult<Vec<(NodeState, u64)>> {
+    let mut counts: Vec<(NodeState, u64)> = NodeState::ALL.iter().map(|s| (*s, 0)).collect();
+    counts[0].1 = 1;
+    for n in joined(app)? {
+        if let Some(c) = counts.iter_mut().find(|(s, _)| *s == n.state) {
+            c.1 += 1;
+        }
+    }
+    Ok(counts)
+}
+
+fn cluster_of(app: &App) -> ApiResult<&crate::cluster::Cluster> {
+    app.cluster.as_deref().ok_or_else(|| {
+        ApiError::conflict(
+            "cluster_off",
+            "the cluster port is off: start `hearth up` with --cluster-listen ADDR:PORT",
+        )
+    })
+}
+
+fn token_view(t: &NodeTokenRow) -> api::NodeToken {
+    api::NodeToken {
+        id: t.id as u64,
+        created_by: t.created_by.clone(),
+        created_at_ms: t.created_at,
+        expires_at_ms: t.expires_at,
+        revoked_at_ms: t.revoked_at,
+        uses: t.uses.max(0) as u64,
+    }
+}
+
+pub async fn list_tokens(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<api::NodeToken>>> {
+    caller.require_admin()?;
+    Ok(Json(
+        app.store.node_tokens()?.iter().map(token_view).collect(),
+    ))
+}
+
+pub async fn create_token(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<api::CreateNodeToken>,
+) -> ApiResult<(StatusCode, Json<api::CreatedNodeToken>)> {
+    caller.require_admin()?;
+    let cluster = cluster_of(&app)?;
+    let ttl = req.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+    if ttl == 0 || ttl > auth::MAX_TTL_SECONDS {
+        return Err(ApiError::bad_request(
+            "invalid_ttl",
+            "a join token's ttl must be between one second and ten years (default one hour)",
+        ));
+    }
+    let secret = auth::random_hex(TOKEN_SECRET_BYTES);
+    let now = now_ms();
+    let mut row = NodeTokenRow {
+        id: 0,
+        secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+        created_by: caller.0.name.clone(),
+        created_at: now,
+        expires_at: now.saturating_add((ttl as i64).saturating_mul(1000)),
+        revoked_at: None,
+        uses: 0,
+    };
+    row.id = app.store.insert_node_token(&row)?;
+    // Agents dial the cluster port's address; when it listens on every address, the host
+    // the admin reached the API by is the best guess of one that machines can reach.
+    let server = if cluster.addr.ip().is_unspecified() {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| match h.rsplit_once(':') {
+                Some((host, port)) if port.parse::<u16>().is_ok() => host.to_string(),
+                _ => h.to_string(),
+            })
+            .unwrap_or_else(|| "SERVER".into());
+        format!("{host}:{}", cluster.addr.port())
+    } else {
+        cluster.addr.to_string()
+    };
+    let token = format_join_token(row.id, &secret);
+    let command = format!(
+        "hearth agent --server {server} --token {token} --ca-sha256 {}",
+        cluster.tls.ca_sha256
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(api::CreatedNodeToken {
+            token: token_view(&row),
+            secret: token,
+            server,
+            ca_sha256: cluster.tls.ca_sha256.clone(),
+            command,
+        }),
+    ))
+}
+
+pub async fn revoke_token(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let id = parse_id("join token", &id)?;
+    if !app.store.revoke_node_token(id, now_ms())? {
+        return Err(ApiError::not_found(format!(
+            "no join token {id} that is not already revoked (see `hearth node token list`)"
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn no_node(name: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no joined node named {name} (see `hearth nodes`; the local node cannot be drained or removed)"
+    ))
+}
+
+pub async fn drain(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    if !app.store.set_node_draining(&name, true)? {
+        return Err(no_node(&name));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn undrain(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    if !app.store.set_node_draining(&name, false)? {
+        return Err(no_node(&name));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a node: its certificate is refused from now on, and its connection is cut.
+pub async fn remove(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let node = app
+        .store
+        .remove_node(&name, now_ms())?
+        .ok_or_else(|| no_node(&name))?;
+    if let Some(cluster) = &app.cluster {
+        cluster.disconnect(node.id);
+    }
+    eprintln!(
+        "Node {name} removed by {}: its certificate (sha256 {}) is revoked",
+        caller.0.name, node.cert_sha256
+    );
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,500 @@
+//! The cluster port: where `hearth agent`s join and then keep one mutual-TLS connection
+//! each. A connection without a client certificate may only join (prove a join token, get
+//! a certificate); every other one must present a certificate from Hearth's CA that belongs
+//! to a node that was not removed. Heartbeats are kept in memory and written to the store
+//! every few seconds, so a thousand nodes cost little.
+
+use crate::api::AppState;
+use crate::store::{now_ms, NodeRow};
+use crate::tls::{cert_sha256, ClusterTls};
+use hearth_agent::node::{read_frame, write_frame};
+use hearth_model::cluster::{
+    self, decode, heartbeat_interval_ms, node_state, AgentMessage, NodeOffer, NodeState,
+    ServerMessage,
+};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncWrite, BufReader};
+use tokio::net::TcpStream;
+
+/// How long a new connection may take to shake hands and say what it wants.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often heartbeats held in memory are written to the store.
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// The most labels a node may report.
+const MAX_LABELS: usize = 64;
+
+/// The cluster port's state, shared with the API.
+pub struct Cluster {
+    pub tls: ClusterTls,
+    /// Where the cluster port listens.
+    pub addr: SocketAddr,
+    /// A node whose last heartbeat is older than this is down.
+    pub node_timeout: Duration,
+    live: Mutex<HashMap<i64, Live>>,
+    next_conn: AtomicU64,
+}
+
+/// A connected node.
+struct Live {
+    conn: u64,
+    last_heartbeat_ms: i64,
+    /// Cuts the connection (the node was removed).
+    kick: Arc<tokio::sync::Notify>,
+}
+
+impl Cluster {
+    pub fn new(tls: ClusterTls, addr: SocketAddr, node_timeout: Duration) -> Cluster {
+        Cluster {
+            tls,
+            addr,
+            node_timeout,
+            live: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The latest heartbeat of a node: in memory while it is connected, else as stored.
+    pub fn last_heartbeat(&self, node: &NodeRow) -> Option<i64> {
+        let mem = self.live().get(&node.id).map(|l| l.last_heartbeat_ms);
+        mem.max(node.last_seen_at)
+    }
+
+    pub fn state(&self, node: &NodeRow, now: i64) -> NodeState {
+        node_state(
+            self.last_heartbeat(node),
+            now,
+            self.node_timeout.as_millis() as u64,
+            node.draining,
+        )
+    }
+
+    /// Drops a node's connection now, telling it why.
+    pub fn disconnect(&self, node_id: i64) {
+        if let Some(l) = self.live().get(&node_id) {
+            l.kick.notify_one();
+        }
+    }
+
+    fn heartbeat_ms(&self) -> u64 {
+        heartbeat_interval_ms(self.node_timeout.as_millis() as u64)
+    }
+}
+
+/// Accepts cluster connections until `stop` turns true.
+pub async fn serve(
+    app: AppState,
+    cluster: Arc<Cluster>,
+    listener: tokio::net::TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(flush(app.clone(), cluster.clone()));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    tokio::spawn(connection(app.clone(), cluster.clone(), tcp, peer));
+                }
+                Err(e) => {
+                    tracing::warn!("cluster port: accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Writes the heartbeats held in memory to the store, so a restarted server still knows
+/// when each node was last seen.
+async fn flush(app: AppState, cluster: Arc<Cluster>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        let seen: Vec<(i64, i64)> = cluster
+            .live()
+            .iter()
+            .map(|(id, l)| (*id, l.last_heartbeat_ms))
+            .collect();
+        if seen.is_empty() {
+            continue;
+        }
+        let app2 = app.clone();
+        let res = tokio::task::spawn_blocking(move || app2.store.touch_nodes(&seen)).await;
+        if let Ok(Err(e)) = res {
+            tracing::warn!("recording node heartbeats: {e}");
+        }
+    }
+}
+
+async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, reason: &str) {
+    let _ = write_frame(
+        w,
+        &ServerMessage::Refused {
+            reason: reason.to_string(),
+        },
+    )
+    .await;
+}
+
+async fn connection(app: AppState, cluster: Arc<Cluster>, tcp: TcpStream, peer: SocketAddr) {
+    // A TLS connection starts with a handshake record (0x16); anything else is someone
+    // speaking plain text to the port, which deserves a clearer line than a TLS error.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == 0x16 => {}
+        Ok(Ok(1)) => {
+            tracing::warn!(
+                "refused a cluster connection from {peer}: not TLS (plain text?); agents speak mutual TLS"
+            );
+            return;
+        }
+        _ => return,
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(cluster.tls.server.clone());
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let why = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(rustls::Error::InvalidCertificate(c)) => format!(
+                    "its certificate was not issued by this Hearth's CA ({c:?}); a node of another Hearth must join this one with a token"
+                ),
+                _ => format!("TLS handshake failed: {e}"),
+            };
+            tracing::warn!("refused a cluster connection from {peer}: {why}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("refused a cluster connection from {peer}: no TLS handshake within 15s");
+            return;
+        }
+    };
+    let fingerprint = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| cert_sha256(c.as_ref()));
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::new(r);
+    let mut buf = Vec::new();
+    let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut r, &mut buf)).await {
+        Ok(Ok(true)) => decode::<AgentMessage>(&buf),
+        Ok(Ok(false)) => return,
+        Ok(Err(e)) => Err(format!("a broken message ({e})")),
+        Err(_) => Err("nothing within 15s".to_string()),
+    };
+    match (first, fingerprint) {
+        (Err(why), _) => {
+            tracing::warn!("refused a cluster connection from {peer}: it sent {why}");
+            refuse(
+                &mut w,
+                &format!("the server could not read your message: {why}"),
+            )
+            .await;
+        }
+        (
+            Ok(AgentMessage::Join {
+                token,
+                public_key,
+                offer,
+            }),
+            None,
+        ) => {
+            let reply = join(&app, &cluster, peer, &token, &public_key, offer).await;
+            let _ = write_frame(&mut w, &reply).await;
+        }
+        (Ok(AgentMessage::Hello { offer }), Some(fp)) => {
+            session(&app, &cluster, peer, &fp, offer, &mut r, &mut w, &mut buf).await;
+        }
+        (Ok(AgentMessage::Hello { .. }), None) => {
+            tracing::warn!("refused a cluster connection from {peer}: no client certificate");
+            refuse(&mut w, "no client certificate: join first with --token").await;
+        }
+        (Ok(other), _) => {
+            tracing::warn!(
+                "refused a cluster connection from {peer}: unexpected first message {other:?}"
+            );
+            refuse(&mut w, "unexpected first message").await;
+        }
+    }
+}
+
+fn check_offer(offer: &NodeOffer) -> Result<(), String> {
+    cluster::check_node_name(&offer.name)?;
+    if offer.cores == 0 || offer.memory_mib == 0 {
+        return Err("a node must offer at least one core and some memory".into());
+    }
+    if offer.labels.len() > MAX_LABELS {
+        return Err(format!("at most {MAX_LABELS} labels"));
+    }
+    for (k, v) in &offer.labels {
+        cluster::parse_label(&format!("{k}={v}"))?;
+    }
+    Ok(())
+}
+
+/// Compares two digests in time that does not depend on where they differ.
+fn same_digest(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A join: the token must be known, its secret right, not revoked, not expired. Log lines
+/// say which (never the token); the agent is told what to do next.
+async fn join(
+    app: &AppState,
+    cluster: &Cluster,
+    peer: SocketAddr,
+    token: &str,
+    public_key: &str,
+    offer: NodeOffer,
+) -> ServerMessage {
+    let refused = |log: String, reason: &str| {
+        tracing::warn!("refused a join from {peer}: {log}");
+        ServerMessage::Refused {
+            reason: reason.to_string(),
+        }
+    };
+    const NEW_TOKEN: &str = "ask an admin for a new one (`hearth node token create`)";
+    let (id, secret) = match cluster::parse_join_token(token) {
+        Ok(t) => t,
+        Err(why) => return refused(format!("malformed join token: {why}"), &why),
+    };
+    let row = match app.store.node_token(id) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("reading join token {id}: {e}");
+            return ServerMessage::Refused {
+                reason: "the server could not check the token; try again".into(),
+            };
+        }
+    };
+    let digest = Sha256::digest(secret.as_bytes());
+    let Some(row) = row.filter(|r| {
+        hex::decode(&r.secret_sha256).is_ok_and(|stored| same_digest(&stored, digest.as_slice()))
+    }) else {
+        return refused(
+            format!("wrong join token (no token {id} with that secret)"),
+            &format!("the join token is wrong: {NEW_TOKEN}"),
+        );
+    };
+    if row.revoked_at.is_some() {
+        return refused(
+            format!("join token {id} was revoked"),
+            &format!("the join token was revoked: {NEW_TOKEN}"),
+        );
+    }
+    if row.expires_at <= now_ms() {
+        return refused(
+            format!("join token {id} has expired"),
+            &format!("the join token has expired: {NEW_TOKEN}"),
+        );
+    }
+    if let Err(why) = check_offer(&offer) {
+        return refused(format!("bad node description: {why}"), &why);
+    }
+    let key = match hex::decode(public_key) {
+        Ok(k) => k,
+        Err(_) => {
+            return refused(
+                "the public key is not hex".into(),
+                "the public key is not hex",
+            )
+        }
+    };
+    match app.store.live_node_named(&offer.name) {
+        Ok(Some(_)) => {
+            let why = format!(
+                "a node named {} has already joined: pass another --name, or remove the old one first (`hearth node remove {}`)",
+                offer.name, offer.name
+            );
+            return refused(format!("name taken: {why}"), &why);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!("looking up node {}: {e}", offer.name),
+    }
+    let (pem, fingerprint) = match cluster.tls.sign_node(&key, &offer.name) {
+        Ok(c) => c,
+        Err(e) => return refused(format!("cannot sign its key: {e}"), &e.to_string()),
+    };
+    let row = NodeRow {
+        id: 0,
+        name: offer.name.clone(),
+        cert_sha256: fingerprint.clone(),
+        cores: offer.cores,
+        memory_mib: offer.memory_mib,
+        labels: offer.labels.clone(),
+        joined_at: now_ms(),
+        last_seen_at: None,
+        draining: false,
+        removed_at: None,
+    };
+    if let Err(e) = app.store.insert_node(&row, id) {
+        return refused(
+            format!("recording node {}: {e}", offer.name),
+            &format!(
+                "could not record node {} (is the name taken? pass another --name)",
+                offer.name
+            ),
+        );
+    }
+    eprintln!(
+        "Node {} joined from {peer} with join token {id} (certificate sha256 {fingerprint})",
+        offer.name
+    );
+    ServerMessage::Joined {
+        certificate: pem,
+        name: offer.name,
+    }
+}
+
+/// A node's connection: welcome, then heartbeats until it goes away or is removed.
+#[allow(clippy::too_many_arguments)]
+async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
+    app: &AppState,
+    cluster: &Cluster,
+    peer: SocketAddr,
+    fingerprint: &str,
+    offer: NodeOffer,
+    r: &mut R,
+    w: &mut W,
+    buf: &mut Vec<u8>,
+) {
+    let node = match app.store.node_by_cert(fingerprint) {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            tracing::warn!(
+                "refused a node connection from {peer}: its certificate (sha256 {fingerprint}) belongs to no node of this Hearth"
+            );
+            refuse(w, "this certificate belongs to no node of this server: join again with a new token and an empty --data-dir").await;
+            return;
+        }
+        Err(e) => {
+            tracing::error!("looking up a node certificate: {e}");
+            return;
+        }
+    };
+    if node.removed_at.is_some() {
+        tracing::warn!(
+            "refused node {} connecting from {peer}: it was removed (`hearth node remove`), its certificate is revoked",
+            node.name
+        );
+        refuse(w, &format!("node {} was removed from this server: its certificate is revoked; to rejoin, use a new token and an empty --data-dir", node.name)).await;
+        return;
+    }
+    if let Err(why) = check_offer(&offer) {
+        tracing::warn!("refused node {} connecting from {peer}: {why}", node.name);
+        refuse(w, &why).await;
+        return;
+    }
+    let now = now_ms();
+    if let Err(e) =
+        app.store
+            .update_node_offer(node.id, offer.cores, offer.memory_mib, &offer.labels, now)
+    {
+        tracing::error!("recording node {}: {e}", node.name);
+    }
+    let conn = cluster.next_conn.fetch_add(1, Ordering::Relaxed);
+    let kick = Arc::new(tokio::sync::Notify::new());
+    let older = cluster.live().insert(
+        node.id,
+        Live {
+            conn,
+            last_heartbeat_ms: now,
+            kick: kick.clone(),
+        },
+    );
+    // One connection per node: a reconnect replaces a connection that has not noticed yet.
+    if let Some(old) = older {
+        old.kick.notify_one();
+    }
+    tracing::info!("node {} connected from {peer}", node.name);
+    let hb = cluster.heartbeat_ms();
+    let welcome = ServerMessage::Welcome {
+        name: node.name.clone(),
+        heartbeat_ms: hb,
+    };
+    let idle = cluster.node_timeout * 2 + Duration::from_millis(hb);
+    let mut ok = write_frame(w, &welcome).await.is_ok();
+    while ok {
+        tokio::select! {
+            _ = kick.notified() => {
+                let removed = app.store.node_by_cert(fingerprint).ok().flatten().is_some_and(|n| n.removed_at.is_some());
+                if removed {
+                    tracing::warn!("dropped node {} ({peer}): it was removed", node.name);
+                    refuse(w, &format!("node {} was removed from this server: its certificate is revoked", node.name)).await;
+                }
+                break;
+            }
+            got = tokio::time::timeout(idle, read_frame(r, buf)) => {
+                match got {
+                    Ok(Ok(true)) => match decode::<AgentMessage>(buf) {
+                        Ok(AgentMessage::Heartbeat { seq }) => {
+                            if let Some(l) = cluster.live().get_mut(&node.id) {
+                                if l.conn == conn {
+                                    l.last_heartbeat_ms = now_ms();
+                                }
+                            }
+                            ok = write_frame(w, &ServerMessage::Ack { seq }).await.is_ok();
+                        }
+                        Ok(other) => {
+                            tracing::warn!("node {} ({peer}) sent {other:?} mid-session; closing", node.name);
+                            refuse(w, "unexpected message mid-session").await;
+                            break;
+                        }
+                        Err(why) => {
+                            tracing::warn!("node {} ({peer}) sent {why}; closing", node.name);
+                            refuse(w, &why).await;
+                            break;
+                        }
+                    },
+                    Ok(Ok(false)) => break,
+                    // An agent killed or cut off: the node goes down by its heartbeats.
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Ok(Err(e)) => {
+                        tracing::warn!("node {} ({peer}): {e}; closing", node.name);
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::warn!("node {} ({peer}) went silent; closing", node.name);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let last = {
+        let mut live = cluster.live();
+        match live.get(&node.id) {
+            Some(l) if l.conn == conn => live.remove(&node.id).map(|l| l.last_heartbeat_ms),
+            _ => None,
+        }
+    };
+    if let Some(at) = last {
+        if let Err(e) = app.store.touch_nodes(&[(node.id, at)]) {
+            tracing::warn!("recording node {}'s last heartbeat: {e}", node.name);
+        }
+    }
+    tracing::info!("node {} ({peer}) disconnected", node.name);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_compare_whole() {
+        assert!(same_digest(b"abc", b"abc"));
+        assert!(!same_digest(b"abc", b"abd"));
+        assert!(!same_digest(b"abc", b"ab"));
+    }
+}
