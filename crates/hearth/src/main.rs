@@ -98,6 +98,9 @@ struct UpArgs {
     /// Stop an engine unused for this long, e.g. 15m, 30s
     #[arg(long, default_value = "15m")]
     engine_idle_timeout: String,
+    /// How often to sample the machine's use for the console's charts, e.g. 60s, 1m
+    #[arg(long, default_value = "60s")]
+    usage_interval: String,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -221,7 +224,14 @@ fn up_config(args: UpArgs) -> Result<Config> {
             args.engine_idle_timeout
         )
     })?;
+    let usage_interval = parse_duration(&args.usage_interval).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--usage-interval {}: write a duration such as 60s, 5m or 1s",
+            args.usage_interval
+        )
+    })?;
     Ok(Config {
+        usage_interval,
         connect_listen,
         connect_hosts: args.connect_host,
         connect_cert: args.connect_cert.zip(args.connect_key),

@@ -32,6 +32,8 @@ pub struct Config {
     pub engine_cores: u32,
     pub engine_memory_mib: u64,
     pub engine_idle_timeout: Duration,
+    /// How often the usage history (`usage`) samples the machine.
+    pub usage_interval: Duration,
 }
 
 /// Where everything lives under the data directory.

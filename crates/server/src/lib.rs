@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod spark;
 pub mod store;
 pub mod tls;
+pub mod usage;
 pub mod web;
 
 use anyhow::Context;
@@ -58,6 +59,8 @@ pub struct App {
     pub engines: engines::Engines,
     /// The Spark Connect gateway, when on.
     pub connect: Option<gateway::ConnectInfo>,
+    /// The machine's recent use, sampled every `cfg.usage_interval`.
+    pub usage: usage::UsageRing,
 }
 
 impl App {
@@ -133,6 +136,7 @@ pub async fn run(
         Some(addr) => Some(gateway_listener(&cfg, addr).await?),
         None => None,
     };
+    let usage = usage::UsageRing::new(cfg.usage_interval);
     let app = Arc::new(App {
         cfg,
         store,
@@ -149,11 +153,13 @@ pub async fn run(
         http_metrics: Default::default(),
         engines: Default::default(),
         connect: connect.as_ref().map(|c| c.0.clone()),
+        usage,
     });
     accounts::bootstrap_admin(&app)?;
     dispatch::reconcile(&app).await?;
     engines::reap_orphans(&app).await;
     let dispatcher = tokio::spawn(dispatch::run(app.clone()));
+    tokio::spawn(usage::run(app.clone()));
     let url = format!("http://{}", listener.local_addr()?);
     eprintln!(
         "Hearth is up at {url} (data in {})",

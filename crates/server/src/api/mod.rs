@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/files/{path}"),
     ("delete", "/api/v1/files/{path}"),
     ("get", "/api/v1/nodes"),
+    ("get", "/api/v1/usage"),
     ("get", "/api/v1/policy"),
     ("put", "/api/v1/policy"),
     ("get", "/api/v1/queues"),
@@ -82,6 +83,7 @@ pub fn router(app: AppState) -> Router {
             get(files::get).put(files::put).delete(files::remove),
         )
         .route("/nodes", get(jobs::nodes))
+        .route("/usage", get(jobs::usage))
         .route("/policy", get(policy::get).put(policy::put))
         .route("/queues", get(policy::queues))
         .route("/openapi.json", get(openapi::serve))
