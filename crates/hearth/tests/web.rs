@@ -618,11 +618,27 @@ impl Browser {
 
     /// Opens a console page by its hash route and waits for its heading.
     fn open(&self, url: &str, route: &str, ready_css: &str) {
-        // Emptied first, so that the old page's elements never pass for the new one's.
+        // Emptied first, so that the old page's elements never pass for the new one's; the
+        // same route again is drawn again.
         self.js("document.querySelector('#main').innerHTML = ''; return null");
         self.goto(&format!("{url}/#/{route}"));
+        let route = serde_json::to_string(&format!("#/{route}")).unwrap_or_default();
+        self.js(&format!(
+            "if (location.hash === {route} && !document.querySelector('#main').children.length) \
+             window.dispatchEvent(new HashChangeEvent('hashchange')); return null"
+        ));
         self.find(ready_css);
     }
+}
+
+/// Every form control on the page has a label (its own <label>, or aria-label).
+fn assert_labelled(b: &Browser, page: &str) {
+    let unlabelled = b.js(
+        "return [...document.querySelectorAll('main input, main select, main textarea')] \
+           .filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label')) \
+           .map(e => e.id || e.outerHTML)",
+    );
+    assert_eq!(unlabelled, json!([]), "unlabelled controls on {page}");
 }
 
 fn policy(h: &Hearth) -> Value {
@@ -642,6 +658,7 @@ fn an_admin_sets_a_quota_and_a_queue_in_the_browser() {
     b.click("a[data-nav=admin]");
     b.find("#users-table");
     assert!(b.text("#users-table").contains(&carol.name));
+    assert_labelled(&b, "admin-users");
     b.shot("admin-users");
     b.click("a[data-admin-nav=queues]");
     b.find("#queue-form");
@@ -653,6 +670,7 @@ fn an_admin_sets_a_quota_and_a_queue_in_the_browser() {
     b.click("#queue-save");
     b.find("tr[data-queue='research']");
     assert!(b.text("#admin-message").contains("research"));
+    assert_labelled(&b, "admin-queues");
     b.shot("admin-queues");
     let doc = policy(&h);
     let q = &doc["queues"][0];
@@ -670,6 +688,7 @@ fn an_admin_sets_a_quota_and_a_queue_in_the_browser() {
     b.click("#group-save");
     b.find("tr[data-group='lab']");
     assert!(b.text("tr[data-group='lab']").contains(&carol.name));
+    assert_labelled(&b, "admin-groups");
     b.shot("admin-groups");
     let doc = policy(&h);
     assert_eq!(doc["groups"][0]["queue"], "research", "{doc}");
@@ -699,6 +718,7 @@ fn an_admin_sets_a_quota_and_a_queue_in_the_browser() {
         "document.querySelector('#admin-message') && document.querySelector('#admin-message').textContent.includes('saved')",
         "the quota to be saved",
     );
+    assert_labelled(&b, "admin-quotas");
     b.shot("admin-quotas");
     let doc = policy(&h);
     let u = &doc["users"][&carol.name];
@@ -757,6 +777,7 @@ fn an_admin_sets_a_quota_and_a_queue_in_the_browser() {
         (status, me["name"].as_str()),
         (200, Some(carol.name.as_str()))
     );
+    assert_labelled(&b, "admin-tokens");
     b.shot("admin-tokens");
     // Tokens read `hth_ID_SECRET`.
     let id = secret.split('_').nth(1).unwrap_or("").to_string();
@@ -776,6 +797,7 @@ fn an_admin_sets_a_quota_and_a_queue_in_the_browser() {
     assert_eq!(status, 401);
 
     b.open(&h.url, "admin/policy", "#policy-doc");
+    assert_labelled(&b, "admin-policy");
     b.shot("admin-policy");
 }
 
@@ -892,6 +914,7 @@ fn the_cluster_page_charts_utilisation_after_a_job_ran() {
     );
     b.find("#jobs-chart polyline.s-running");
     assert!(b.text("#nodes-table").contains("local"));
+    assert_labelled(&b, "cluster-chart");
     b.shot("cluster-chart");
 
     // The job's page shows where its start-up time went.
@@ -902,6 +925,7 @@ fn the_cluster_page_charts_utilisation_after_a_job_ran() {
         "{}",
         b.text("#job-startup")
     );
+    assert_labelled(&b, "job-timeline");
     b.shot("job-timeline");
 }
 
@@ -962,6 +986,7 @@ fn the_jobs_page_draws_the_newest_200_and_pages_back_without_redrawing() {
     );
     // Rows are kept, not rebuilt: a mark on the newest row's element survives redraws.
     b.js("document.querySelector('#jobs-body tr').dataset.mark = 'kept'; return null");
+    assert_labelled(&b, "jobs-200");
     b.shot("jobs-200");
     b.click("#jobs-older");
     b.wait(
