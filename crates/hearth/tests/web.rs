@@ -616,6 +616,19 @@ impl Browser {
         ));
     }
 
+    /// Records Content-Security-Policy violations from now on (the page stays one document:
+    /// the console routes by hash).
+    fn watch_csp(&self) {
+        self.js(
+            "window.__csp = []; document.addEventListener('securitypolicyviolation', \
+                 e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI)); return null",
+        );
+    }
+
+    fn assert_no_csp_violations(&self) {
+        assert_eq!(self.js("return window.__csp"), json!([]), "CSP violations");
+    }
+
     /// Opens a console page by its hash route and waits for its heading.
     fn open(&self, url: &str, route: &str, ready_css: &str) {
         // Emptied first, so that the old page's elements never pass for the new one's; the
@@ -653,6 +666,7 @@ fn an_admin_sets_a_quota_and_a_queue_in_the_browser() {
     let carol = h.add_user(&common::unique("carol"));
     let b = Browser::start("admin");
     b.login(&h.url, "admin", common::ADMIN_PASSWORD);
+    b.watch_csp();
 
     // A queue through its form.
     b.click("a[data-nav=admin]");
@@ -799,6 +813,7 @@ fn an_admin_sets_a_quota_and_a_queue_in_the_browser() {
     b.open(&h.url, "admin/policy", "#policy-doc");
     assert_labelled(&b, "admin-policy");
     b.shot("admin-policy");
+    b.assert_no_csp_violations();
 }
 
 #[test]
@@ -903,6 +918,7 @@ fn the_cluster_page_charts_utilisation_after_a_job_ran() {
 
     let b = Browser::start("cluster");
     b.login(&h.url, &erin.name, &password(&erin));
+    b.watch_csp();
     b.click("a[data-nav=cluster]");
     b.find("#nodes-table");
     // A chart with the job in it: a cores line with more than one point, one above zero.
@@ -927,6 +943,7 @@ fn the_cluster_page_charts_utilisation_after_a_job_ran() {
     );
     assert_labelled(&b, "job-timeline");
     b.shot("job-timeline");
+    b.assert_no_csp_violations();
 }
 
 #[test]
