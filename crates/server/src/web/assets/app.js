@@ -313,8 +313,8 @@ async function pageJobs() {
       body.innerHTML = `<tr><td colspan="${cols}" class="muted">No jobs${v.state || v.text.trim() ? ' match the filter' : ' yet: <a href="#/submit">submit one</a>'}.</td></tr>`;
     }
     // Written only when it changes: it is a live region, read out on every change.
-    const count = list.length < all.length || more
-      ? `Showing the newest ${list.length} of ${all.length}${more ? '+' : ''} jobs`
+    const count = more ? `The newest ${list.length} jobs; “Show older jobs” below for more`
+      : list.length < all.length ? `The newest ${list.length} of ${all.length} jobs`
       : `${list.length} job${list.length === 1 ? '' : 's'}`;
     const countEl = $('#jobs-count');
     if (countEl.textContent !== count) countEl.textContent = count;
