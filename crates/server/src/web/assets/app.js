@@ -731,8 +731,21 @@ function lineChart(id, title, times, series, max, fmt) {
     <div class="legend">${series.map(s => `<span><span class="key ${s.cls}" aria-hidden="true"></span>${esc(s.name)} ${esc(fmt(s.values[s.values.length - 1]))}</span>`).join('')}</div></figure>`;
 }
 
+// At most `n` points a line: each stands for a run of samples and keeps its peak (a short
+// burst of use stays visible at any zoom).
+function downsample(samples, n) {
+  if (samples.length <= n) return samples;
+  const step = Math.ceil(samples.length / n), out = [];
+  for (let i = 0; i < samples.length; i += step) {
+    const run = samples.slice(i, i + step), p = Object.assign({}, run[run.length - 1]);
+    for (const k of ['used_cores', 'used_memory_mib', 'running_jobs', 'queued_jobs']) p[k] = Math.max(...run.map(r => r[k]));
+    out.push(p);
+  }
+  return out;
+}
+
 function usageCharts(u) {
-  const s = u.samples;
+  const s = downsample(u.samples, 600);
   if (s.length < 2) {
     return `<p class="muted" id="usage-empty">The charts fill in as the server samples the machine (every ${esc(dur(u.interval_seconds * 1000))}).</p>`;
   }
