@@ -1211,6 +1211,10 @@ async function adminPolicy() {
 // ---- start ----
 
 window.addEventListener('hashchange', render);
+// A page left (or kept in the back/forward cache) gives its event stream's connection back:
+// browsers allow only six connections to one server.
+window.addEventListener('pagehide', stopEvents);
+window.addEventListener('pageshow', e => { if (e.persisted && S.me) render(); });
 document.addEventListener('DOMContentLoaded', async () => {
   $('#logout').addEventListener('click', logout);
   try { S.me = await api('GET', '/api/v1/whoami'); } catch (_) { S.me = null; }
