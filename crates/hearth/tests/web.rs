@@ -680,8 +680,8 @@ fn an_admin_sets_a_quota_and_a_queue_in_the_browser() {
     b.type_into("#q-weight", "3");
     b.type_into("#q-g-cores", "1");
     b.type_into("#q-m-cores", "2");
-    b.type_into("#q-m-memory", "4g");
-    b.click("#queue-save");
+    // Enter in a field submits the form, as the keyboard user expects.
+    b.type_into("#q-m-memory", "4g\u{E007}");
     b.find("tr[data-queue='research']");
     assert!(b.text("#admin-message").contains("research"));
     assert_labelled(&b, "admin-queues");
