@@ -112,6 +112,9 @@ struct UpArgs {
     /// Mark a joined node down after this long without a heartbeat, e.g. 30s
     #[arg(long, default_value = "30s")]
     node_timeout: String,
+    /// How often to sample the machine's use for the console's charts, e.g. 60s, 1m
+    #[arg(long, default_value = "60s")]
+    usage_interval: String,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -334,11 +337,18 @@ fn up_config(args: UpArgs) -> Result<Config> {
             args.node_timeout
         )
     })?;
+    let usage_interval = parse_duration(&args.usage_interval).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--usage-interval {}: write a duration such as 60s, 5m or 1s",
+            args.usage_interval
+        )
+    })?;
     Ok(Config {
         notebook_memory_mib,
         notebook_idle_timeout,
         cluster_listen,
         node_timeout,
+        usage_interval,
         connect_listen,
         connect_hosts: args.connect_host,
         connect_cert: args.connect_cert.zip(args.connect_key),

@@ -638,3 +638,428 @@ fn a_notebook_opens_in_the_browser_after_the_login_and_only_for_its_owner() {
         "a 404 for bob",
     );
 }
+
+impl Browser {
+    /// Chooses `value` in a <select> as a person would (the page hears a change event).
+    fn select(&self, css: &str, value: &str) {
+        self.find(css);
+        let (css, value) = (
+            serde_json::to_string(css).unwrap_or_default(),
+            serde_json::to_string(value).unwrap_or_default(),
+        );
+        self.js(&format!(
+            "const s = document.querySelector({css}); s.value = {value}; \
+             s.dispatchEvent(new Event('change', {{bubbles: true}})); return null"
+        ));
+    }
+
+    /// Records Content-Security-Policy violations from now on (the page stays one document:
+    /// the console routes by hash).
+    fn watch_csp(&self) {
+        self.js(
+            "window.__csp = []; document.addEventListener('securitypolicyviolation', \
+                 e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI)); return null",
+        );
+    }
+
+    fn assert_no_csp_violations(&self) {
+        assert_eq!(self.js("return window.__csp"), json!([]), "CSP violations");
+    }
+
+    /// Opens a console page by its hash route and waits for its heading.
+    fn open(&self, url: &str, route: &str, ready_css: &str) {
+        // Emptied first, so that the old page's elements never pass for the new one's; the
+        // same route again is drawn again.
+        self.js("document.querySelector('#main').innerHTML = ''; return null");
+        self.goto(&format!("{url}/#/{route}"));
+        let route = serde_json::to_string(&format!("#/{route}")).unwrap_or_default();
+        self.js(&format!(
+            "if (location.hash === {route} && !document.querySelector('#main').children.length) \
+             window.dispatchEvent(new HashChangeEvent('hashchange')); return null"
+        ));
+        self.find(ready_css);
+    }
+}
+
+/// Every form control on the page has a label (its own <label>, or aria-label).
+fn assert_labelled(b: &Browser, page: &str) {
+    let unlabelled = b.js(
+        "return [...document.querySelectorAll('main input, main select, main textarea')] \
+           .filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label')) \
+           .map(e => e.id || e.outerHTML)",
+    );
+    assert_eq!(unlabelled, json!([]), "unlabelled controls on {page}");
+}
+
+fn policy(h: &Hearth) -> Value {
+    let (status, doc) = h.api(&h.admin, "GET", "/api/v1/policy", None);
+    assert_eq!(status, 200, "{doc}");
+    doc
+}
+
+#[test]
+fn an_admin_sets_a_quota_and_a_queue_in_the_browser() {
+    let mut h = Hearth::start();
+    let carol = h.add_user(&common::unique("carol"));
+    let b = Browser::start("admin");
+    b.login(&h.url, "admin", common::ADMIN_PASSWORD);
+    b.watch_csp();
+
+    // A queue through its form.
+    b.click("a[data-nav=admin]");
+    b.find("#users-table");
+    assert!(b.text("#users-table").contains(&carol.name));
+    assert_labelled(&b, "admin-users");
+    b.shot("admin-users");
+    b.click("a[data-admin-nav=queues]");
+    b.find("#queue-form");
+    b.type_into("#q-name", "research");
+    b.type_into("#q-weight", "3");
+    b.type_into("#q-g-cores", "1");
+    b.type_into("#q-m-cores", "2");
+    // Enter in a field submits the form, as the keyboard user expects.
+    b.type_into("#q-m-memory", "4g\u{E007}");
+    b.find("tr[data-queue='research']");
+    assert!(b.text("#admin-message").contains("research"));
+    assert_labelled(&b, "admin-queues");
+    b.shot("admin-queues");
+    let doc = policy(&h);
+    let q = &doc["queues"][0];
+    assert_eq!(q["name"], "research", "{doc}");
+    assert_eq!(q["weight"], 3, "{doc}");
+    assert_eq!(q["guaranteed"]["cores"], 1, "{doc}");
+    assert_eq!(q["max"], json!({"cores": 2, "memory": "4g"}), "{doc}");
+
+    // A group sending carol's jobs to it.
+    b.click("a[data-admin-nav=groups]");
+    b.find("#group-form");
+    b.type_into("#g-name", "lab");
+    b.select("#g-queue", "research");
+    b.click(&format!("#g-members input[value='{}']", carol.name));
+    b.click("#group-save");
+    b.find("tr[data-group='lab']");
+    assert!(b.text("tr[data-group='lab']").contains(&carol.name));
+    assert_labelled(&b, "admin-groups");
+    b.shot("admin-groups");
+    let doc = policy(&h);
+    assert_eq!(doc["groups"][0]["queue"], "research", "{doc}");
+    assert_eq!(doc["users"][&carol.name]["group"], "lab", "{doc}");
+
+    // Carol's own quota. A bad memory size is refused with the server's reason, and what the
+    // admin typed stays in the form.
+    b.click("a[data-admin-nav=quotas]");
+    b.find("#quota-form");
+    b.select("#qu-user", &carol.name);
+    b.type_into("#qu-cores", "2");
+    b.type_into("#qu-memory", "lots");
+    b.type_into("#qu-queued", "5");
+    b.click("#quota-save");
+    b.wait(
+        "!document.querySelector('#quota-error').hidden",
+        "the quota form's error",
+    );
+    assert!(
+        b.text("#quota-error").contains("memory"),
+        "{}",
+        b.text("#quota-error")
+    );
+    b.type_into("#qu-memory", "3g");
+    b.click("#quota-save");
+    b.wait(
+        "document.querySelector('#admin-message') && document.querySelector('#admin-message').textContent.includes('saved')",
+        "the quota to be saved",
+    );
+    assert_labelled(&b, "admin-quotas");
+    b.shot("admin-quotas");
+    let doc = policy(&h);
+    let u = &doc["users"][&carol.name];
+    assert_eq!(
+        u["quota"],
+        json!({"max_cores": 2, "max_memory": "3g", "max_queued_jobs": 5}),
+        "{doc}"
+    );
+    assert_eq!(
+        u["group"], "lab",
+        "the group survives a quota change: {doc}"
+    );
+    let (_, queues) = h.api(&carol, "GET", "/api/v1/queues", None);
+    assert!(queues.to_string().contains("research"), "{queues}");
+
+    // Another admin saves meanwhile: this page's change is refused, not lost silently, and
+    // the page shows the policy as it is now.
+    b.find("#quota-form");
+    b.select("#qu-user", &carol.name);
+    let mut theirs = policy(&h);
+    theirs["preemption_grace_seconds"] = json!(45);
+    let (status, saved) = h.api(&h.admin, "PUT", "/api/v1/policy", Some(theirs));
+    assert_eq!(status, 200, "{saved}");
+    b.type_into("#qu-cores", "7");
+    b.click("#quota-save");
+    b.find("#policy-conflict");
+    assert!(
+        b.text("#policy-conflict").contains("another admin"),
+        "{}",
+        b.text("#policy-conflict")
+    );
+    let version = saved["version"].as_u64().expect("version");
+    assert!(
+        b.text("main")
+            .contains(&format!("Policy version {version}")),
+        "{}",
+        b.text("main")
+    );
+    b.shot("admin-conflict");
+    let doc = policy(&h);
+    assert_eq!(doc["preemption_grace_seconds"], 45, "{doc}");
+    assert_eq!(doc["users"][&carol.name]["quota"]["max_cores"], 2, "{doc}");
+
+    // Carol's tokens: one made for her works as her, and once revoked, does not.
+    b.open(
+        &h.url,
+        &format!("admin/tokens/{}", carol.name),
+        "#admin-token-form",
+    );
+    b.type_into("#tk-name", "made-by-admin");
+    b.click("#admin-token-form button[type=submit]");
+    b.find("#token-secret .secret");
+    let secret = b.text("#token-secret .secret");
+    let (status, me) = common::api_call(&h.url, Some(&secret), "GET", "/api/v1/whoami", None);
+    assert_eq!(
+        (status, me["name"].as_str()),
+        (200, Some(carol.name.as_str()))
+    );
+    assert_labelled(&b, "admin-tokens");
+    b.shot("admin-tokens");
+    // Tokens read `hth_ID_SECRET`.
+    let id = secret.split('_').nth(1).unwrap_or("").to_string();
+    let row = b
+        .js("const r = [...document.querySelectorAll('#admin-tokens-table tr[data-token-id]')].find(r => r.textContent.includes('made-by-admin')); return r ? r.dataset.tokenId : null")
+        .as_str()
+        .map(str::to_string)
+        .expect("the new token's row");
+    assert_eq!(row, id);
+    b.js("window.confirm = () => true; return null");
+    b.click(&format!("button[data-revoke='{row}']"));
+    b.wait(
+        &format!("!document.querySelector(\"tr[data-token-id='{row}']\") && !!document.querySelector('#admin-tokens-table')"),
+        "the revoked token to go",
+    );
+    let (status, _) = common::api_call(&h.url, Some(&secret), "GET", "/api/v1/whoami", None);
+    assert_eq!(status, 401);
+
+    b.open(&h.url, "admin/policy", "#policy-doc");
+    assert_labelled(&b, "admin-policy");
+    b.shot("admin-policy");
+    b.assert_no_csp_violations();
+}
+
+#[test]
+fn a_non_admin_sees_no_admin_pages_and_the_api_refuses_them() {
+    let mut h = Hearth::start();
+    let dave = h.add_user(&common::unique("dave"));
+    let b = Browser::start("nonadmin");
+    b.login(&h.url, &dave.name, &password(&dave));
+    assert_eq!(
+        b.js("const a = document.querySelector('a[data-nav=admin]'); return !a || a.offsetParent === null"),
+        json!(true),
+        "the Admin link is not shown"
+    );
+    for route in [
+        "admin",
+        "admin/queues",
+        "admin/quotas",
+        "admin/tokens/admin",
+    ] {
+        b.open(&h.url, route, "#admins-only");
+        assert_eq!(
+            b.js("return !!document.querySelector('#queue-form, #quota-form, #users-table, #admin-tokens-table, #policy-doc')"),
+            json!(false),
+            "{route}"
+        );
+    }
+    b.shot("admins-only");
+
+    let (_, admin_tokens) = h.api(&h.admin, "GET", "/api/v1/tokens", None);
+    let admin_token = admin_tokens[0]["id"].as_u64().expect("the admin's token");
+    for (method, path, body) in [
+        ("GET", "/api/v1/policy".to_string(), None),
+        (
+            "PUT",
+            "/api/v1/policy".to_string(),
+            Some(json!({"version": 0})),
+        ),
+        ("GET", "/api/v1/users".to_string(), None),
+        (
+            "POST",
+            "/api/v1/users".to_string(),
+            Some(json!({"name": "mallory"})),
+        ),
+        ("GET", "/api/v1/tokens?user=admin".to_string(), None),
+        (
+            "POST",
+            "/api/v1/tokens?user=admin".to_string(),
+            Some(json!({"name": "stolen"})),
+        ),
+    ] {
+        let (status, err) = h.api(&dave, method, &path, body);
+        assert_eq!(status, 403, "{method} {path}: {err}");
+    }
+    // Someone else's token is not theirs to revoke: as if it did not exist.
+    let (status, _) = h.api(
+        &dave,
+        "DELETE",
+        &format!("/api/v1/tokens/{admin_token}"),
+        None,
+    );
+    assert_eq!(status, 404);
+    assert_eq!(h.api(&h.admin, "GET", "/api/v1/whoami", None).0, 200);
+    // The usage history is for everyone who is logged in, and no one else.
+    let (status, usage) = h.api(&dave, "GET", "/api/v1/usage", None);
+    assert_eq!(status, 200, "{usage}");
+    assert!(usage["interval_seconds"].as_u64().is_some(), "{usage}");
+    let (status, _) = common::api_call(&h.url, None, "GET", "/api/v1/usage", None);
+    assert_eq!(status, 401);
+    let (status, err) = h.api(&dave, "GET", "/api/v1/usage?seconds=soon", None);
+    assert_eq!(status, 400, "{err}");
+}
+
+#[test]
+fn the_cluster_page_charts_utilisation_after_a_job_ran() {
+    let mut h = Hearth::start_with(&["--usage-interval", "1s"]);
+    let erin = h.add_user(&common::unique("erin"));
+    let id = h.submit(
+        &erin,
+        &[
+            "--num-executors",
+            "0",
+            "--driver-memory",
+            "512m",
+            &apps().join("sleepy.py").display().to_string(),
+            "10",
+            "0.3",
+        ],
+    );
+    let job = h.wait_job(&erin, id, MIN * 5);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    // The job held a core while it started and ran (seconds): some sample saw it.
+    let (status, usage) = h.api(&erin, "GET", "/api/v1/usage", None);
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["interval_seconds"], 1, "{usage}");
+    let samples = usage["samples"].as_array().cloned().unwrap_or_default();
+    assert!(
+        samples
+            .iter()
+            .any(|s| s["used_cores"].as_u64() > Some(0) && s["running_jobs"].as_u64() > Some(0)),
+        "{usage}"
+    );
+
+    let b = Browser::start("cluster");
+    b.login(&h.url, &erin.name, &password(&erin));
+    b.watch_csp();
+    b.click("a[data-nav=cluster]");
+    b.find("#nodes-table");
+    // A chart with the job in it: a cores line with more than one point, one above zero.
+    b.wait(
+        "(() => { const svg = document.querySelector('#usage-chart'); if (!svg || Number(svg.dataset.samples) < 2) return false; \
+          const line = svg.querySelector('polyline.s-cores'); const ys = line.getAttribute('points').trim().split(' ').map(p => Number(p.split(',')[1])); \
+          return ys.length >= 2 && Math.min(...ys) < Math.max(...ys); })()",
+        "a utilisation chart with the job in it",
+    );
+    b.find("#jobs-chart polyline.s-running");
+    assert!(b.text("#nodes-table").contains("local"));
+    assert_labelled(&b, "cluster-chart");
+    b.shot("cluster-chart");
+
+    // The job's page shows where its start-up time went.
+    b.goto(&format!("{}/#/jobs/{id}", h.url));
+    b.find("#job-startup");
+    assert!(
+        b.text("#job-startup").contains("Start-up took"),
+        "{}",
+        b.text("#job-startup")
+    );
+    assert_labelled(&b, "job-timeline");
+    b.shot("job-timeline");
+    b.assert_no_csp_violations();
+}
+
+#[test]
+fn the_jobs_page_draws_the_newest_200_and_pages_back_without_redrawing() {
+    let mut h = Hearth::start();
+    let frank = h.add_user(&common::unique("frank"));
+    // Frank may run nothing: his jobs stay queued, and cost no Spark.
+    let mut doc = policy(&h);
+    doc["users"][&frank.name] = json!({"quota": {"max_running_jobs": 0}});
+    let (status, saved) = h.api(&h.admin, "PUT", "/api/v1/policy", Some(doc));
+    assert_eq!(status, 200, "{saved}");
+    let app = apps().join("sleepy.py");
+    let out = Command::new("sha256sum")
+        .arg(&app)
+        .output()
+        .expect("sha256sum");
+    let sha = common::text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(sha.len(), 64, "{sha}");
+    let put = ureq::put(&format!("{}/api/v1/blobs/{sha}", h.url))
+        .set("Authorization", &format!("Bearer {}", frank.token))
+        .send_bytes(&std::fs::read(&app).expect("read the app"));
+    assert!(put.is_ok(), "{put:?}");
+    let mut ids = Vec::new();
+    for _ in 0..205 {
+        let (status, job) = h.api(
+            &frank,
+            "POST",
+            "/api/v1/jobs",
+            Some(json!({"main": {"name": "sleepy.py", "sha256": sha},
+                        "resources": {"num_executors": 0, "driver_memory": "512m"}})),
+        );
+        assert_eq!(status, 201, "{job}");
+        ids.push(job["id"].as_u64().expect("id"));
+    }
+    let (oldest, newest) = (ids[0], ids[204]);
+
+    let b = Browser::start("paging");
+    b.login(&h.url, &frank.name, &password(&frank));
+    b.wait(
+        "document.querySelectorAll('#jobs-body tr[data-job-id]').length === 200",
+        "the newest 200 jobs",
+    );
+    b.find(&format!("tr[data-job-id='{newest}']"));
+    assert_eq!(
+        b.js(&format!(
+            "return !!document.querySelector(\"tr[data-job-id='{oldest}']\")"
+        )),
+        json!(false)
+    );
+    b.wait(
+        "!document.querySelector('#jobs-older').hidden",
+        "the Show older jobs button",
+    );
+    // Rows are kept, not rebuilt: a mark on the newest row's element survives redraws.
+    b.js("document.querySelector('#jobs-body tr').dataset.mark = 'kept'; return null");
+    assert_labelled(&b, "jobs-200");
+    b.shot("jobs-200");
+    b.click("#jobs-older");
+    b.wait(
+        "document.querySelectorAll('#jobs-body tr[data-job-id]').length === 205",
+        "the older jobs",
+    );
+    b.find(&format!("tr[data-job-id='{oldest}']"));
+    b.wait(
+        "document.querySelector('#jobs-older').hidden",
+        "no more older jobs",
+    );
+    assert_eq!(
+        b.js(&format!(
+            "return document.querySelector(\"tr[data-job-id='{newest}']\").dataset.mark || ''"
+        )),
+        json!("kept")
+    );
+    // Queued for the quota's reason, as the job page says.
+    b.goto(&format!("{}/#/jobs/{newest}", h.url));
+    b.find("#job-reason");
+    b.shot("job-queued");
+}

@@ -397,6 +397,27 @@ pub struct QueueStatus {
     pub users: Vec<UserUsage>,
 }
 
+/// One sample of the machine's use: what jobs hold against what is offered, and how many
+/// jobs run and wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageSample {
+    pub at_ms: i64,
+    pub cores: u32,
+    pub used_cores: u32,
+    pub memory_mib: u64,
+    pub used_memory_mib: u64,
+    /// Starting or running.
+    pub running_jobs: u32,
+    pub queued_jobs: u32,
+}
+
+/// The usage history the server keeps in memory (a day at most), oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageHistory {
+    pub interval_seconds: u64,
+    pub samples: Vec<UsageSample>,
+}
+
 /// One earlier run of a job that did not end it (a preemption).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {

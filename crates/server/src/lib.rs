@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod spark;
 pub mod store;
 pub mod tls;
+pub mod usage;
 pub mod web;
 
 use anyhow::Context;
@@ -64,6 +65,8 @@ pub struct App {
     pub ports: Result<hearth_agent::portguard::PortGuard, String>,
     /// The cluster port, when on.
     pub cluster: Option<Arc<cluster::Cluster>>,
+    /// The machine's recent use, sampled every `cfg.usage_interval`.
+    pub usage: usage::UsageRing,
 }
 
 impl App {
@@ -201,6 +204,7 @@ pub async fn run(
         Some(addr) => Some(cluster_listener(&cfg, addr).await?),
         None => None,
     };
+    let usage = usage::UsageRing::new(cfg.usage_interval);
     let app = Arc::new(App {
         cfg,
         store,
@@ -219,12 +223,14 @@ pub async fn run(
         connect: connect.as_ref().map(|c| c.0.clone()),
         ports,
         cluster: cluster.as_ref().map(|c| c.0.clone()),
+        usage,
     });
     accounts::bootstrap_admin(&app)?;
     dispatch::reconcile(&app).await?;
     engines::reap_orphans(&app).await;
     let dispatcher = tokio::spawn(dispatch::run(app.clone()));
     tokio::spawn(keep_ports_guarded(app.clone()));
+    tokio::spawn(usage::run(app.clone()));
     let url = format!("http://{}", listener.local_addr()?);
     eprintln!(
         "Hearth is up at {url} (data in {})",

@@ -488,6 +488,35 @@ pub async fn nodes(
     Ok(Json(nodes))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Only the samples of the last this many seconds (default: all, a day at most).
+    #[serde(default)]
+    seconds: Option<u64>,
+}
+
+/// The machine's recent use, oldest sample first, for the console's charts.
+pub async fn usage(
+    State(app): State<AppState>,
+    _caller: Caller,
+    q: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<api::UsageHistory>> {
+    let q = query(q)?;
+    let since = match q.seconds {
+        Some(s) => crate::store::now_ms().saturating_sub(
+            i64::try_from(s.min(crate::usage::HISTORY.as_secs()))
+                .unwrap_or(0)
+                .saturating_mul(1000),
+        ),
+        None => 0,
+    };
+    Ok(Json(api::UsageHistory {
+        interval_seconds: app.cfg.usage_interval.as_secs().max(1),
+        samples: app.usage.since(since),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/node-tokens"),
     ("post", "/api/v1/node-tokens"),
     ("delete", "/api/v1/node-tokens/{id}"),
+    ("get", "/api/v1/usage"),
     ("get", "/api/v1/policy"),
     ("put", "/api/v1/policy"),
     ("get", "/api/v1/queues"),
@@ -101,6 +102,7 @@ pub fn router(app: AppState) -> Router {
             "/node-tokens/{id}",
             axum::routing::delete(nodes::revoke_token),
         )
+        .route("/usage", get(jobs::usage))
         .route("/policy", get(policy::get).put(policy::put))
         .route("/queues", get(policy::queues))
         .route("/openapi.json", get(openapi::serve))

@@ -5,10 +5,11 @@ use crate::accounts;
 use crate::auth::{self, format_token, new_token};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{TokenRow, UserRow};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use hearth_model::api;
+use serde::Deserialize;
 
 fn user_view(u: &UserRow) -> api::User {
     api::User {
@@ -119,13 +120,46 @@ pub async fn remove(
     ))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensQuery {
+    /// Another user's tokens (admins).
+    #[serde(default)]
+    user: Option<String>,
+}
+
+/// Whose tokens a call is about: the caller's own, or (admins only) the named user's.
+fn token_owner(
+    app: &AppState,
+    caller: &Caller,
+    q: Result<Query<TokensQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<UserRow> {
+    let q = q
+        .map(|Query(v)| v)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    match q.user {
+        None => Ok(caller.0.clone()),
+        Some(name) if name == caller.0.name => Ok(caller.0.clone()),
+        Some(name) => {
+            caller
+                .require_admin()
+                .map_err(|_| ApiError::forbidden("only admins may manage other users' tokens"))?;
+            app.store
+                .user_by_name(&name)?
+                .ok_or_else(|| ApiError::not_found(format!("no user named {name}")))
+        }
+    }
+}
+
 pub async fn list_tokens(
     State(app): State<AppState>,
     caller: Caller,
+    q: Result<Query<TokensQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<api::Token>>> {
+    let owner = token_owner(&app, &caller, q)?;
     Ok(Json(
         app.store
-            .tokens_of(caller.0.id)?
+            .tokens_of(owner.id)?
             .iter()
             .map(token_view)
             .collect(),
@@ -135,8 +169,10 @@ pub async fn list_tokens(
 pub async fn create_token(
     State(app): State<AppState>,
     caller: Caller,
+    q: Result<Query<TokensQuery>, axum::extract::rejection::QueryRejection>,
     ApiJson(req): ApiJson<api::CreateToken>,
 ) -> ApiResult<(StatusCode, Json<api::CreatedToken>)> {
+    let owner = token_owner(&app, &caller, q)?;
     if req.name.trim().is_empty() || req.name.len() > 100 {
         return Err(ApiError::bad_request(
             "invalid_name",
@@ -149,8 +185,7 @@ pub async fn create_token(
             "a token's ttl must be between one second and ten years; omit it for a token that does not expire",
         ));
     }
-    let user = caller.0.clone();
-    let t = tokio::task::spawn_blocking(move || new_token(&user, &req.name, req.ttl_seconds))
+    let t = tokio::task::spawn_blocking(move || new_token(&owner, &req.name, req.ttl_seconds))
         .await
         .map_err(|e| ApiError::internal("creating a token", e))?;
     let id = app.store.insert_token(&t.row)?;
@@ -169,7 +204,12 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id("token", &id)?;
-    if !app.store.delete_token(id, caller.0.id)? {
+    // Admins revoke anyone's token; everyone else only their own (another's is a 404).
+    let owner = match app.store.token(id)? {
+        Some(t) if caller.0.admin => t.user_id,
+        _ => caller.0.id,
+    };
+    if !app.store.delete_token(id, owner)? {
         return Err(ApiError::not_found(format!("you have no token {id}")));
     }
     app.tokens.forget(id);

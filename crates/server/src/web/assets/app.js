@@ -10,7 +10,8 @@ const S = {
   esAll: false,      // whether it streams everyone's jobs
   cleanup: null,     // stops the current page's streams and timers
   onJobs: null,      // the current page's handler of job events
-  samples: [],       // cluster utilisation samples taken while the console is open
+  flash: null,       // a message for the next admin page drawn: { msg, error, conflict }
+  quotaUser: null,   // the user the quota form last edited
 };
 const TERMINAL = ['succeeded', 'failed', 'cancelled', 'lost'];
 const STATES = ['queued', 'starting', 'running', 'succeeded', 'failed', 'cancelled', 'lost'];
@@ -38,6 +39,8 @@ function bytes(n) {
 }
 function dur(ms) {
   if (ms == null || ms < 0) return '';
+  // Start-up phases are often under a second or a few: those keep their tenths.
+  if (ms < 10000) return (ms / 1000).toFixed(1) + 's';
   const s = Math.round(ms / 1000);
   if (s < 60) return s + 's';
   if (s < 3600) return Math.floor(s / 60) + 'm ' + (s % 60) + 's';
@@ -47,11 +50,6 @@ function when(ms) {
   if (!ms) return '';
   const d = new Date(ms);
   return d.toLocaleString();
-}
-function ago(ms) {
-  if (!ms) return '';
-  const d = Date.now() - ms;
-  return d < 5000 ? 'just now' : dur(d) + ' ago';
 }
 function cores(n) { return n === 1 ? '1 core' : n + ' cores'; }
 function badge(state) {
@@ -135,7 +133,7 @@ async function render() {
   const pages = {
     jobs: () => rest.length ? pageJob(rest[0]) : pageJobs(),
     submit: pageSubmit, files: () => pageFiles(rest), cluster: pageCluster,
-    tokens: pageTokens, admin: pageAdmin,
+    tokens: pageTokens, admin: () => pageAdmin(rest),
   };
   const fn = pages[page];
   try {
@@ -225,10 +223,23 @@ async function logout() {
 
 // ---- jobs ----
 
-const jobsView = { state: '', text: '', all: false, limit: 200 };
+// The jobs page draws at most `shown` rows (the newest first); older pages come from the API
+// on demand. Rows are kept by job id and only what changed is written to the DOM, so a
+// thousand live jobs updating cost little: a row's HTML is compared with what it shows.
+const PAGE = 200;
+const jobsView = { state: '', text: '', all: false, shown: PAGE };
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+const dateFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+// Absolute, so the column never needs redrawing as time passes: today's jobs by time of day.
+function shortTime(ms) {
+  if (!ms) return '';
+  const d = new Date(ms);
+  return d.toDateString() === new Date().toDateString() ? timeFmt.format(d) : dateFmt.format(d);
+}
 
 async function pageJobs() {
   const v = jobsView;
+  v.shown = PAGE;
   setMain(`
     <h1>${v.all ? 'All jobs' : 'My jobs'}</h1>
     <form class="row card" id="jobs-filter" role="search" aria-label="Filter jobs">
@@ -241,70 +252,138 @@ async function pageJobs() {
     </form>
     <p id="jobs-count" class="muted" aria-live="polite"></p>
     <table id="jobs-table">
-      <caption class="muted" hidden>Jobs, newest first</caption>
+      <caption class="visually-hidden">Jobs, newest first</caption>
       <thead><tr><th scope="col" class="num">ID</th><th scope="col">Name</th>${v.all ? '<th scope="col">Owner</th>' : ''}
         <th scope="col">State</th><th scope="col" class="hide-narrow">Queue</th><th scope="col">Submitted</th>
         <th scope="col" class="num">Duration</th><th scope="col" class="num hide-narrow">Cores</th><th scope="col" class="num hide-narrow">Memory</th></tr></thead>
       <tbody id="jobs-body"></tbody>
-    </table>`, v.all ? 'All jobs' : 'My jobs');
-  $('#f-state').addEventListener('change', e => { v.state = e.target.value; load(); });
-  $('#f-text').addEventListener('input', e => { v.text = e.target.value; draw(); });
+    </table>
+    <p><button type="button" class="secondary" id="jobs-older" hidden>Show older jobs</button></p>`, v.all ? 'All jobs' : 'My jobs');
+  $('#f-state').addEventListener('change', e => { v.state = e.target.value; v.shown = PAGE; load().catch(e => toast(e.message, true)); });
+  $('#f-text').addEventListener('input', e => { v.text = e.target.value; schedule(); });
   $('#jobs-filter').addEventListener('submit', e => e.preventDefault());
   if ($('#f-all')) $('#f-all').addEventListener('change', e => { v.all = e.target.checked; render(); });
 
+  const rows = new Map();   // job id -> { tr, html, dur, durText }
+  let oldest = null;        // the smallest job id loaded from the API
+  let more = false;         // whether the API has older jobs than those loaded
   let pending = false;
+  const cols = v.all ? 9 : 8;
+  function rowHtml(j) {
+    return `<td class="num"><a href="#/jobs/${j.id}">${j.id}</a></td>
+        <td><a href="#/jobs/${j.id}">${esc(j.name)}</a></td>${v.all ? `<td>${esc(j.owner)}</td>` : ''}
+        <td class="job-state">${badge(j.state)}</td><td class="hide-narrow">${esc(j.queue)}</td>
+        <td title="${esc(when(j.submitted_at_ms))}">${esc(shortTime(j.submitted_at_ms))}</td>
+        <td class="num dur"></td><td class="num hide-narrow">${j.cores}</td>
+        <td class="num hide-narrow">${esc(mib(j.memory_limit_mib))}</td>`;
+  }
+  function matching() {
+    const q = v.text.trim().toLowerCase();
+    return [...S.jobs.values()]
+      .filter(j => !v.state || j.state === v.state)
+      .filter(j => !q || String(j.id) === q || [j.name, j.owner, j.main, j.state, j.queue].some(s => (s || '').toLowerCase().includes(q)))
+      .sort((a, b) => b.id - a.id);
+  }
   function draw() {
     pending = false;
     const body = $('#jobs-body');
     if (!body) return;
-    const q = v.text.trim().toLowerCase();
-    const list = [...S.jobs.values()]
-      .filter(j => !v.state || j.state === v.state)
-      .filter(j => !q || String(j.id) === q || [j.name, j.owner, j.main, j.state, j.queue].some(s => (s || '').toLowerCase().includes(q)))
-      .sort((a, b) => b.id - a.id);
+    const all = matching();
+    const list = all.slice(0, v.shown);
     const now = Date.now();
-    body.innerHTML = list.map(j => {
-      const end = j.finished_at_ms || now;
-      const d = j.running_at_ms ? end - j.running_at_ms : null;
-      return `<tr data-job-id="${j.id}" data-state="${esc(j.state)}">
-        <td class="num"><a href="#/jobs/${j.id}">${j.id}</a></td>
-        <td><a href="#/jobs/${j.id}">${esc(j.name)}</a></td>${v.all ? `<td>${esc(j.owner)}</td>` : ''}
-        <td class="job-state">${badge(j.state)}</td><td class="hide-narrow">${esc(j.queue)}</td>
-        <td title="${esc(when(j.submitted_at_ms))}">${esc(ago(j.submitted_at_ms))}</td>
-        <td class="num">${esc(dur(d))}</td><td class="num hide-narrow">${j.cores}</td>
-        <td class="num hide-narrow">${esc(mib(j.memory_limit_mib))}</td></tr>`;
-    }).join('') || `<tr><td colspan="9" class="muted">No jobs${v.state || q ? ' match the filter' : ' yet: <a href="#/submit">submit one</a>'}.</td></tr>`;
-    $('#jobs-count').textContent = `${list.length} shown of the newest ${S.jobs.size} loaded` +
-      (S.jobs.size >= v.limit ? ` (older jobs: hearth jobs --limit N)` : '');
+    const keep = new Set();
+    let i = 0;
+    for (const j of list) {
+      let r = rows.get(j.id);
+      if (!r) {
+        const tr = document.createElement('tr');
+        tr.dataset.jobId = j.id;
+        r = { tr, html: null, dur: null, durText: null };
+        rows.set(j.id, r);
+      }
+      const html = rowHtml(j);
+      if (r.html !== html) {
+        r.tr.innerHTML = html;
+        r.html = html;
+        r.dur = r.tr.querySelector('.dur');
+        r.durText = null;
+      }
+      if (r.tr.dataset.state !== j.state) r.tr.dataset.state = j.state;
+      const d = j.running_at_ms ? dur((j.finished_at_ms || now) - j.running_at_ms) : '';
+      if (r.durText !== d) { r.dur.textContent = d; r.durText = d; }
+      keep.add(j.id);
+      const at = body.children[i];
+      if (at !== r.tr) body.insertBefore(r.tr, at || null);
+      i++;
+    }
+    while (body.children.length > i) body.lastElementChild.remove();
+    for (const id of rows.keys()) if (!keep.has(id)) rows.delete(id);
+    if (!list.length) {
+      body.innerHTML = `<tr><td colspan="${cols}" class="muted">No jobs${v.state || v.text.trim() ? ' match the filter' : ' yet: <a href="#/submit">submit one</a>'}.</td></tr>`;
+    }
+    // Written only when it changes: it is a live region, read out on every change.
+    const count = more ? `The newest ${list.length} jobs; “Show older jobs” below for more`
+      : list.length < all.length ? `The newest ${list.length} of ${all.length} jobs`
+      : `${list.length} job${list.length === 1 ? '' : 's'}`;
+    const countEl = $('#jobs-count');
+    if (countEl.textContent !== count) countEl.textContent = count;
+    const older = $('#jobs-older'), hide = !(all.length > v.shown || more);
+    if (older.hidden !== hide) older.hidden = hide;
   }
   // Many events in a burst are drawn once per frame.
   const schedule = () => { if (!pending) { pending = true; requestAnimationFrame(draw); } };
 
-  async function load() {
-    const params = new URLSearchParams({ limit: v.limit });
-    if (v.state) params.set('state', v.state);
-    if (v.all) params.set('all', 'true');
-    const r = await api('GET', '/api/v1/jobs?' + params);
-    S.jobs = new Map(r.jobs.map(j => [j.id, j]));
-    draw();
+  function params(before) {
+    const p = new URLSearchParams({ limit: PAGE });
+    if (v.state) p.set('state', v.state);
+    if (v.all) p.set('all', 'true');
+    if (before) p.set('before', before);
+    return p;
   }
+  async function load() {
+    const r = await api('GET', '/api/v1/jobs?' + params());
+    S.jobs = new Map(r.jobs.map(j => [j.id, j]));
+    oldest = r.jobs.length ? r.jobs[r.jobs.length - 1].id : null;
+    more = r.jobs.length === PAGE;
+    draw();
+    // For bench/web_browser.py: when the first rows were on the page.
+    if (window.performance && performance.mark) performance.mark('hearth-jobs-drawn');
+  }
+  $('#jobs-older').addEventListener('click', async () => {
+    const btn = $('#jobs-older');
+    v.shown += PAGE;
+    if (more && matching().length < v.shown && oldest != null) {
+      btn.disabled = true;
+      try {
+        const r = await api('GET', '/api/v1/jobs?' + params(oldest));
+        for (const j of r.jobs) S.jobs.set(j.id, j);
+        if (r.jobs.length) oldest = r.jobs[r.jobs.length - 1].id;
+        more = r.jobs.length === PAGE;
+      } catch (e) { toast(e.message, true); }
+      btn.disabled = false;
+    }
+    draw();
+  });
   S.onJobs = jobs => {
     for (const j of jobs) {
       if (v.state && j.state !== v.state) S.jobs.delete(j.id);
-      else S.jobs.set(j.id, j);
+      // Jobs older than the loaded pages stay out: they would show up out of order.
+      else if (oldest == null || j.id >= oldest || !more) S.jobs.set(j.id, j);
     }
     schedule();
   };
   S.onReconnect = () => { load().catch(() => {}); };
   startEvents(v.all);
   await load();
-  // Relative times and running durations move on by themselves.
-  const tick = setInterval(schedule, 5000);
+  // Running durations move on by themselves; only their text is rewritten.
+  const tick = setInterval(schedule, 1000);
   S.cleanup = () => { clearInterval(tick); S.onReconnect = null; };
 }
 
 // ---- one job ----
 
+// Where the time went: queued (waiting for the scheduler), starting (job directory, sandbox,
+// Spark's JVM until the driver runs), running, then the end.
 function timeline(j) {
   const now = Date.now();
   const phases = [];
@@ -314,17 +393,24 @@ function timeline(j) {
   if (started) phases.push({ name: 'starting', ms: (running || fin || now) - started });
   if (running) phases.push({ name: 'running', ms: (fin || now) - running });
   const total = phases.reduce((a, p) => a + Math.max(p.ms, 0), 0) || 1;
+  const startup = running ? `Start-up took ${dur(running - sub)}: ${dur((started || running) - sub)} waiting in the queue, ${dur(running - (started || running))} starting.`
+    : started ? `Starting for ${dur(now - started)} after ${dur(started - sub)} in the queue.`
+    : fin ? 'It ended before it started.' : `Waiting in the queue for ${dur(now - sub)}.`;
   return `
-    <div class="timeline" role="img" aria-label="${esc(phases.map(p => p.name + ' ' + dur(p.ms)).join(', '))}">
-      ${phases.map(p => `<div class="phase phase-${p.name}" data-grow="${Math.max(p.ms, total / 200) / total}">${esc(p.name)} ${esc(dur(p.ms))}</div>`).join('')}
-    </div>
+    <ol class="timeline" aria-label="Phases">
+      ${phases.map(p => `<li class="phase phase-${p.name}" data-grow="${Math.max(p.ms, total / 200) / total}">${esc(p.name)} ${esc(dur(p.ms))}</li>`).join('')}
+      ${fin ? `<li class="phase phase-ended">${esc(j.state)}</li>` : ''}
+    </ol>
     <div class="legend">${phases.map(p => `<span><strong>${esc(p.name)}</strong> ${esc(dur(p.ms))}</span>`).join('')}
-      ${fin ? `<span>ended ${esc(when(fin))}</span>` : `<span>${esc(j.state)} now</span>`}</div>`;
+      ${fin ? `<span><strong>ended</strong> ${esc(when(fin))}</span>` : `<span>${esc(j.state)} now</span>`}</div>
+    <p class="muted" id="job-startup">${esc(startup)}</p>`;
 }
 
 function jobDetails(j) {
   const r = j.resources;
   const attempts = (j.attempts || []).map((a, i) => `<tr><td class="num">${i + 1}</td><td>${esc(when(a.started_at_ms))}</td>
+      <td class="num">${esc(a.started_at_ms && a.running_at_ms ? dur(a.running_at_ms - a.started_at_ms) : '—')}</td>
+      <td class="num">${esc(a.running_at_ms ? dur(a.ended_at_ms - a.running_at_ms) : '—')}</td>
       <td>${esc(when(a.ended_at_ms))}</td><td>${esc(a.outcome)}</td><td>${esc(a.reason)}</td></tr>`).join('');
   return `
     <h1><span id="job-name">${esc(j.name)}</span> <span class="muted">#${j.id}</span> <span id="job-state">${badge(j.state)}</span></h1>
@@ -349,7 +435,7 @@ function jobDetails(j) {
       </dl></section>
     </div>
     ${attempts ? `<section class="card" aria-labelledby="att-h"><h2 id="att-h">Earlier attempts</h2><table>
-      <thead><tr><th scope="col" class="num">#</th><th scope="col">Started</th><th scope="col">Ended</th><th scope="col">Outcome</th><th scope="col">Why</th></tr></thead>
+      <thead><tr><th scope="col" class="num">#</th><th scope="col">Started</th><th scope="col" class="num">Starting</th><th scope="col" class="num">Ran</th><th scope="col">Ended</th><th scope="col">Outcome</th><th scope="col">Why</th></tr></thead>
       <tbody>${attempts}</tbody></table></section>` : ''}`;
 }
 
@@ -635,53 +721,123 @@ async function pageFiles(parts) {
 // ---- cluster ----
 
 function pct(x) { return (100 * x).toFixed(0) + '%'; }
+const clusterView = { hours: 6 };
+
+// A line chart drawn as SVG by hand: `series` are [{ name, cls, values }] over `times`, on a
+// y axis from 0 to `max`; the axis labels come from `fmt`.
+function lineChart(id, title, times, series, max, fmt) {
+  const W = 640, H = 180, L = 48, R = 10, T = 10, B = 24;
+  const t0 = times[0], t1 = times[times.length - 1], span = Math.max(t1 - t0, 1);
+  const x = t => L + (t - t0) / span * (W - L - R);
+  const y = v => T + (1 - Math.min(v / (max || 1), 1)) * (H - T - B);
+  const grid = [0, 0.5, 1].map(f => `<line class="grid" x1="${L}" x2="${W - R}" y1="${y(f * max).toFixed(1)}" y2="${y(f * max).toFixed(1)}"/>
+    <text class="axis" x="${L - 6}" y="${(y(f * max) + 4).toFixed(1)}" text-anchor="end">${esc(fmt(f * max))}</text>`).join('');
+  const ticks = [0, 0.5, 1].map(f => `<text class="axis" x="${(L + f * (W - L - R)).toFixed(1)}" y="${H - 6}" text-anchor="${f === 0 ? 'start' : f === 1 ? 'end' : 'middle'}">${esc(shortTime(t0 + f * span))}</text>`).join('');
+  const lines = series.map(s => `<polyline class="line ${s.cls}" points="${s.values.map((v, i) => `${x(times[i]).toFixed(1)},${y(v).toFixed(1)}`).join(' ')}"/>`).join('');
+  const last = series.map(s => `${s.name} ${fmt(s.values[s.values.length - 1])}`).join(', ');
+  return `<figure class="chart-box"><figcaption>${esc(title)}</figcaption>
+    <svg id="${id}" class="chart" viewBox="0 0 ${W} ${H}" role="img" data-samples="${times.length}"
+      aria-label="${esc(title)}: ${esc(last)} now; ${times.length} samples since ${esc(when(t0))}">${grid}${ticks}${lines}</svg>
+    <div class="legend">${series.map(s => `<span><span class="key ${s.cls}" aria-hidden="true"></span>${esc(s.name)} ${esc(fmt(s.values[s.values.length - 1]))}</span>`).join('')}</div></figure>`;
+}
+
+// At most `n` points a line: each stands for a run of samples and keeps its peak (a short
+// burst of use stays visible at any zoom).
+function downsample(samples, n) {
+  if (samples.length <= n) return samples;
+  const step = Math.ceil(samples.length / n), out = [];
+  for (let i = 0; i < samples.length; i += step) {
+    const run = samples.slice(i, i + step), p = Object.assign({}, run[run.length - 1]);
+    for (const k of ['used_cores', 'used_memory_mib', 'running_jobs', 'queued_jobs']) p[k] = Math.max(...run.map(r => r[k]));
+    out.push(p);
+  }
+  return out;
+}
+
+function usageCharts(u) {
+  const s = downsample(u.samples, 600);
+  if (s.length < 2) {
+    return `<p class="muted" id="usage-empty">The charts fill in as the server samples the machine (every ${esc(dur(u.interval_seconds * 1000))}).</p>`;
+  }
+  const times = s.map(p => p.at_ms);
+  const share = (a, b) => b ? a / b : 0;
+  // An even maximum, so that the middle grid line is a whole number of jobs too.
+  const maxJobs = 2 * Math.ceil(Math.max(1, ...s.map(p => Math.max(p.running_jobs, p.queued_jobs))) / 2);
+  return `<div class="charts">
+    ${lineChart('usage-chart', 'Cores and memory in use', times, [
+      { name: 'cores', cls: 's-cores', values: s.map(p => share(p.used_cores, p.cores)) },
+      { name: 'memory', cls: 's-memory', values: s.map(p => share(p.used_memory_mib, p.memory_mib)) },
+    ], 1, pct)}
+    ${lineChart('jobs-chart', 'Jobs running and queued', times, [
+      { name: 'running', cls: 's-running', values: s.map(p => p.running_jobs) },
+      { name: 'queued', cls: 's-queued', values: s.map(p => p.queued_jobs) },
+    ], maxJobs, n => String(Math.round(n)))}
+  </div>`;
+}
+
+function limitText(l) {
+  const parts = [];
+  if (l && l.cores != null) parts.push(cores(l.cores));
+  if (l && l.memory) parts.push(l.memory);
+  return parts.join(', ');
+}
+function quotaText(q) {
+  const parts = [];
+  if (q.max_cores != null) parts.push(cores(q.max_cores));
+  if (q.max_memory) parts.push(q.max_memory);
+  if (q.max_running_jobs != null) parts.push(q.max_running_jobs + ' running');
+  if (q.max_queued_jobs != null) parts.push(q.max_queued_jobs + ' queued');
+  return parts.join(', ') || 'no limit';
+}
 
 async function pageCluster() {
   async function load() {
-    const [nodes, queues] = await Promise.all([api('GET', '/api/v1/nodes'), api('GET', '/api/v1/queues')]);
-    const cores = nodes.reduce((a, n) => a + n.cores, 0), used = nodes.reduce((a, n) => a + n.used_cores, 0);
-    const mem = nodes.reduce((a, n) => a + n.memory_mib, 0), memUsed = nodes.reduce((a, n) => a + n.used_memory_mib, 0);
-    S.samples.push({ t: Date.now(), cpu: cores ? used / cores : 0, mem: mem ? memUsed / mem : 0 });
-    if (S.samples.length > 2000) S.samples.shift();
-    return { nodes, queues };
+    const [nodes, queues, usage] = await Promise.all([api('GET', '/api/v1/nodes'), api('GET', '/api/v1/queues'),
+      api('GET', '/api/v1/usage?seconds=' + clusterView.hours * 3600)]);
+    return { nodes, queues, usage };
   }
-  function html({ nodes, queues }) {
-    return `
-    <h1>Cluster</h1>
-    <section aria-labelledby="nodes-h"><h2 id="nodes-h">Nodes</h2>
-    <table id="nodes-table"><thead><tr><th scope="col">Node</th><th scope="col">Cores used</th><th scope="col">Memory used</th><th scope="col">Isolation</th><th scope="col">Problems</th></tr></thead>
+  function nodesHtml(nodes) {
+    return `<table id="nodes-table"><thead><tr><th scope="col">Node</th><th scope="col">Cores used</th><th scope="col">Memory used</th><th scope="col">Isolation</th><th scope="col">Problems</th></tr></thead>
     <tbody>${nodes.map(n => `<tr><td>${esc(n.name)}</td>
       <td class="bar-cell"><progress max="${n.cores}" value="${n.used_cores}" aria-label="cores used on ${esc(n.name)}"></progress> ${n.used_cores} / ${n.cores}</td>
       <td class="bar-cell"><progress max="${n.memory_mib}" value="${n.used_memory_mib}" aria-label="memory used on ${esc(n.name)}"></progress> ${esc(mib(n.used_memory_mib))} / ${esc(mib(n.memory_mib))}</td>
-      <td>${n.isolation ? 'on' : '<strong>off</strong>'}</td><td>${n.problems.map(esc).join('<br>') || '—'}</td></tr>`).join('')}</tbody></table></section>
-    <section aria-labelledby="util-h"><h2 id="util-h">Utilisation</h2>${chart()}</section>
-    <section aria-labelledby="queues-h"><h2 id="queues-h">Queues</h2>
-    <table id="queues-table"><thead><tr><th scope="col">Queue</th><th scope="col" class="num">Weight</th><th scope="col" class="num">Running</th><th scope="col" class="num">Queued</th>
-      <th scope="col">Share in use</th><th scope="col">Fair share</th><th scope="col">Users</th></tr></thead>
-    <tbody>${queues.map(q => `<tr><td>${esc(q.spec.name)}${q.spec.best_effort ? ' <span class="muted">(best effort)</span>' : ''}</td>
+      <td>${n.isolation ? 'on' : '<strong>off</strong>'}</td><td>${n.problems.map(esc).join('<br>') || '—'}</td></tr>`).join('')}</tbody></table>`;
+  }
+  function queuesHtml(queues) {
+    return `<table id="queues-table"><thead><tr><th scope="col">Queue</th><th scope="col" class="num">Weight</th><th scope="col" class="num">Running</th><th scope="col" class="num">Queued</th>
+      <th scope="col">In use</th><th scope="col">Fair share</th><th scope="col">Guaranteed</th><th scope="col">Quota (max)</th><th scope="col">Users: use / their quota</th></tr></thead>
+    <tbody>${queues.map(q => `<tr data-queue="${esc(q.spec.name)}"><td>${esc(q.spec.name)}${q.spec.best_effort ? ' <span class="muted">(best effort)</span>' : ''}</td>
       <td class="num">${q.spec.weight}</td><td class="num">${q.running_jobs}</td><td class="num">${q.queued_jobs}</td>
-      <td class="bar-cell"><progress max="1" value="${q.dominant_share}" aria-label="share of ${esc(q.spec.name)} in use"></progress> ${pct(q.dominant_share)}</td>
+      <td class="bar-cell"><progress max="1" value="${q.dominant_share}" aria-label="share of the cluster queue ${esc(q.spec.name)} uses"></progress> ${pct(q.dominant_share)}
+        <span class="muted">(${cores(q.cores)}, ${esc(mib(q.memory_mib))})</span></td>
       <td class="bar-cell"><progress max="1" value="${q.fair_share}" aria-label="fair share of ${esc(q.spec.name)}"></progress> ${pct(q.fair_share)}</td>
-      <td>${q.users.map(u => `${esc(u.user)}: ${u.running_jobs} running, ${u.queued_jobs} queued, ${pct(u.dominant_share)}`).join('<br>') || '—'}</td></tr>`).join('')}
-    </tbody></table></section>`;
+      <td>${esc(limitText(q.spec.guaranteed) || '—')}</td><td>${esc(limitText(q.spec.max) || 'no limit')}</td>
+      <td>${q.users.map(u => `${esc(u.user)}: ${u.running_jobs} running, ${u.queued_jobs} queued, ${cores(u.cores)}, ${esc(mib(u.memory_mib))} / ${esc(quotaText(u.quota))}`).join('<br>') || '—'}</td></tr>`).join('')
+      || '<tr><td colspan="9" class="muted">No queues and no jobs.</td></tr>'}
+    </tbody></table>`;
   }
-  function chart() {
-    const s = S.samples;
-    if (s.length < 2) return '<p class="muted">The chart fills in while this page is open (a sample every 5 seconds).</p>';
-    const t0 = s[0].t, span = Math.max(s[s.length - 1].t - t0, 1);
-    const line = key => s.map(p => `${((p.t - t0) / span * 1000).toFixed(1)},${(100 - p[key] * 100).toFixed(1)}`).join(' ');
-    const last = s[s.length - 1];
-    return `<svg class="chart" viewBox="0 0 1000 100" preserveAspectRatio="none" role="img"
-        aria-label="CPU ${pct(last.cpu)} and memory ${pct(last.mem)} in use now; ${s.length} samples over ${esc(dur(span))}">
-      <polyline fill="none" stroke="#2d5f9a" stroke-width="2" vector-effect="non-scaling-stroke" points="${line('cpu')}"/>
-      <polyline fill="none" stroke="#9c3d00" stroke-width="2" stroke-dasharray="6 3" vector-effect="non-scaling-stroke" points="${line('mem')}"/></svg>
-      <div class="legend"><span><strong>cores</strong> (solid) ${pct(last.cpu)}</span><span><strong>memory</strong> (dashed) ${pct(last.mem)}</span>
-      <span class="muted">since ${esc(when(t0))} (sampled while the console is open)</span></div>`;
+  function fill(d) {
+    if (routeOf().page !== 'cluster' || !$('#nodes-box')) return;
+    $('#nodes-box').innerHTML = nodesHtml(d.nodes);
+    $('#queues-box').innerHTML = queuesHtml(d.queues);
+    $('#usage-box').innerHTML = usageCharts(d.usage);
   }
-  setMain(html(await load()), 'Cluster');
-  const timer = setInterval(async () => {
-    try { const data = await load(); if (routeOf().page === 'cluster') setMain(html(data), 'Cluster'); } catch (_) { /* next time */ }
-  }, 5000);
+  const first = await load();
+  setMain(`
+    <h1>Cluster</h1>
+    <section aria-labelledby="nodes-h"><h2 id="nodes-h">Nodes</h2><div id="nodes-box"></div></section>
+    <section aria-labelledby="util-h"><h2 id="util-h">Utilisation</h2>
+      <form class="row" id="usage-form"><div class="field"><label for="usage-hours">Period</label>
+        <select id="usage-hours">${[1, 6, 24].map(h => `<option value="${h}"${h === clusterView.hours ? ' selected' : ''}>last ${h === 1 ? 'hour' : h + ' hours'}</option>`).join('')}</select></div></form>
+      <div id="usage-box"></div></section>
+    <section aria-labelledby="queues-h"><h2 id="queues-h">Queues</h2>
+      <p class="muted">A queue's use against its fair share (its weight among the queues with work) and its limits.</p>
+      <div id="queues-box"></div></section>`, 'Cluster');
+  fill(first);
+  const refresh = async () => { try { fill(await load()); } catch (_) { /* next time */ } };
+  $('#usage-hours').addEventListener('change', e => { clusterView.hours = Number(e.target.value) || 6; refresh(); });
+  $('#usage-form').addEventListener('submit', e => e.preventDefault());
+  const timer = setInterval(refresh, 5000);
   S.cleanup = () => clearInterval(timer);
 }
 
@@ -721,39 +877,92 @@ async function pageTokens() {
 
 // ---- admin ----
 
-async function pageAdmin() {
+// Admin pages: users, anyone's tokens, and the scheduling policy (queues, groups, quotas).
+// The policy is one versioned document: every form changes the copy this page read and
+// saves it whole with that version. If another admin saved meanwhile, the server answers 409:
+// the page says so, reloads the current policy and the admin makes the change again.
+const ADMIN_PAGES = [['users', 'Users'], ['tokens', 'Tokens'], ['queues', 'Queues'], ['groups', 'Groups'],
+  ['quotas', 'Quotas'], ['policy', 'Policy document']];
+
+function adminNav(current) {
+  return `<nav aria-label="Admin" class="subnav"><ul>${ADMIN_PAGES.map(([p, label]) =>
+    `<li><a href="#/admin/${p}" data-admin-nav="${p}"${p === current ? ' aria-current="page"' : ''}>${esc(label)}</a></li>`).join('')}</ul></nav>
+    <div id="admin-flash">${S.flash ? `<p class="${S.flash.error ? 'alert' : 'notice'}" role="${S.flash.error ? 'alert' : 'status'}" id="${S.flash.conflict ? 'policy-conflict' : 'admin-message'}">${esc(S.flash.msg)}</p>` : ''}</div>`;
+}
+
+// What an input holds: undefined when empty, else a whole number >= 0 (or an Error).
+function wholeNumber(id, what) {
+  const t = $(id).value.trim();
+  if (t === '') return undefined;
+  if (!/^\d+$/.test(t)) throw new Error(`${what}: write a whole number, or leave it empty for no limit`);
+  return Number(t);
+}
+function optText(id) { return $(id).value.trim() || undefined; }
+function prune(o) {
+  for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
+  return o;
+}
+
+// Applies `change` to a copy of `base` (the policy as read, with its version) and saves it.
+// Returns true when saved; a 409 reloads the page with the conflict shown; other errors go
+// to `errorEl`, keeping what the admin typed.
+async function savePolicy(base, change, done, errorEl) {
+  const doc = JSON.parse(JSON.stringify(base));
+  try {
+    change(doc);
+    await api('PUT', '/api/v1/policy', doc);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 409) {
+      S.flash = { error: true, conflict: true, msg: `Not saved: another admin changed the scheduling policy since this page loaded it (you had version ${base.version}). The page now shows the current policy; check it and make your change again.` };
+      await render();
+      return false;
+    }
+    if (errorEl) { errorEl.textContent = e.message; errorEl.hidden = false; errorEl.focus(); } else toast(e.message, true);
+    return false;
+  }
+  S.flash = { msg: done };
+  await render();
+  return true;
+}
+
+async function pageAdmin(rest) {
   if (!S.me.admin) {
-    setMain('<h1>Admins only</h1><p>Only admins manage users and the scheduling policy.</p>', 'Admin');
+    setMain('<h1>Admins only</h1><p id="admins-only">Only admins manage users, tokens and the scheduling policy.</p>', 'Admin');
     return;
   }
-  const [users, policy] = await Promise.all([api('GET', '/api/v1/users'), api('GET', '/api/v1/policy')]);
+  const sub = rest[0] || 'users';
+  const pages = { users: adminUsers, tokens: adminTokens, queues: adminQueues, groups: adminGroups, quotas: adminQuotas, policy: adminPolicy };
+  const fn = pages[sub];
+  if (!fn) {
+    setMain(`<h1>Not found</h1><p>No admin page <code>${esc(sub)}</code>. <a href="#/admin">Admin</a>.</p>`, 'Not found');
+    return;
+  }
+  try { await fn(rest.slice(1)); } finally { S.flash = null; }
+}
+
+async function adminUsers() {
+  const users = await api('GET', '/api/v1/users');
   setMain(`
-    <h1>Admin</h1>
-    <section aria-labelledby="users-h"><h2 id="users-h">Users</h2>
-    <form id="user-form" class="row card">
-      <div class="field"><label for="n-name">User name</label><input type="text" id="n-name" required pattern="[a-z][a-z0-9_-]{0,31}"></div>
+    <h1>Admin: users</h1>${adminNav('users')}
+    <form id="user-form" class="row card" aria-label="Add a user">
+      <div class="field"><label for="n-name">User name</label><input type="text" id="n-name" required pattern="[a-z][a-z0-9_\\-]{0,31}" aria-describedby="n-name-help"></div>
       <div class="field"><label for="n-password">Password (empty: generate one)</label><input type="password" id="n-password" autocomplete="new-password"></div>
       <div class="field inline"><input type="checkbox" id="n-admin"><label for="n-admin">Admin</label></div>
       <button type="submit">Add user</button>
+      <p class="muted" id="n-name-help">A lower-case letter, then letters, digits, - or _.</p>
     </form>
     <div id="user-secret" aria-live="polite"></div>
-    <table id="users-table"><thead><tr><th scope="col">Name</th><th scope="col">Role</th><th scope="col" class="num">Linux uid</th><th scope="col">Created</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
-    <tbody>${users.map(u => `<tr><td>${esc(u.name)}</td><td>${u.admin ? 'admin' : 'user'}</td><td class="num">${u.uid}</td><td>${esc(when(u.created_at_ms))}</td>
-      <td>${u.name === S.me.name ? '' : `<button type="button" class="danger" data-remove="${esc(u.name)}" aria-label="Remove user ${esc(u.name)}">Remove</button>`}</td></tr>`).join('')}</tbody></table></section>
-    <section aria-labelledby="policy-h"><h2 id="policy-h">Scheduling policy</h2>
-    <p class="muted">Queues, groups and quotas, as <code>hearth queue/group/quota</code> edit them. Saving needs the version you read.</p>
-    <form id="policy-form" class="card">
-      <label for="policy-doc">Policy (JSON)</label>
-      <textarea id="policy-doc" rows="14" spellcheck="false">${esc(JSON.stringify(policy, null, 2))}</textarea>
-      <p><button type="submit">Save policy</button></p>
-    </form></section>`, 'Admin');
+    <table id="users-table"><caption class="visually-hidden">Users</caption><thead><tr><th scope="col">Name</th><th scope="col">Role</th><th scope="col" class="num">Linux uid</th><th scope="col">Created</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+    <tbody>${users.map(u => `<tr data-user="${esc(u.name)}"><td>${esc(u.name)}</td><td>${u.admin ? 'admin' : 'user'}</td><td class="num">${u.uid}</td><td>${esc(when(u.created_at_ms))}</td>
+      <td><a href="#/admin/tokens/${encodeURIComponent(u.name)}">Tokens</a>
+      ${u.name === S.me.name ? '' : `<button type="button" class="danger" data-remove="${esc(u.name)}" aria-label="Remove user ${esc(u.name)}">Remove</button>`}</td></tr>`).join('')}</tbody></table>`, 'Users');
   $('#user-form').addEventListener('submit', async ev => {
     ev.preventDefault();
     const body = { name: $('#n-name').value.trim(), admin: $('#n-admin').checked };
     if ($('#n-password').value) body.password = $('#n-password').value;
     try {
       const r = await api('POST', '/api/v1/users', body);
-      await pageAdmin();
+      await render();
       if (r.generated_password) $('#user-secret').innerHTML = `<p class="notice">${esc(r.user.name)}'s password (shown once):</p><p class="secret">${esc(r.generated_password)}</p>`;
       else toast(`Added ${r.user.name}`);
     } catch (e) { toast(e.message, true); }
@@ -761,20 +970,261 @@ async function pageAdmin() {
   for (const b of document.querySelectorAll('[data-remove]')) {
     b.addEventListener('click', async () => {
       if (!confirm(`Remove user ${b.dataset.remove}? Their workspace is kept on disk.`)) return;
-      try { await api('DELETE', '/api/v1/users/' + encodeURIComponent(b.dataset.remove)); render(); } catch (e) { toast(e.message, true); }
+      try { await api('DELETE', '/api/v1/users/' + encodeURIComponent(b.dataset.remove)); toast(`Removed ${b.dataset.remove}`); render(); } catch (e) { toast(e.message, true); }
     });
   }
-  $('#policy-form').addEventListener('submit', async ev => {
+}
+
+async function adminTokens(rest) {
+  const users = await api('GET', '/api/v1/users');
+  const who = rest[0] && users.some(u => u.name === rest[0]) ? rest[0] : S.me.name;
+  const q = '?user=' + encodeURIComponent(who);
+  const tokens = await api('GET', '/api/v1/tokens' + q);
+  setMain(`
+    <h1>Admin: tokens</h1>${adminNav('tokens')}
+    <form class="row card" id="token-user-form" aria-label="Whose tokens">
+      <div class="field"><label for="tk-user">User</label>
+        <select id="tk-user">${users.map(u => `<option${u.name === who ? ' selected' : ''}>${esc(u.name)}</option>`).join('')}</select></div>
+    </form>
+    <form id="admin-token-form" class="row card" aria-label="Create a token for ${esc(who)}">
+      <div class="field"><label for="tk-name">Token name</label><input type="text" id="tk-name" required maxlength="100" placeholder="ci"></div>
+      <div class="field"><label for="tk-ttl">Expires after (days, optional)</label><input type="number" id="tk-ttl" min="1"></div>
+      <button type="submit">Create a token for ${esc(who)}</button>
+    </form>
+    <div id="token-secret" aria-live="polite"></div>
+    <table id="admin-tokens-table"><caption>Tokens of ${esc(who)}</caption><thead><tr><th scope="col" class="num">ID</th><th scope="col">Name</th><th scope="col">Created</th><th scope="col">Expires</th><th scope="col">Last used</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+    <tbody>${tokens.map(t => `<tr data-token-id="${t.id}"><td class="num">${t.id}</td><td>${esc(t.name)}</td><td>${esc(when(t.created_at_ms))}</td>
+      <td>${esc(t.expires_at_ms ? when(t.expires_at_ms) : 'never')}</td><td>${esc(when(t.last_used_at_ms) || '—')}</td>
+      <td><button type="button" class="danger" data-revoke="${t.id}" aria-label="Revoke token ${esc(t.name)} of ${esc(who)}">Revoke</button></td></tr>`).join('')
+      || '<tr><td colspan="6" class="muted">No tokens.</td></tr>'}</tbody></table>`, 'Tokens');
+  $('#tk-user').addEventListener('change', e => { location.hash = '#/admin/tokens/' + encodeURIComponent(e.target.value); });
+  $('#token-user-form').addEventListener('submit', e => e.preventDefault());
+  $('#admin-token-form').addEventListener('submit', async ev => {
     ev.preventDefault();
+    const days = Number($('#tk-ttl').value);
+    try {
+      const r = await api('POST', '/api/v1/tokens' + q, { name: $('#tk-name').value.trim(), ttl_seconds: days > 0 ? Math.round(days * 86400) : undefined });
+      await render();
+      $('#token-secret').innerHTML = `<p class="notice">${esc(who)}'s new token: copy it now, it is not shown again:</p><p class="secret">${esc(r.secret)}</p>`;
+    } catch (e) { toast(e.message, true); }
+  });
+  for (const b of document.querySelectorAll('[data-revoke]')) {
+    b.addEventListener('click', async () => {
+      if (!confirm(`Revoke token ${b.dataset.revoke} of ${who}? Whatever uses it stops working.`)) return;
+      try { await api('DELETE', '/api/v1/tokens/' + b.dataset.revoke); toast('Token revoked'); render(); } catch (e) { toast(e.message, true); }
+    });
+  }
+}
+
+async function adminQueues() {
+  const policy = await api('GET', '/api/v1/policy');
+  setMain(`
+    <h1>Admin: queues</h1>${adminNav('queues')}
+    <p class="muted">Queues share the machine by weight (Dominant Resource Fairness over cores and memory). Policy version ${policy.version}.</p>
+    <table id="policy-queues-table"><caption class="visually-hidden">Queues</caption><thead><tr><th scope="col">Queue</th><th scope="col" class="num">Weight</th><th scope="col">Guaranteed</th><th scope="col">Max</th><th scope="col">Best effort</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+    <tbody>${policy.queues.map((q, i) => `<tr data-queue="${esc(q.name)}"><td>${esc(q.name)}</td><td class="num">${q.weight}</td>
+      <td>${esc(limitText(q.guaranteed) || '—')}</td><td>${esc(limitText(q.max) || 'no limit')}</td><td>${q.best_effort ? 'yes' : 'no'}</td>
+      <td><button type="button" class="secondary" data-edit="${i}" aria-label="Edit queue ${esc(q.name)}">Edit</button>
+        <button type="button" class="danger" data-delete="${i}" aria-label="Delete queue ${esc(q.name)}">Delete</button></td></tr>`).join('')
+      || '<tr><td colspan="6" class="muted">Only the built-in queue <code>default</code>.</td></tr>'}</tbody></table>
+    <form id="queue-form" class="card" aria-labelledby="queue-form-h">
+      <h2 id="queue-form-h">Add or change a queue</h2>
+      <div class="row">
+        <div class="field"><label for="q-name">Name</label><input type="text" id="q-name" required maxlength="64" pattern="[A-Za-z0-9_\\-]+"></div>
+        <div class="field"><label for="q-weight">Weight</label><input type="number" id="q-weight" min="1" value="1" required></div>
+        <div class="field inline"><input type="checkbox" id="q-best-effort"><label for="q-best-effort">Best effort (its jobs give way)</label></div>
+      </div>
+      <fieldset><legend>Guaranteed (empty: none)</legend><div class="row">
+        <div class="field"><label for="q-g-cores">Cores</label><input type="number" id="q-g-cores" min="0"></div>
+        <div class="field"><label for="q-g-memory">Memory, e.g. 16g</label><input type="text" id="q-g-memory" size="8"></div></div></fieldset>
+      <fieldset><legend>Maximum, the queue's quota (empty: no limit)</legend><div class="row">
+        <div class="field"><label for="q-m-cores">Cores</label><input type="number" id="q-m-cores" min="0"></div>
+        <div class="field"><label for="q-m-memory">Memory, e.g. 64g</label><input type="text" id="q-m-memory" size="8"></div></div></fieldset>
+      <p id="queue-error" class="alert" role="alert" tabindex="-1" hidden></p>
+      <button type="submit" id="queue-save">Save queue</button>
+    </form>`, 'Queues');
+  const fillForm = q => {
+    $('#q-name').value = q.name; $('#q-weight').value = q.weight; $('#q-best-effort').checked = !!q.best_effort;
+    $('#q-g-cores').value = q.guaranteed.cores ?? ''; $('#q-g-memory').value = q.guaranteed.memory || '';
+    $('#q-m-cores').value = q.max.cores ?? ''; $('#q-m-memory').value = q.max.memory || '';
+    $('#q-name').focus();
+  };
+  for (const b of document.querySelectorAll('[data-edit]')) b.addEventListener('click', () => fillForm(policy.queues[Number(b.dataset.edit)]));
+  for (const b of document.querySelectorAll('[data-delete]')) {
+    b.addEventListener('click', () => {
+      const name = policy.queues[Number(b.dataset.delete)].name;
+      if (!confirm(`Delete queue ${name}? Its waiting jobs stay in a queue of that name with weight 1.`)) return;
+      savePolicy(policy, doc => { doc.queues = doc.queues.filter(q => q.name !== name); }, `Queue ${name} deleted`);
+    });
+  }
+  $('#queue-form').addEventListener('submit', ev => {
+    ev.preventDefault();
+    const err = $('#queue-error');
+    err.hidden = true;
+    const name = $('#q-name').value.trim();
+    savePolicy(policy, doc => {
+      const spec = {
+        name,
+        weight: wholeNumber('#q-weight', 'Weight') ?? 1,
+        guaranteed: prune({ cores: wholeNumber('#q-g-cores', 'Guaranteed cores'), memory: optText('#q-g-memory') }),
+        max: prune({ cores: wholeNumber('#q-m-cores', 'Maximum cores'), memory: optText('#q-m-memory') }),
+        best_effort: $('#q-best-effort').checked,
+      };
+      const i = doc.queues.findIndex(q => q.name === name);
+      if (i >= 0) doc.queues[i] = spec; else doc.queues.push(spec);
+    }, `Queue ${name} saved`, err);
+  });
+}
+
+async function adminGroups() {
+  const [policy, users] = await Promise.all([api('GET', '/api/v1/policy'), api('GET', '/api/v1/users')]);
+  const members = g => Object.entries(policy.users).filter(([, u]) => u.group === g).map(([n]) => n);
+  setMain(`
+    <h1>Admin: groups</h1>${adminNav('groups')}
+    <p class="muted">A group's jobs go to its queue. A user is in one group (<code>default</code> unless set here). Policy version ${policy.version}.</p>
+    <table id="policy-groups-table"><caption class="visually-hidden">Groups</caption><thead><tr><th scope="col">Group</th><th scope="col">Queue</th><th scope="col">Members</th><th scope="col">Per-member quota</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+    <tbody>${policy.groups.map((g, i) => `<tr data-group="${esc(g.name)}"><td>${esc(g.name)}</td><td>${esc(g.queue || 'default')}</td>
+      <td>${esc(members(g.name).join(', ') || '—')}</td><td>${esc(quotaText(g.member_quota || {}))}</td>
+      <td><button type="button" class="secondary" data-edit="${i}" aria-label="Edit group ${esc(g.name)}">Edit</button>
+        <button type="button" class="danger" data-delete="${i}" aria-label="Delete group ${esc(g.name)}">Delete</button></td></tr>`).join('')
+      || '<tr><td colspan="5" class="muted">No groups yet: everyone is in <code>default</code>.</td></tr>'}</tbody></table>
+    <form id="group-form" class="card" aria-labelledby="group-form-h">
+      <h2 id="group-form-h">Add or change a group</h2>
+      <div class="row">
+        <div class="field"><label for="g-name">Name</label><input type="text" id="g-name" required maxlength="64" pattern="[A-Za-z0-9_\\-]+"></div>
+        <div class="field"><label for="g-queue">Queue</label>
+          <select id="g-queue"><option value="">default</option>${policy.queues.map(q => `<option>${esc(q.name)}</option>`).join('')}</select></div>
+      </div>
+      <fieldset id="g-members"><legend>Members</legend><div class="row">
+        ${users.map((u, i) => `<div class="field inline"><input type="checkbox" id="g-m-${i}" value="${esc(u.name)}"><label for="g-m-${i}">${esc(u.name)}</label></div>`).join('')}
+      </div></fieldset>
+      <p id="group-error" class="alert" role="alert" tabindex="-1" hidden></p>
+      <button type="submit" id="group-save">Save group</button>
+    </form>`, 'Groups');
+  const fillForm = g => {
+    $('#g-name').value = g.name; $('#g-queue').value = g.queue || '';
+    const m = new Set(members(g.name));
+    for (const c of document.querySelectorAll('#g-members input')) c.checked = m.has(c.value);
+    $('#g-name').focus();
+  };
+  for (const b of document.querySelectorAll('[data-edit]')) b.addEventListener('click', () => fillForm(policy.groups[Number(b.dataset.edit)]));
+  for (const b of document.querySelectorAll('[data-delete]')) {
+    b.addEventListener('click', () => {
+      const name = policy.groups[Number(b.dataset.delete)].name;
+      if (!confirm(`Delete group ${name}? Its members go back to the group default.`)) return;
+      savePolicy(policy, doc => {
+        doc.groups = doc.groups.filter(g => g.name !== name);
+        for (const [u, p] of Object.entries(doc.users)) if (p.group === name) { delete p.group; if (!Object.keys(p).length) delete doc.users[u]; }
+      }, `Group ${name} deleted`);
+    });
+  }
+  $('#group-form').addEventListener('submit', ev => {
+    ev.preventDefault();
+    const err = $('#group-error');
+    err.hidden = true;
+    const name = $('#g-name').value.trim();
+    const queue = $('#g-queue').value || undefined;
+    const chosen = [...document.querySelectorAll('#g-members input')].map(c => [c.value, c.checked]);
+    savePolicy(policy, doc => {
+      const i = doc.groups.findIndex(g => g.name === name);
+      const spec = prune(Object.assign(i >= 0 ? doc.groups[i] : { name }, { queue }));
+      if (i >= 0) doc.groups[i] = spec; else doc.groups.push(spec);
+      for (const [u, on] of chosen) {
+        const p = doc.users[u] || {};
+        if (on) { p.group = name; doc.users[u] = p; } else if (p.group === name) {
+          delete p.group;
+          if (!Object.keys(p).length) delete doc.users[u];
+        }
+      }
+    }, `Group ${name} saved`, err);
+  });
+}
+
+async function adminQuotas() {
+  const [policy, users] = await Promise.all([api('GET', '/api/v1/policy'), api('GET', '/api/v1/users')]);
+  const names = [...new Set(users.map(u => u.name).concat(Object.keys(policy.users)))].sort();
+  setMain(`
+    <h1>Admin: quotas</h1>${adminNav('quotas')}
+    <p class="muted">A user's own limits; without them, their group's per-member quota applies. Policy version ${policy.version}.</p>
+    <table id="quotas-table"><caption class="visually-hidden">Quotas by user</caption><thead><tr><th scope="col">User</th><th scope="col">Group</th><th scope="col">Quota</th><th scope="col">Highest priority</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+    <tbody>${names.map(n => { const p = policy.users[n] || {}; return `<tr data-user="${esc(n)}"><td>${esc(n)}</td><td>${esc(p.group || 'default')}</td>
+      <td>${p.quota ? esc(quotaText(p.quota)) : '<span class="muted">the group\'s</span>'}</td><td>${esc(p.max_priority || 'high')}</td>
+      <td><button type="button" class="secondary" data-edit="${esc(n)}" aria-label="Edit the quota of ${esc(n)}">Edit</button></td></tr>`; }).join('')}</tbody></table>
+    <form id="quota-form" class="card" aria-labelledby="quota-form-h">
+      <h2 id="quota-form-h">Set a user's quota</h2>
+      <div class="row">
+        <div class="field"><label for="qu-user">User</label>
+          <select id="qu-user" required>${names.map(n => `<option>${esc(n)}</option>`).join('')}</select></div>
+        <div class="field"><label for="qu-priority">Highest priority</label>
+          <select id="qu-priority"><option value="">high (no cap)</option><option>normal</option><option>low</option></select></div>
+      </div>
+      <fieldset><legend>Limits (empty: none of the user's own)</legend><div class="row">
+        <div class="field"><label for="qu-cores">Max cores</label><input type="number" id="qu-cores" min="0"></div>
+        <div class="field"><label for="qu-memory">Max memory, e.g. 32g</label><input type="text" id="qu-memory" size="8"></div>
+        <div class="field"><label for="qu-running">Max running jobs</label><input type="number" id="qu-running" min="0"></div>
+        <div class="field"><label for="qu-queued">Max queued jobs</label><input type="number" id="qu-queued" min="0"></div>
+      </div></fieldset>
+      <p id="quota-error" class="alert" role="alert" tabindex="-1" hidden></p>
+      <button type="submit" id="quota-save">Save quota</button>
+    </form>`, 'Quotas');
+  const fillForm = n => {
+    const p = policy.users[n] || {}, q = p.quota || {};
+    $('#qu-user').value = n; $('#qu-priority').value = p.max_priority === 'high' ? '' : (p.max_priority || '');
+    $('#qu-cores').value = q.max_cores ?? ''; $('#qu-memory').value = q.max_memory || '';
+    $('#qu-running').value = q.max_running_jobs ?? ''; $('#qu-queued').value = q.max_queued_jobs ?? '';
+  };
+  // The user last edited stays chosen after a save.
+  if (names.includes(S.quotaUser)) $('#qu-user').value = S.quotaUser;
+  if (names.length) fillForm($('#qu-user').value);
+  $('#qu-user').addEventListener('change', e => { S.quotaUser = e.target.value; fillForm(e.target.value); });
+  for (const b of document.querySelectorAll('[data-edit]')) b.addEventListener('click', () => { fillForm(b.dataset.edit); $('#qu-user').focus(); });
+  $('#quota-form').addEventListener('submit', ev => {
+    ev.preventDefault();
+    const err = $('#quota-error');
+    err.hidden = true;
+    const user = $('#qu-user').value;
+    S.quotaUser = user;
+    savePolicy(policy, doc => {
+      const quota = prune({
+        max_cores: wholeNumber('#qu-cores', 'Max cores'), max_memory: optText('#qu-memory'),
+        max_running_jobs: wholeNumber('#qu-running', 'Max running jobs'), max_queued_jobs: wholeNumber('#qu-queued', 'Max queued jobs'),
+      });
+      const p = doc.users[user] || {};
+      if (Object.keys(quota).length) p.quota = quota; else delete p.quota;
+      if ($('#qu-priority').value) p.max_priority = $('#qu-priority').value; else delete p.max_priority;
+      if (Object.keys(p).length) doc.users[user] = p; else delete doc.users[user];
+    }, `Quota of ${user} saved`, err);
+  });
+}
+
+async function adminPolicy() {
+  const policy = await api('GET', '/api/v1/policy');
+  setMain(`
+    <h1>Admin: policy document</h1>${adminNav('policy')}
+    <p class="muted">The whole scheduling policy, as <code>hearth queue/group/quota</code> and the other admin pages edit it. Saving needs the version you read.</p>
+    <form id="policy-form" class="card">
+      <label for="policy-doc">Policy (JSON)</label>
+      <textarea id="policy-doc" rows="18" spellcheck="false">${esc(JSON.stringify(policy, null, 2))}</textarea>
+      <p id="policy-error" class="alert" role="alert" tabindex="-1" hidden></p>
+      <p><button type="submit">Save policy</button></p>
+    </form>`, 'Policy');
+  $('#policy-form').addEventListener('submit', ev => {
+    ev.preventDefault();
+    const err = $('#policy-error');
+    err.hidden = true;
     let doc;
-    try { doc = JSON.parse($('#policy-doc').value); } catch (e) { toast('The policy is not valid JSON: ' + e.message, true); return; }
-    try { await api('PUT', '/api/v1/policy', doc); toast('Policy saved'); render(); } catch (e) { toast(e.message, true); }
+    try { doc = JSON.parse($('#policy-doc').value); } catch (e) { err.textContent = 'The policy is not valid JSON: ' + e.message; err.hidden = false; return; }
+    savePolicy(doc, () => {}, 'Policy saved', err);
   });
 }
 
 // ---- start ----
 
 window.addEventListener('hashchange', render);
+// A page left (or kept in the back/forward cache) gives its event stream's connection back:
+// browsers allow only six connections to one server.
+window.addEventListener('pagehide', stopEvents);
+window.addEventListener('pageshow', e => { if (e.persisted && S.me) render(); });
 document.addEventListener('DOMContentLoaded', async () => {
   $('#logout').addEventListener('click', logout);
   try { S.me = await api('GET', '/api/v1/whoami'); } catch (_) { S.me = null; }
