@@ -25,6 +25,7 @@ pub fn connect(
     config_path: &Path,
     host: Option<String>,
     ttl_seconds: Option<u64>,
+    engine: &str,
 ) -> Result<()> {
     let info: Value = client.get("/connect")?;
     let port = info["port"]
@@ -39,7 +40,12 @@ pub fn connect(
             ttl_seconds,
         },
     )?;
-    let url = format!("sc://{host}:{port}/;token={}", created.secret);
+    // Any `;key=value` of the URL reaches the gateway as gRPC metadata.
+    let engine = match engine {
+        "spark" => String::new(),
+        other => format!(";x-hearth-engine={other}"),
+    };
+    let url = format!("sc://{host}:{port}/;token={}{engine}", created.secret);
     if let Some(pem) = info["ca_pem"].as_str() {
         let ca = config_path.with_file_name("hearth-ca.pem");
         if let Some(dir) = ca.parent() {

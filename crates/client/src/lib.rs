@@ -109,6 +109,10 @@ pub enum Command {
         /// The token's lifetime, e.g. 30d (default: until revoked)
         #[arg(long)]
         ttl: Option<String>,
+        /// The engine: spark (Spark's own Connect server, everything Spark does) or sail
+        /// (starts in a fraction of a second, covers less of Spark)
+        #[arg(long, default_value = "spark", value_parser = ["spark", "sail"])]
+        engine: String,
     },
     /// Your notebook: JupyterLab behind Hearth's login, its kernels with `spark` ready
     Notebook {
@@ -352,9 +356,9 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
         Command::Quota {
             cmd: QuotaCommand::Set(args),
         } => policy::quota(&client, args)?,
-        Command::Connect { host, ttl } => {
+        Command::Connect { host, ttl, engine } => {
             let ttl_seconds = ttl.as_deref().map(parse_ttl).transpose()?;
-            connect::connect(&client, &config_path, host, ttl_seconds)?
+            connect::connect(&client, &config_path, host, ttl_seconds, &engine)?
         }
         Command::Notebook {
             cmd: NotebookCommand::Start { no_wait },

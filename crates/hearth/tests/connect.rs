@@ -316,3 +316,66 @@ fn an_engine_that_does_not_fit_is_refused_with_the_numbers_not_retried_forever()
     let out = pyspark(&h, &url(&h, &alice.token, ""), &["select 1"]);
     assert_eq!(out[0], "OK [[1]]", "{out:?}");
 }
+
+#[test]
+fn sail_answers_through_the_same_gateway_on_a_port_only_hearth_reaches() {
+    let mut h = Hearth::start_with(ENGINE);
+    let alice = h.add_user("alice");
+    let bob = h.add_user("bob");
+    let sail = url(&h, &alice.token, ";x-hearth-engine=sail");
+    let out = pyspark(
+        &h,
+        &sail,
+        &["select 1 + 1", "select sum(id) from range(100)"],
+    );
+    assert_eq!(out[0], "OK [[2]]", "{out:?}");
+    assert_eq!(out[1], "OK [[4950]]", "{out:?}");
+
+    // A Sail engine of alice's, and no JVM engine started for it.
+    let mine = sessions(&h, &alice);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["kind"], "sail");
+    assert_eq!(mine[0]["state"], "running");
+    // Sail checks no token: its port is one only Hearth reaches, not bob, not alice's uid.
+    let spec = h
+        .data_dir
+        .join(format!("engines/{}/task/spec.json", mine[0]["id"]));
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(spec).expect("spec")).expect("json");
+    let argv: Vec<&str> = spec["argv"]
+        .as_array()
+        .expect("argv")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let port: u16 = argv
+        .iter()
+        .position(|a| *a == "--port")
+        .and_then(|i| argv.get(i + 1))
+        .and_then(|p| p.parse().ok())
+        .expect("--port");
+    assert!(
+        !common::connects_as(bob.uid, port),
+        "bob reached alice's Sail"
+    );
+    assert!(!common::connects_as(alice.uid, port));
+
+    // An engine nobody offers: refused with what to write instead.
+    let unknown = pyspark(
+        &h,
+        &url(&h, &alice.token, ";x-hearth-engine=flink"),
+        &["select 1"],
+    );
+    assert!(
+        unknown[0].contains("INVALID_ARGUMENT") && unknown[0].contains("x-hearth-engine=sail"),
+        "{unknown:?}"
+    );
+    // `hearth connect --engine sail` prints a URL that asks for it.
+    let out = h.cli(&alice, &["connect", "--engine", "sail"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(";x-hearth-engine=sail'"),
+        "{}",
+        text(&out.stdout)
+    );
+}

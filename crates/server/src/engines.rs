@@ -31,8 +31,11 @@ pub const ENGINE_ALLOCATION_BASE: u64 = 1 << 40;
 /// What an engine serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EngineKind {
-    /// Spark's own Connect server (the JVM): what the gateway routes to.
+    /// Spark's own Connect server (the JVM): what the gateway routes to by default.
     Spark,
+    /// LakeSail's Sail, a Spark Connect server in Rust: starts in a fraction of a second,
+    /// covers less of Spark. It checks no token, so it runs only on a guarded port.
+    Sail,
     /// JupyterLab, served through the door at `/user/NAME/`.
     Notebook,
 }
@@ -41,7 +44,17 @@ impl EngineKind {
     pub fn name(&self) -> &'static str {
         match self {
             EngineKind::Spark => "spark-connect",
+            EngineKind::Sail => "sail",
             EngineKind::Notebook => "notebook",
+        }
+    }
+
+    /// The engine a Spark Connect client asked for (`;x-hearth-engine=NAME` in its URL).
+    pub fn for_connect(name: &str) -> Option<EngineKind> {
+        match name {
+            "spark" => Some(EngineKind::Spark),
+            "sail" => Some(EngineKind::Sail),
+            _ => None,
         }
     }
 }
@@ -193,11 +206,13 @@ impl Ports {
                     })
                     .ok(),
             }),
-            // A notebook is a web server: without a guarded port, no notebook.
-            EngineKind::Notebook => Ok(Ports {
+            // A notebook, and Sail, take anyone who reaches their port: without a guarded
+            // port, none.
+            EngineKind::Notebook | EngineKind::Sail => Ok(Ports {
                 main: Some(app.reserve_port().map_err(|why| {
                     AcquireError::Failed(format!(
-                        "notebooks are off on this machine: their ports cannot be kept from other users ({why})"
+                        "{}s are off on this machine: their ports cannot be kept from other users ({why})",
+                        what(kind)
                     ))
                 })?),
                 ui: None,
@@ -332,6 +347,7 @@ fn admit(app: &App, user: &UserRow, kind: EngineKind) -> Result<(), String> {
 fn what(kind: EngineKind) -> &'static str {
     match kind {
         EngineKind::Spark => "Spark Connect engine",
+        EngineKind::Sail => "Sail engine",
         EngineKind::Notebook => "notebook",
     }
 }
@@ -339,7 +355,9 @@ fn what(kind: EngineKind) -> &'static str {
 /// An engine's cores and memory limit (heap plus overhead for the JVM).
 fn size(app: &App, kind: EngineKind) -> (u32, u64) {
     match kind {
-        EngineKind::Spark => (
+        // Sail needs far less memory, but holds the same share: a user's engine is an
+        // engine, whichever they chose.
+        EngineKind::Spark | EngineKind::Sail => (
             app.cfg.engine_cores,
             hearth_model::memory_limit_mib(app.cfg.engine_memory_mib),
         ),
@@ -353,7 +371,7 @@ fn new_engine(app: &App, user: &UserRow, kind: EngineKind, ports: Ports) -> Opti
     let (cores, memory_limit_mib) = size(app, kind);
     let port = match kind {
         EngineKind::Spark => free_local_port(),
-        EngineKind::Notebook => ports.main?,
+        EngineKind::Notebook | EngineKind::Sail => ports.main?,
     };
     Some(Arc::new(Engine {
         id,
@@ -410,7 +428,7 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
                 None => spark::UiPlace::Off,
             },
         ),
-        EngineKind::Notebook => String::new(),
+        EngineKind::Notebook | EngineKind::Sail => String::new(),
     };
     let private = private_dirs(&dir, owner, &properties)?;
     hearth_agent::users::ensure_workspace(&linux).map_err(|err| err.to_string())?;
@@ -424,6 +442,10 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
                 port: e.port,
                 properties_file: &private.properties,
             }),
+            spark::engine_env(&rt, &linux, &user.name),
+        ),
+        EngineKind::Sail => (
+            spark::sail_server_argv(&rt.sail(), e.port),
             spark::engine_env(&rt, &linux, &user.name),
         ),
         EngineKind::Notebook => {
@@ -582,7 +604,7 @@ fn ended(app: &App, e: &Arc<Engine>, why: String) {
     if let Some(p) = e.ui_port {
         app.release_port(p);
     }
-    if e.kind == EngineKind::Notebook {
+    if matches!(e.kind, EngineKind::Notebook | EngineKind::Sail) {
         app.release_port(e.port);
     }
     let token = e
@@ -621,7 +643,7 @@ pub async fn stop(app: &Arc<App>, e: &Arc<Engine>) {
 /// How long an engine of `kind` may sit unused.
 fn idle_timeout(app: &App, kind: EngineKind) -> Duration {
     match kind {
-        EngineKind::Spark => app.cfg.engine_idle_timeout,
+        EngineKind::Spark | EngineKind::Sail => app.cfg.engine_idle_timeout,
         EngineKind::Notebook => app.cfg.notebook_idle_timeout,
     }
 }

@@ -30,6 +30,7 @@ pub struct ConnectInfo {
 
 /// gRPC status codes the gateway answers with itself.
 /// Not retried by Spark Connect clients, unlike UNAVAILABLE: waiting will not help soon.
+const INVALID_ARGUMENT: u16 = 3;
 const RESOURCE_EXHAUSTED: u16 = 8;
 const UNAVAILABLE: u16 = 14;
 const UNAUTHENTICATED: u16 = 16;
@@ -130,14 +131,35 @@ async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Re
         Err(e) => return grpc_error(UNAVAILABLE, &format!("checking the token: {}", e.message)),
     };
     drop(token);
+    // Which engine: `;x-hearth-engine=sail` in the client's URL arrives as this header.
+    let kind = match req.headers().get(ENGINE_HEADER).map(|v| v.to_str()) {
+        None => engines::EngineKind::Spark,
+        Some(Ok(name)) => match engines::EngineKind::for_connect(name.trim()) {
+            Some(k) => k,
+            None => {
+                return grpc_error(
+                    INVALID_ARGUMENT,
+                    &format!(
+                        "no engine `{}`: write ;x-hearth-engine=spark (the default) or ;x-hearth-engine=sail in the URL",
+                        name.trim()
+                    ),
+                )
+            }
+        },
+        Some(Err(_)) => {
+            return grpc_error(
+                INVALID_ARGUMENT,
+                "x-hearth-engine must be spark or sail",
+            )
+        }
+    };
     // Clients release their session when they exit (PySpark does at interpreter exit, and so
     // does every notebook kernel): with no engine running there is nothing to release, and
     // starting a JVM just to hear that would waste a minute of a core and gigabytes.
-    if req.uri().path() == RELEASE_SESSION && !app.engines.has(user.id, engines::EngineKind::Spark)
-    {
+    if req.uri().path() == RELEASE_SESSION && !app.engines.has(user.id, kind) {
         return grpc_ok_empty_message();
     }
-    let lease = match engines::acquire(&app, &user, engines::EngineKind::Spark).await {
+    let lease = match engines::acquire(&app, &user, kind).await {
         Ok(l) => l,
         Err(engines::AcquireError::NoRoom(why)) => return grpc_error(RESOURCE_EXHAUSTED, &why),
         Err(engines::AcquireError::Failed(why)) => {
@@ -175,6 +197,9 @@ async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Re
         }
     }
 }
+
+/// The metadata key naming the engine a client wants.
+const ENGINE_HEADER: &str = "x-hearth-engine";
 
 const RELEASE_SESSION: &str = "/spark.connect.SparkConnectService/ReleaseSession";
 

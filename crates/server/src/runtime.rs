@@ -19,6 +19,13 @@ pub struct Runtime {
     pub java: String,
 }
 
+impl Runtime {
+    /// Sail's command, installed beside the runtime's Python.
+    pub fn sail(&self) -> PathBuf {
+        self.python.with_file_name("sail")
+    }
+}
+
 /// Where to look: `--spark-home` wins, then `--runtime`/`HEARTH_RUNTIME`, then the data dir.
 #[derive(Debug, Clone)]
 pub struct RuntimeLocation {
@@ -104,6 +111,9 @@ impl RuntimeLocation {
 /// JupyterLab for `hearth notebook`, and the kernel it runs code in.
 pub const JUPYTERLAB_PIN: &str = "jupyterlab==4.6.6";
 pub const IPYKERNEL_PIN: &str = "ipykernel==7.4.0";
+/// Sail, the `sail` engine. 0.7.2 answers pyspark 4.3 clients "session ... is not running"
+/// (seen here); 0.6.6 serves them.
+pub const PYSAIL_PIN: &str = "pysail==0.6.6";
 
 /// Every package the runtime pins, as pip takes them.
 fn packages() -> Vec<String> {
@@ -112,6 +122,7 @@ fn packages() -> Vec<String> {
         PANDAS_PIN.to_string(),
         JUPYTERLAB_PIN.to_string(),
         IPYKERNEL_PIN.to_string(),
+        PYSAIL_PIN.to_string(),
     ]
 }
 

@@ -218,6 +218,19 @@ pub fn engine_properties_file(connect_token: &str, rpc_secret: &str, ui: &UiPlac
     properties(&pairs)
 }
 
+/// `sail spark server` for a Sail engine on its (guarded) loopback port.
+pub fn sail_server_argv(sail: &Path, port: u16) -> Vec<String> {
+    vec![
+        sail.display().to_string(),
+        "spark".into(),
+        "server".into(),
+        "--ip".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+    ]
+}
+
 /// A user's JupyterLab: on a guarded loopback port, under the door's path.
 #[derive(Debug, Clone)]
 pub struct NotebookServer<'a> {
