@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
-"""Spark Connect gateway overhead: `spark.sql("select 1").collect()`, warm, median of 100,
-through Hearth's gateway vs straight to the same engine (with its secret, read from the data
-dir as root). Calls alternate between the two so machine noise hits both alike.
+"""Spark Connect through Hearth's gateway, against the same engine reached directly.
 
-    CARGO_TARGET_DIR=/work/target-connect cargo build --release -p hearth
-    /opt/hearth-dev-runtime/bin/python bench/connect.py \
-        --bin /work/target-connect/release/hearth --runtime /opt/hearth-dev-runtime
+Warm: `spark.sql("select 1").collect()`, median of N, through the gateway vs straight to the
+same engine (with its secret, read from the data dir as root; Sail's guarded port lets root
+in). Calls alternate so machine noise hits both alike. Targets: JVM engine <= 1.05, Sail <= 1.2.
+
+Cold (--cold K): time to the first result for a user with no engine, Hearth (the gateway starts
+the engine) vs a Connect server started by hand with the same settings, alternating, K each.
+Targets: JVM ratio <= 1.1; Sail under 1 s.
+
+    cargo build --release -p hearth
+    /var/cache/hearth/test-runtime/bin/python bench/connect.py \
+        --bin target/release/hearth --runtime /var/cache/hearth/test-runtime [--engine sail] [--cold 3]
 
 Needs the runtime's pyspark (run it with the runtime's python) and root (hearth up makes the
-user's Linux account). Target: gateway / direct <= 1.05.
+user's Linux account).
 """
 import argparse
 import json
@@ -50,12 +56,52 @@ def timed(spark, n):
     return out
 
 
+def wait_listening(port, timeout=300):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def by_hand_cold(args, spark_home):
+    """A Connect server started by hand as the docs say, to its first answer."""
+    port = free_port()
+    t = time.perf_counter()
+    if args.engine == "sail":
+        cmd = [os.path.join(args.runtime, "bin", "sail"), "spark", "server", "--ip", "127.0.0.1",
+               "--port", str(port)]
+    else:
+        cmd = [os.path.join(spark_home, "bin", "spark-submit"), "--class",
+               "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", "local[2]",
+               "--driver-memory", "2g", "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
+               "--conf", f"spark.connect.grpc.binding.port={port}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_listening(port)
+        s = SparkSession.builder.remote(f"sc://localhost:{port}").create()
+        s.sql("select 1").collect()
+        took = time.perf_counter() - t
+        s.stop()
+        return took
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--runtime", required=True)
     ap.add_argument("-n", type=int, default=100)
+    ap.add_argument("--engine", choices=["spark", "sail"], default="spark")
+    ap.add_argument("--cold", type=int, default=0, help="cold-start rounds (each side)")
     args = ap.parse_args()
+    extra = ";x-hearth-engine=sail" if args.engine == "sail" else ""
     work = tempfile.mkdtemp(prefix="hearth-bench-connect-")
     data, port, cport = os.path.join(work, "data"), free_port(), free_port()
     env = dict(os.environ, HEARTH_ADMIN_PASSWORD=ADMIN_PASSWORD)
@@ -82,19 +128,23 @@ def main():
 
         t = time.perf_counter()
         # `localhost`: plaintext h2c, as the direct connection is; `127.0.0.1`: TLS.
-        gw = SparkSession.builder.remote(f"sc://localhost:{cport}/;token={token}").create()
+        gw = SparkSession.builder.remote(f"sc://localhost:{cport}/;token={token}{extra}").create()
         gw.sql("select 1").collect()
         cold = time.perf_counter() - t
-        gw_tls = SparkSession.builder.remote(f"sc://127.0.0.1:{cport}/;token={token}").create()
+        gw_tls = SparkSession.builder.remote(f"sc://127.0.0.1:{cport}/;token={token}{extra}").create()
         sessions = json.loads(cli(args.bin, user, "sessions", "-o", "json"))
         eid = sessions[0]["id"]
         spec = json.load(open(os.path.join(data, "engines", str(eid), "task", "spec.json")))
-        eport = next(a.split("=", 1)[1] for a in spec["argv"]
-                     if a.startswith("spark.connect.grpc.binding.port="))
-        props = open(os.path.join(data, "engines", str(eid), "conf", "spark.properties")).read()
-        secret = next(l.split("=", 1)[1] for l in props.splitlines()
-                      if l.startswith("spark.connect.authenticate.token="))
-        direct = SparkSession.builder.remote(f"sc://localhost:{eport}/;token={secret}").create()
+        if args.engine == "sail":
+            eport = spec["argv"][spec["argv"].index("--port") + 1]
+            direct = SparkSession.builder.remote(f"sc://localhost:{eport}").create()
+        else:
+            eport = next(a.split("=", 1)[1] for a in spec["argv"]
+                         if a.startswith("spark.connect.grpc.binding.port="))
+            props = open(os.path.join(data, "engines", str(eid), "conf", "spark.properties")).read()
+            secret = next(l.split("=", 1)[1] for l in props.splitlines()
+                          if l.startswith("spark.connect.authenticate.token="))
+            direct = SparkSession.builder.remote(f"sc://localhost:{eport}/;token={secret}").create()
 
         for s in (gw, gw_tls, direct):
             timed(s, 20)  # warm-up
@@ -109,6 +159,26 @@ def main():
             print(f"select 1 warm, median of {args.n}, {k:12}: {v:.2f} ms")
         print(f"ratio gateway (h2c) / direct: {med['gateway'] / med['direct']:.3f}")
         print(f"ratio gateway (TLS) / direct: {med['gateway_tls'] / med['direct']:.3f}")
+        if args.cold:
+            spark_home = os.path.join(args.runtime, "lib", next(
+                d for d in os.listdir(os.path.join(args.runtime, "lib")) if d.startswith("python")),
+                "site-packages", "pyspark")
+            for s in (gw, gw_tls, direct):
+                s.stop()
+            hearth_cold, hand_cold = [], []
+            for _ in range(args.cold):
+                for e in json.loads(cli(args.bin, user, "sessions", "-o", "json")):
+                    cli(args.bin, user, "session", "stop", str(e["id"]))
+                t = time.perf_counter()
+                s = SparkSession.builder.remote(
+                    f"sc://localhost:{cport}/;token={token}{extra}").create()
+                s.sql("select 1").collect()
+                hearth_cold.append(time.perf_counter() - t)
+                s.stop()
+                hand_cold.append(by_hand_cold(args, spark_home))
+            hc, bc = statistics.median(hearth_cold), statistics.median(hand_cold)
+            print(f"cold, median of {args.cold}: Hearth {hc:.2f} s, by hand {bc:.2f} s, "
+                  f"ratio {hc / bc:.3f}")
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)

@@ -562,7 +562,8 @@ async fn run(app: Arc<App>, user: UserRow, e: Arc<Engine>) {
             if listener_uid(e.port).is_some_and(|uid| uid == owner_uid) {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Every 25 ms: the first query waits on this, and /proc/net/tcp is cheap to read.
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     };
     let exit = tokio::select! {
