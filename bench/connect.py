@@ -182,6 +182,10 @@ def main():
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
+        # What went wrong, if anything, on Hearth's side.
+        for line in open(os.path.join(work, "server.log"), errors="replace"):
+            if " WARN " in line or " ERROR " in line:
+                print("server:", line.rstrip())
         shutil.rmtree(work, ignore_errors=True)
 
 

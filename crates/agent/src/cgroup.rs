@@ -414,6 +414,14 @@ fn create_at(version: Version, root: &Path, id: &str, limits: &Limits) -> Result
     Ok(cgroup)
 }
 
+/// The machine's CPUs: Hearth's parent cgroup weighs as much as that many busy processes.
+/// Without this, every task of Hearth's together would compete for CPU like one process
+/// against everything outside it, and a task granted N cores like one thread: a JVM started
+/// by hand beside Hearth would win the machine. Each task weighs as its granted cores.
+fn machine_cores() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
+
 impl TaskCgroup {
     fn apply(&self, limits: &Limits) -> Result<()> {
         let cpu_quota = limits
@@ -440,6 +448,19 @@ impl TaskCgroup {
                     write_file(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
                     let quota = cpu_quota.map_or_else(|| "-1".to_string(), |q| q.to_string());
                     write_file(&cpu.join("cpu.cfs_quota_us"), &quota)?;
+                    if let Some(cores) = limits.cpu_cores {
+                        // cpu.shares default 1024 = one busy process.
+                        if let Some(parent) = cpu.parent() {
+                            write_file(
+                                &parent.join("cpu.shares"),
+                                &(1024 * machine_cores()).to_string(),
+                            )?;
+                        }
+                        write_file(
+                            &cpu.join("cpu.shares"),
+                            &(1024 * u64::from(cores.max(1))).to_string(),
+                        )?;
+                    }
                 }
                 if let Some(pids) = pids {
                     let max = limits
@@ -458,6 +479,14 @@ impl TaskCgroup {
                 }
                 if let Some(quota) = cpu_quota {
                     write_file(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+                }
+                if let Some(cores) = limits.cpu_cores {
+                    // cpu.weight default 100 = one busy process; at most 10000.
+                    let weight = |n: u64| (100 * n).clamp(1, 10_000).to_string();
+                    if let Some(parent) = dir.parent() {
+                        write_file(&parent.join("cpu.weight"), &weight(machine_cores()))?;
+                    }
+                    write_file(&dir.join("cpu.weight"), &weight(u64::from(cores.max(1))))?;
                 }
                 if let Some(max) = limits.pids_max {
                     write_file(&dir.join("pids.max"), &max.to_string())?;
@@ -599,6 +628,8 @@ mod tests {
         let cpu = cpu.as_ref().expect("cpu hierarchy");
         assert_eq!(read(cpu, "cpu.cfs_quota_us"), "200000");
         assert_eq!(read(cpu, "cpu.cfs_period_us"), "100000");
+        // Granted 2 cores: weighs as 2 busy processes.
+        assert_eq!(read(cpu, "cpu.shares"), "2048");
         assert_eq!(read(pids.as_ref().expect("pids"), "pids.max"), "33");
         assert!(freezer.is_some());
         assert!(TaskCgroup::open(&id).is_some());
