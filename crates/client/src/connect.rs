@@ -98,12 +98,18 @@ pub fn list(client: &Client, all: bool, format: Format) -> Result<()> {
                 },
                 num("cores").to_string(),
                 hearth_model::format_mib(num("memory_limit_mib").max(0) as u64),
+                // The notebook's page, or the engine's Spark UI.
+                s["url"]
+                    .as_str()
+                    .or(s["ui_url"].as_str())
+                    .map(|p| format!("{}{p}", client.server.trim_end_matches('/')))
+                    .unwrap_or_default(),
             ]
         })
         .collect();
     crate::output::table(
         &[
-            "ID", "USER", "KIND", "STATE", "UPTIME", "IDLE", "CORES", "MEMORY",
+            "ID", "USER", "KIND", "STATE", "UPTIME", "IDLE", "CORES", "MEMORY", "URL",
         ],
         rows,
     );

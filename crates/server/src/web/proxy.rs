@@ -155,14 +155,22 @@ async fn serve(State(app): State<AppState>, req: Request) -> Response {
 fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, ApiError> {
     if let Target::Notebook(name) = target {
         // The owner alone, and only a running notebook.
-        let lease = (&caller.name == name)
+        let mine = &caller.name == name;
+        let lease = mine
             .then(|| app.engines.lease_running(caller.id, EngineKind::Notebook))
-            .flatten()
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "no notebook of yours runs at /user/{name}/: start one with `hearth notebook start`"
-                ))
-            })?;
+            .flatten();
+        let Some(lease) = lease else {
+            if mine && app.engines.has(caller.id, EngineKind::Notebook) {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "your notebook is starting: try again in a few seconds",
+                ));
+            }
+            return Err(ApiError::not_found(format!(
+                "no notebook of yours runs at /user/{name}/: start one with `hearth notebook start`"
+            )));
+        };
         return Ok(Upstream {
             port: lease.engine.port,
             owner: caller.clone(),
