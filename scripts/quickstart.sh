@@ -12,7 +12,7 @@ STOP=0
 [ "${1:-}" = "--stop" ] && STOP=1
 
 if [ "$(id -u)" = 0 ] && ! { command -v bwrap && command -v nft; } >/dev/null; then
-    echo "==> installing bubblewrap (the sandbox every job runs in)"
+    echo "==> installing bubblewrap (the sandbox every job runs in) and nftables (keeps users' web ports private)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap nftables
 fi
 
@@ -64,6 +64,9 @@ echo
 echo "Hearth is running at $SERVER. Try, as demo:"
 echo "  export HEARTH_CONFIG=$secrets/demo.json"
 echo "  $HEARTH jobs"
+echo "  $HEARTH notebook start        # JupyterLab behind the same login, with spark ready"
+echo "  eval \"\$($HEARTH connect)\"     # Spark Connect from your own PySpark"
+echo "The console: $SERVER/ (log in as demo; password in $secrets/demo.pw)"
 if [ "$STOP" = 1 ] && [ -f "$secrets/up.pid" ]; then
     kill -TERM "$(cat "$secrets/up.pid")" && rm -f "$secrets/up.pid"
     echo "Stopped hearth up."
