@@ -767,6 +767,63 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// A job whose node was lost: back in the queue with the lost run in its history while
+    /// it has retries left (`max_retries` lost runs), else failed with the reason. None if
+    /// the job had already left `starting`/`running` (its end was recorded meanwhile).
+    pub fn lose_job(&self, id: i64, reason: &str, max_retries: u32) -> Result<Option<JobState>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let job = tx
+            .query_row(
+                &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_row,
+            )
+            .optional()?;
+        let Some(job) = job.filter(|j| matches!(j.state, JobState::Starting | JobState::Running))
+        else {
+            return Ok(None);
+        };
+        let lost_before = job.attempts.iter().filter(|a| a.outcome == "lost").count();
+        let mut attempts = job.attempts;
+        attempts.push(Attempt {
+            started_at_ms: job.started_at,
+            running_at_ms: job.running_at,
+            ended_at_ms: now_ms(),
+            outcome: "lost".into(),
+            reason: reason.to_string(),
+        });
+        let attempts = serde_json::to_string(&attempts).map_err(bad_json)?;
+        let state = if lost_before < max_retries as usize && !job.cancel_requested {
+            tx.execute(
+                "UPDATE jobs SET state = 'queued', started_at = NULL, running_at = NULL, node = NULL,
+                 preempt_reason = NULL, attempts = ?2, reason = ?3
+                 WHERE id = ?1 AND state IN ('starting', 'running')",
+                params![id, attempts, format!("requeued: {reason}")],
+            )?;
+            JobState::Queued
+        } else {
+            let why = if job.cancel_requested {
+                format!("cancelled: {reason}")
+            } else {
+                format!("{reason}; no retries left (--max-retries {max_retries})")
+            };
+            let state = if job.cancel_requested {
+                JobState::Cancelled
+            } else {
+                JobState::Failed
+            };
+            tx.execute(
+                "UPDATE jobs SET state = ?2, reason = ?3, attempts = ?4, finished_at = ?5
+                 WHERE id = ?1 AND state IN ('starting', 'running')",
+                params![id, state.as_str(), why, attempts, now_ms()],
+            )?;
+            state
+        };
+        tx.commit()?;
+        Ok(Some(state))
+    }
+
     pub fn job(&self, id: i64) -> Result<Option<JobRow>> {
         self.conn()
             .query_row(
