@@ -588,10 +588,11 @@ fn an_agent_in_another_network_namespace_joins_by_the_servers_address() {
 }
 
 /// `hearth agent` joined with a Spark runtime, offering `cores` and `memory`.
-fn worker(h: &Hearth, j: &Join, name: &str, cores: &str, memory: &str) -> Agent {
+fn worker(h: &Hearth, j: &Join, name: &str, cores: &str, memory: &str, more: &[&str]) -> Agent {
     let runtime = common::runtime().display().to_string();
     let mut args = join_args(j, name, cores, memory);
     args.extend(["--runtime", &runtime]);
+    args.extend(more);
     let agent = Agent::start(h, &common::unique(name), &args, &[]);
     wait_node_state(h, name, "ready", &agent);
     agent
@@ -619,8 +620,7 @@ fn kill_tasks_of(agent: &Agent) {
 const LONG: Duration = Duration::from_secs(240);
 
 #[test]
-fn a_job_the_server_has_no_room_for_runs_on_a_joined_node_and_its_log_says_which() {
-    // The server offers 1 core; the job asks for 2: only the joined node can run it.
+fn a_job_constrained_to_a_label_runs_on_the_joined_node_with_it_and_its_log_says_which() {
     let mut h = Hearth::start_with(&[
         "--node-timeout",
         "3s",
@@ -631,7 +631,37 @@ fn a_job_the_server_has_no_room_for_runs_on_a_joined_node_and_its_log_says_which
     ]);
     let alice = h.add_user("alice");
     let j = create_token(&h, "1h");
-    let agent = worker(&h, &j, "wide", "2", "2g");
+    let agent = worker(&h, &j, "wide", "2", "2g", &["--label", "disk=ssd"]);
+    let sleepy = common::apps().join("sleepy.py").display().to_string();
+    // No node has this label: the job says so while it waits.
+    let never = h.submit(
+        &alice,
+        &[
+            "--num-executors",
+            "0",
+            "--driver-memory",
+            "512m",
+            "--constraint",
+            "gpu=true",
+            &sleepy,
+            "1",
+            "1",
+        ],
+    );
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, job) = h.api(&alice, "GET", &format!("/api/v1/jobs/{never}"), None);
+        let reason = job["reason"].as_str().unwrap_or_default();
+        if reason.contains("no ready node has the label gpu=true") {
+            break;
+        }
+        assert_eq!(job["state"], "queued", "{job}");
+        assert!(Instant::now() < deadline, "{job}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = h.cli(&alice, &["cancel", &never.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The server has room for this one, but only the node with disk=ssd may run it.
     let wc = common::examples().join("wordcount");
     let (txt, py) = (
         wc.join("hearth.txt").display().to_string(),
@@ -642,8 +672,8 @@ fn a_job_the_server_has_no_room_for_runs_on_a_joined_node_and_its_log_says_which
         &[
             "--num-executors",
             "0",
-            "--driver-cores",
-            "2",
+            "--constraint",
+            "disk=ssd",
             "--driver-memory",
             "512m",
             "--files",
@@ -694,8 +724,8 @@ fn a_killed_node_loses_its_job_which_runs_again_on_another_and_succeeds_once() {
     let alice = h.add_user("alice");
     let j = create_token(&h, "1h");
     let mut agents = vec![
-        ("left", worker(&h, &j, "left", "2", "2g")),
-        ("right", worker(&h, &j, "right", "2", "2g")),
+        ("left", worker(&h, &j, "left", "2", "2g", &[])),
+        ("right", worker(&h, &j, "right", "2", "2g", &[])),
     ];
     let sleepy = common::apps().join("sleepy.py").display().to_string();
     let id = h.submit(

@@ -65,6 +65,12 @@ fn options(j: &JobRow) -> hearth_sched::JobOptions {
         priority: j.priority.parse().unwrap_or_default(),
         preemptible: j.preemptible,
         gang: None,
+        constraints: j
+            .spec
+            .constraints
+            .iter()
+            .filter_map(|c| hearth_model::cluster::parse_label(c).ok())
+            .collect(),
     }
 }
 
@@ -83,6 +89,7 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
         name: LOCAL_NODE.into(),
         capacity: node_capacity(app),
         schedulable: true,
+        labels: Vec::new(),
     }];
     // Joined nodes that are connected, ready (not draining, not down) and have a runtime.
     // Down or draining nodes with running jobs stay in the snapshot, closed, so that their
@@ -102,6 +109,7 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
                     name: n.name.clone(),
                     capacity: Resources::new(n.cores, n.memory_mib),
                     schedulable: open,
+                    labels: n.labels.clone().into_iter().collect(),
                 });
             }
         }

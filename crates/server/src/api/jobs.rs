@@ -189,6 +189,11 @@ fn validate(app: &AppState, caller: &Caller, req: &SubmitJob) -> ApiResult<JobRe
             ));
         }
     }
+    for c in &req.constraints {
+        hearth_model::cluster::parse_label(c).map_err(|why| {
+            ApiError::bad_request("invalid_constraint", why.replace("--label", "--constraint"))
+        })?;
+    }
     let resources = parse_resources(&req.resources)?;
     let offer = node_capacity(app);
     let need = hearth_sched::Resources::new(resources.total_cores(), resources.memory_limit_mib());
@@ -242,6 +247,7 @@ pub async fn submit(
         priority,
         preemptible: req.preemptible,
         gang: None,
+        constraints: Vec::new(),
     };
     let snapshot = dispatch::snapshot(&app, &policy)?;
     hearth_sched::check_submission(&snapshot, &caller.0.name, &options)
