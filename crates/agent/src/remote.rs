@@ -41,8 +41,8 @@ pub struct Runner {
     runtime_root: Option<PathBuf>,
     out: mpsc::UnboundedSender<AgentMessage>,
     fetches: Mutex<HashMap<(String, u64), oneshot::Sender<Chunk>>>,
-    /// Task directories of running tasks, by job: (attempt, task dir).
-    tasks: Mutex<HashMap<i64, (u32, PathBuf)>>,
+    /// Task directories of running tasks, by job: (attempt, task dir, being stopped).
+    tasks: Mutex<HashMap<i64, (u32, PathBuf, bool)>>,
     /// Ends not yet written to a connection (the server was away): sent on the next one.
     unreported: Mutex<Vec<AgentMessage>>,
     next_tmp: AtomicU64,
@@ -95,8 +95,12 @@ impl Runner {
 
     /// Stops a task the server no longer wants (cancelled, preempted).
     pub fn stop(&self, job: i64, attempt: u32, grace: Duration) {
-        let dir = match lock(&self.tasks).get(&job) {
-            Some((a, dir)) if *a == attempt => dir.clone(),
+        // The server repeats a stop while the task still talks; one is enough.
+        let dir = match lock(&self.tasks).get_mut(&job) {
+            Some((a, dir, stopping)) if *a == attempt && !*stopping => {
+                *stopping = true;
+                dir.clone()
+            }
             _ => return,
         };
         tokio::spawn(async move { sandbox::stop(&dir, grace).await });
@@ -132,7 +136,7 @@ impl Runner {
             check_sha256(&f.sha256)?;
         }
         let layout = TaskLayout::new(&self.data_dir, task.job, task.attempt);
-        lock(&self.tasks).insert(task.job, (task.attempt, layout.task.clone()));
+        lock(&self.tasks).insert(task.job, (task.attempt, layout.task.clone(), false));
         let home = node_workspace(&self.data_dir, &task.user.name);
         let (name, uid) = (task.user.linux_name.clone(), task.user.uid);
         let user = tokio::task::spawn_blocking(move || {

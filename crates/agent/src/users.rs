@@ -239,7 +239,9 @@ pub fn ensure_user(name: &str, uid: u32, home: &Path) -> Result<LinuxUser> {
         name: name.to_string(),
         home: home.to_path_buf(),
     };
-    let valid = name.starts_with("hearth") && name[6..].bytes().all(|b| b.is_ascii_digit());
+    let valid = name
+        .strip_prefix("hearth")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     if !valid || uid < 1000 {
         return Err(Error::Other(format!(
             "refusing to run a task as `{name}` (uid {uid}): not a Hearth user"

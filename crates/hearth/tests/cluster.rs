@@ -160,7 +160,11 @@ fn wait_node_state(h: &Hearth, name: &str, want: &str, agent: &Agent) -> serde_j
 }
 
 fn wait_log(what: &str, needle: &str, read: impl Fn() -> String) {
-    let deadline = Instant::now() + DEADLINE;
+    wait_log_within(DEADLINE, what, needle, read)
+}
+
+fn wait_log_within(within: Duration, what: &str, needle: &str, read: impl Fn() -> String) {
+    let deadline = Instant::now() + within;
     loop {
         let log = read();
         if log.contains(needle) {
@@ -743,7 +747,7 @@ fn a_killed_node_loses_its_job_which_runs_again_on_another_and_succeeds_once() {
         ],
     );
     // Running, and its output reached the server: the node is really running it.
-    wait_log("the job's log", "line 00001", || {
+    wait_log_within(LONG, "the job's log", "line 00001", || {
         let out = h.cli(&alice, &["logs", &id.to_string()]);
         text(&out.stdout)
     });

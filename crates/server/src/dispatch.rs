@@ -88,7 +88,8 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
     let mut nodes = vec![Node {
         name: LOCAL_NODE.into(),
         capacity: node_capacity(app),
-        schedulable: true,
+        // Without a runtime here, jobs can still run on joined nodes that have one.
+        schedulable: runtime(app).is_ok(),
         labels: Vec::new(),
     }];
     // Joined nodes that are connected, ready (not draining, not down) and have a runtime.
@@ -159,7 +160,11 @@ fn pass(app: &Arc<App>) -> Result<(), rusqlite::Error> {
     if snapshot.queued.is_empty() {
         return Ok(());
     }
-    if let Err(problems) = runtime(app) {
+    let joined_open = snapshot
+        .nodes
+        .iter()
+        .any(|n| n.schedulable && n.name != LOCAL_NODE);
+    if let (Err(problems), false) = (runtime(app), joined_open) {
         let reason = format!("no node can run jobs: {}", problems.join("; "));
         let waiting: Vec<(i64, String)> = snapshot
             .queued

@@ -178,24 +178,37 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow, node: String) {
 
 /// The node says the task's process runs.
 pub fn started(app: &App, node_id: i64, job: i64, attempt: u32) {
-    let current = app
-        .cluster
-        .as_ref()
-        .is_some_and(|c| c.is_current(job, node_id, attempt));
-    if current {
-        if let Err(e) = app.store.mark_running(job) {
-            tracing::error!(job, "recording the start: {e}");
-        }
+    if !still_wanted(app, node_id, job, attempt) {
+        return;
     }
+    if let Err(e) = app.store.mark_running(job) {
+        tracing::error!(job, "recording the start: {e}");
+    }
+}
+
+/// Whether the server waits for this attempt. One it gave up on (its node was down, or the
+/// server restarted) but that still runs is stopped: the job runs elsewhere now.
+fn still_wanted(app: &App, node_id: i64, job: i64, attempt: u32) -> bool {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return false;
+    };
+    if cluster.is_current(job, node_id, attempt) {
+        return true;
+    }
+    cluster.send(
+        node_id,
+        ServerMessage::StopTask {
+            job,
+            attempt,
+            grace_ms: app.cfg.stop_grace.as_millis() as u64,
+        },
+    );
+    false
 }
 
 /// Lines the task wrote, into the job's one log, each marked with the node.
 pub fn output(app: &App, node_id: i64, node: &str, job: i64, attempt: u32, lines: &[String]) {
-    let current = app
-        .cluster
-        .as_ref()
-        .is_some_and(|c| c.is_current(job, node_id, attempt));
-    if !current {
+    if !still_wanted(app, node_id, job, attempt) {
         return;
     }
     let marked: Vec<String> = lines.iter().map(|l| format!("[{node}] {l}")).collect();
