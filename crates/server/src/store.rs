@@ -1051,6 +1051,67 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_job_runs_again_while_retries_remain_then_fails_with_the_reason() {
+        let (store, dir) = temp_store();
+        let user = UserRow {
+            id: 0,
+            name: "alice".into(),
+            admin: false,
+            password_hash: "x".into(),
+            uid: 1,
+            gid: 1,
+            linux_name: "a".into(),
+            created_at: 0,
+        };
+        let uid = store.insert_user(&user).expect("user");
+        let user = UserRow { id: uid, ..user };
+        let spec: SubmitJob =
+            serde_json::from_str(r#"{"main":{"name":"a.py","sha256":"ab"}}"#).expect("spec");
+        let new = NewJob {
+            name: "a".into(),
+            spec,
+            resources: JobResources::default(),
+            queue: "default".into(),
+            priority: "normal".into(),
+            preemptible: false,
+        };
+        let id = store.insert_job(&user, &new).expect("job");
+        let place = || store.apply_plan(&[(id, "n1".into())], &[]).expect("plan");
+        assert_eq!(place(), vec![id]);
+        store.mark_running(id).expect("running");
+        assert_eq!(
+            store
+                .lose_job(id, "lost: node n1 sent no heartbeat for 3s", 1)
+                .expect("lose"),
+            Some(JobState::Queued)
+        );
+        let job = store.job(id).expect("get").expect("exists");
+        assert_eq!(job.node, None);
+        assert_eq!(job.attempts.len(), 1);
+        assert_eq!(job.attempts[0].outcome, "lost");
+        assert!(job.attempts[0].running_at_ms.is_some());
+        assert_eq!(place(), vec![id]);
+        assert_eq!(
+            store
+                .lose_job(id, "lost: node n1 was removed", 1)
+                .expect("lose"),
+            Some(JobState::Failed)
+        );
+        let job = store.job(id).expect("get").expect("exists");
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(job.attempts.len(), 2);
+        assert!(
+            job.reason.as_deref().is_some_and(|r| r.contains("node n1 was removed")
+                && r.contains("no retries left")),
+            "{:?}",
+            job.reason
+        );
+        // Already terminal: nothing more is recorded.
+        assert_eq!(store.lose_job(id, "again", 1).expect("lose"), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn a_finished_job_is_recorded_once() {
         let (store, dir) = temp_store();
         let user = UserRow {
