@@ -69,6 +69,8 @@ pub struct RemoteTask {
     pub attempt: u32,
     /// The blobs this task may fetch (the job's files), by SHA-256.
     pub files: std::collections::HashSet<String>,
+    /// The node's connection the task was sent on (set by [`Cluster::start_task`]).
+    pub conn: u64,
 }
 
 impl Cluster {
@@ -110,9 +112,29 @@ impl Cluster {
             .is_some_and(|l| l.tx.send(msg).is_ok())
     }
 
-    /// Records that the server waits for `job` on a node.
-    pub fn track(&self, job: i64, task: RemoteTask) {
-        self.tasks().insert(job, task);
+    /// Sends a task to its node and waits for it there; false if the node is not
+    /// connected (then nothing is waited for).
+    pub fn start_task(&self, job: i64, mut task: RemoteTask, msg: ServerMessage) -> bool {
+        let live = self.live();
+        let Some(l) = live.get(&task.node_id) else {
+            return false;
+        };
+        task.conn = l.conn;
+        // Tracked before the node can answer, so that its first report finds the task.
+        self.tasks().insert(job, task.clone());
+        if l.tx.send(msg).is_err() {
+            self.tasks().remove(&job);
+            return false;
+        }
+        true
+    }
+
+    /// Whether the node reconnected since the task was sent: a start it never confirmed
+    /// may have been lost with the old connection.
+    pub fn reconnected_since(&self, task: &RemoteTask) -> bool {
+        self.live()
+            .get(&task.node_id)
+            .is_some_and(|l| l.conn != task.conn)
     }
 
     /// The attempt of `job` the server waits for, if it runs on a joined node.

@@ -155,17 +155,14 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow, node: String) {
         }
         _ => {}
     }
-    cluster.track(
-        id,
-        RemoteTask {
-            node_id,
-            node: node.clone(),
-            attempt,
-            files: files.into_iter().map(|f| f.sha256).collect(),
-        },
-    );
-    if !cluster.send(node_id, ServerMessage::StartTask(Box::new(task))) {
-        cluster.untrack(id, Some((node_id, attempt)));
+    let remote = RemoteTask {
+        node_id,
+        node: node.clone(),
+        attempt,
+        files: files.into_iter().map(|f| f.sha256).collect(),
+        conn: 0,
+    };
+    if !cluster.start_task(id, remote, ServerMessage::StartTask(Box::new(task))) {
         let _ = app.store.requeue(
             id,
             &format!("requeued: node {node} disconnected as the job was starting"),
@@ -297,6 +294,16 @@ pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusql
                 "lost: node {name} sent no heartbeat for {}s",
                 cluster.node_timeout.as_secs()
             ),
+            // The start may have gone down with the node's old connection: rather than wait
+            // for ever, run it again (a start the node did get is stopped when it reports).
+            Some(_)
+                if job.state == JobState::Starting
+                    && cluster
+                        .task(job.id)
+                        .is_some_and(|t| cluster.reconnected_since(&t)) =>
+            {
+                format!("lost: node {name} reconnected before it confirmed the start")
+            }
             Some(_) => continue,
         };
         cluster.untrack(job.id, None);
