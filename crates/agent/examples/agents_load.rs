@@ -138,6 +138,8 @@ async fn run(args: HashMap<String, String>) {
                 memory_mib: 8192,
                 labels: Default::default(),
                 version: "load".into(),
+                runtime: None,
+                data_dir: None,
             };
             let pem = join(&server, pin, &token, &key, &offer)
                 .await

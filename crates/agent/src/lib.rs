@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod fsaccess;
 pub mod node;
 pub mod portguard;
+pub mod remote;
 pub mod sandbox;
 mod shim;
 mod taskdir;

@@ -99,6 +99,8 @@ pub struct AgentConfig {
     pub ca_sha256: Option<String>,
     pub data_dir: PathBuf,
     pub offer: NodeOffer,
+    /// How tasks' shims are started (this binary's `internal shim`).
+    pub shim: crate::sandbox::ShimCommand,
 }
 
 /// What a joined agent keeps in DATA_DIR/node.json (its key and certificate are beside).
@@ -552,7 +554,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     }
     // Only now, with every flag checked, does anything get written.
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| io_fatal("creating", &cfg.data_dir, e))?;
-    std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+    // Traversable, not listable: tasks reach their workspaces under it by their own uid;
+    // the key and certificate inside stay 0600.
+    std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o711))
         .map_err(|e| io_fatal("securing", &cfg.data_dir, e))?;
     let key = load_or_make_key(&key_path)?;
 
@@ -614,6 +618,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let tls =
         client_config(pin, Some((&cert_pem, &key.serialize_pem()))).map_err(AgentError::Fatal)?;
 
+    offer.data_dir = Some(cfg.data_dir.display().to_string());
+    let runtime_root = offer.runtime.as_ref().map(|r| PathBuf::from(&r.root));
+    let (runner, mut outgoing) =
+        crate::remote::Runner::new(cfg.data_dir.clone(), cfg.shim.clone(), runtime_root);
     let mut backoff = Duration::from_secs(1);
     loop {
         let err = match Session::open(&server, tls.clone(), &offer).await {
@@ -624,17 +632,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                     s.heartbeat.as_millis()
                 );
                 backoff = Duration::from_secs(1);
-                let mut seq = 0u64;
-                loop {
-                    seq += 1;
-                    if let Err(e) = s.heartbeat(seq).await {
-                        break e;
-                    }
-                    let pause = s.heartbeat;
-                    if let Err(e) = s.idle(pause).await {
-                        break e;
-                    }
-                }
+                runner.resend_unreported();
+                serve(&mut s, &runner, &mut outgoing).await
             }
             Err(e) => e,
         };
@@ -648,6 +647,64 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
             fatal => return Err(fatal),
+        }
+    }
+}
+
+/// One connection's life: heartbeats, the server's requests (tasks, file parts) and what
+/// the node's tasks say, until the connection fails.
+async fn serve(
+    s: &mut Session,
+    runner: &Arc<crate::remote::Runner>,
+    outgoing: &mut tokio::sync::mpsc::UnboundedReceiver<AgentMessage>,
+) -> AgentError {
+    let mut seq = 0u64;
+    let mut beat = tokio::time::interval(s.heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let patience = (s.heartbeat * 3).max(CONNECT_TIMEOUT);
+    let mut last_ack = Instant::now();
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {
+                if last_ack.elapsed() > patience {
+                    return AgentError::Transient(format!(
+                        "the server acknowledged no heartbeat for {}s",
+                        patience.as_secs()
+                    ));
+                }
+                seq += 1;
+                if let Err(e) = write_frame(&mut s.writer, &AgentMessage::Heartbeat { seq }).await {
+                    return AgentError::Transient(format!("the connection broke: {e}"));
+                }
+            }
+            got = s.incoming.recv() => match got {
+                None => return AgentError::Transient("the server closed the connection".into()),
+                Some(Err(e)) => return e,
+                Some(Ok(msg)) => match msg {
+                    ServerMessage::Ack { .. } => last_ack = Instant::now(),
+                    ServerMessage::StartTask(task) => runner.start(*task),
+                    ServerMessage::StopTask { job, attempt, grace_ms } => {
+                        runner.stop(job, attempt, Duration::from_millis(grace_ms))
+                    }
+                    ServerMessage::Chunk { sha256, offset, data, eof, error } => {
+                        let data = match error {
+                            Some(why) => Err(why),
+                            None => hex::decode(&data).map_err(|e| format!("a malformed part ({e})")),
+                        };
+                        runner.deliver(&sha256, offset, crate::remote::Chunk { data, eof });
+                    }
+                    other => tracing::warn!("the server sent {other:?} mid-session; ignored"),
+                },
+            },
+            msg = outgoing.recv() => {
+                let Some(msg) = msg else {
+                    return AgentError::Fatal("the node's task queue closed".into());
+                };
+                if let Err(e) = write_frame(&mut s.writer, &msg).await {
+                    runner.keep_unreported(msg);
+                    return AgentError::Transient(format!("the connection broke: {e}"));
+                }
+            }
         }
     }
 }

@@ -218,6 +218,88 @@ pub fn remove_user(user: &LinuxUser) -> Result<()> {
     Ok(())
 }
 
+/// The passwd name of `uid` on this machine, if it has one.
+fn passwd_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id = f.nth(1)?.parse::<u32>().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
+}
+
+/// Makes sure this machine has the Linux user `name` with exactly `uid` (= gid), as the
+/// server allocated it, so that files a task writes carry the same owner on every node.
+/// Its workspace on this machine is `home` (0700, the user's).
+pub fn ensure_user(name: &str, uid: u32, home: &Path) -> Result<LinuxUser> {
+    let user = LinuxUser {
+        uid,
+        gid: uid,
+        name: name.to_string(),
+        home: home.to_path_buf(),
+    };
+    let valid = name
+        .strip_prefix("hearth")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !valid || uid < 1000 {
+        return Err(Error::Other(format!(
+            "refusing to run a task as `{name}` (uid {uid}): not a Hearth user"
+        )));
+    }
+    {
+        let _guard = ACCOUNTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match passwd_name(uid) {
+            Some(existing) if existing == name => {}
+            Some(existing) => {
+                return Err(Error::Other(format!(
+                    "uid {uid} belongs to `{existing}` on this machine, not to `{name}`:                      give Hearth a --uid-range that is free on every node"
+                )))
+            }
+            None => {
+                let id = uid.to_string();
+                let home_str = home.to_str().ok_or_else(|| {
+                    Error::Other(format!("the workspace {} is not UTF-8", home.display()))
+                })?;
+                let group = run_locked(
+                    "groupadd",
+                    &["--system", "--gid", &id, name],
+                    &format!("creating group {name} (gid {uid})"),
+                )?;
+                if !group.status.success() && group.status.code() != Some(NAME_TAKEN) {
+                    return Err(failed(&format!("creating group {name} (gid {uid})"), &group));
+                }
+                let added = run_locked(
+                    "useradd",
+                    &[
+                        "--system",
+                        "--uid",
+                        &id,
+                        "--gid",
+                        &id,
+                        "--home-dir",
+                        home_str,
+                        "--no-create-home",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        "--comment",
+                        "hearth user",
+                        name,
+                    ],
+                    &format!("creating user {name} (uid {uid})"),
+                )?;
+                if !added.status.success() {
+                    return Err(failed(&format!("creating user {name} (uid {uid})"), &added));
+                }
+            }
+        }
+    }
+    ensure_workspace(&user)?;
+    Ok(user)
+}
+
 /// Makes sure `user.home` exists, is owned by the user and is mode 0700.
 pub fn ensure_workspace(user: &LinuxUser) -> Result<()> {
     let home = &user.home;

@@ -56,6 +56,9 @@ pub struct SubmitArgs {
     /// Run on idle capacity beyond your share; give way (and be requeued) when others need it
     #[arg(long)]
     pub preemptible: bool,
+    /// Run only on a node with this label, key=value (see `hearth nodes`); repeat for several
+    #[arg(long = "constraint", value_name = "LABEL=VALUE")]
+    pub constraints: Vec<String>,
     /// Wait until the job ends; exit with its exit code
     #[arg(long)]
     pub wait: bool,
@@ -232,6 +235,7 @@ pub fn run(client: &Client, args: SubmitArgs) -> Result<i32> {
         queue: args.queue.clone(),
         priority: args.priority.clone(),
         preemptible: args.preemptible,
+        constraints: args.constraints.clone(),
     };
     let job: api::Job = client.send("POST", "/jobs", &req)?;
     eprintln!(

@@ -112,6 +112,9 @@ struct UpArgs {
     /// Mark a joined node down after this long without a heartbeat, e.g. 30s
     #[arg(long, default_value = "30s")]
     node_timeout: String,
+    /// How many times a job whose node was lost runs again before it fails
+    #[arg(long, default_value_t = 1)]
+    max_retries: u32,
     /// How often to sample the machine's use for the console's charts, e.g. 60s, 1m
     #[arg(long, default_value = "60s")]
     usage_interval: String,
@@ -145,6 +148,8 @@ struct AgentArgs {
     /// A label jobs can ask for, key=value (e.g. disk=ssd); repeat for several
     #[arg(long)]
     label: Vec<String>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,17 +237,41 @@ fn agent_config(args: AgentArgs) -> Result<hearth_agent::node::AgentConfig> {
             .unwrap_or_default(),
     };
     hearth_model::cluster::check_node_name(&name).map_err(anyhow::Error::msg)?;
+    let data_dir = absolute(args.data_dir)?;
+    // A node without a Spark runtime still joins (and is listed), but is offered no jobs.
+    let runtime = match runtime_location(&data_dir, args.runtime)?.locate() {
+        Ok(rt) => Some(hearth_model::cluster::NodeRuntime {
+            root: rt.root.display().to_string(),
+            spark_home: rt.spark_home.display().to_string(),
+            python: rt.python.display().to_string(),
+        }),
+        Err(problems) => {
+            eprintln!(
+                "hearth agent: this node runs no jobs until it has a Spark runtime: {} \
+                 (pass --runtime DIR, or run `hearth runtime install --data-dir {}`)",
+                problems.join("; "),
+                data_dir.display()
+            );
+            None
+        }
+    };
     Ok(hearth_agent::node::AgentConfig {
         server: args.server,
         token: args.token,
         ca_sha256: args.ca_sha256,
-        data_dir: absolute(args.data_dir)?,
+        data_dir,
         offer: hearth_model::cluster::NodeOffer {
             name,
             cores,
             memory_mib,
             labels,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            runtime,
+            data_dir: None,
+        },
+        shim: ShimCommand {
+            program: std::env::current_exe().context("finding the hearth binary")?,
+            args: vec!["internal".into(), "shim".into()],
         },
     })
 }
@@ -348,6 +377,7 @@ fn up_config(args: UpArgs) -> Result<Config> {
         notebook_idle_timeout,
         cluster_listen,
         node_timeout,
+        max_retries: args.max_retries,
         usage_interval,
         connect_listen,
         connect_hosts: args.connect_host,

@@ -183,6 +183,10 @@ fn bad_input_is_refused_clearly_and_nothing_is_persisted() {
             &["submit", "--executor-cores", "0", &sleepy],
             "--executor-cores must be at least 1",
         ),
+        (
+            &["submit", "--constraint", "gpu", &sleepy],
+            "--constraint gpu: write key=value",
+        ),
     ];
     for (args, want) in cases {
         let out = h.cli(&alice, args);

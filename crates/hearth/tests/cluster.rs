@@ -160,7 +160,11 @@ fn wait_node_state(h: &Hearth, name: &str, want: &str, agent: &Agent) -> serde_j
 }
 
 fn wait_log(what: &str, needle: &str, read: impl Fn() -> String) {
-    let deadline = Instant::now() + DEADLINE;
+    wait_log_within(DEADLINE, what, needle, read)
+}
+
+fn wait_log_within(within: Duration, what: &str, needle: &str, read: impl Fn() -> String) {
+    let deadline = Instant::now() + within;
     loop {
         let log = read();
         if log.contains(needle) {
@@ -585,4 +589,203 @@ fn an_agent_in_another_network_namespace_joins_by_the_servers_address() {
     drop(a);
     drop(h);
     drop(ns);
+}
+
+/// `hearth agent` joined with a Spark runtime, offering `cores` and `memory`.
+fn worker(h: &Hearth, j: &Join, name: &str, cores: &str, memory: &str, more: &[&str]) -> Agent {
+    let runtime = common::runtime().display().to_string();
+    let mut args = join_args(j, name, cores, memory);
+    args.extend(["--runtime", &runtime]);
+    args.extend(more);
+    let agent = Agent::start(h, &common::unique(name), &args, &[]);
+    wait_node_state(h, name, "ready", &agent);
+    agent
+}
+
+/// Kills what is left of a task on an agent killed with -9 (its shim outlives it, like
+/// Hearth's own): the processes whose command line names the agent's data dir.
+fn kill_tasks_of(agent: &Agent) {
+    let needle = agent.data_dir.display().to_string();
+    for _ in 0..3 {
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                // SAFETY: kill has no memory effects; pid came from /proc.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const LONG: Duration = Duration::from_secs(240);
+
+#[test]
+fn a_job_constrained_to_a_label_runs_on_the_joined_node_with_it_and_its_log_says_which() {
+    let mut h = Hearth::start_with(&[
+        "--node-timeout",
+        "3s",
+        "--cores",
+        "1",
+        "--engine-cores",
+        "1",
+    ]);
+    let alice = h.add_user("alice");
+    let j = create_token(&h, "1h");
+    let agent = worker(&h, &j, "wide", "2", "2g", &["--label", "disk=ssd"]);
+    let sleepy = common::apps().join("sleepy.py").display().to_string();
+    // No node has this label: the job says so while it waits.
+    let never = h.submit(
+        &alice,
+        &[
+            "--num-executors",
+            "0",
+            "--driver-memory",
+            "512m",
+            "--constraint",
+            "gpu=true",
+            &sleepy,
+            "1",
+            "1",
+        ],
+    );
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, job) = h.api(&alice, "GET", &format!("/api/v1/jobs/{never}"), None);
+        let reason = job["reason"].as_str().unwrap_or_default();
+        if reason.contains("no ready node has the label gpu=true") {
+            break;
+        }
+        assert_eq!(job["state"], "queued", "{job}");
+        assert!(Instant::now() < deadline, "{job}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = h.cli(&alice, &["cancel", &never.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The server has room for this one, but only the node with disk=ssd may run it.
+    let wc = common::examples().join("wordcount");
+    let (txt, py) = (
+        wc.join("hearth.txt").display().to_string(),
+        wc.join("wordcount.py").display().to_string(),
+    );
+    let id = h.submit(
+        &alice,
+        &[
+            "--num-executors",
+            "0",
+            "--constraint",
+            "disk=ssd",
+            "--driver-memory",
+            "512m",
+            "--files",
+            &txt,
+            &py,
+            "hearth.txt",
+            "counts",
+        ],
+    );
+    let job = h.wait_job(&alice, id, LONG);
+    let log = h.logs(&alice, id);
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{log}\nagent:\n{}",
+        agent.log()
+    );
+    assert_eq!(job["node"], "wide", "{job}");
+    assert!(log.contains("running on node wide"), "{log}");
+    assert!(log.contains("[wide] top 10:"), "{log}");
+    // The output is in alice's workspace on that node, owned by her uid.
+    let out = agent
+        .data_dir
+        .join("workspaces")
+        .join("alice")
+        .join("counts");
+    let csv = std::fs::read_dir(&out)
+        .expect("output dir on the node")
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with(".csv"))
+        .expect("a csv part");
+    let content = std::fs::read_to_string(csv.path()).expect("csv");
+    assert!(content.contains("the,"), "{content}");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(csv.path()).expect("stat"));
+    assert_eq!(owner, alice.uid);
+}
+
+#[test]
+fn a_killed_node_loses_its_job_which_runs_again_on_another_and_succeeds_once() {
+    let mut h = Hearth::start_with(&[
+        "--node-timeout",
+        "3s",
+        "--cores",
+        "1",
+        "--engine-cores",
+        "1",
+    ]);
+    let alice = h.add_user("alice");
+    let j = create_token(&h, "1h");
+    let mut agents = vec![
+        ("left", worker(&h, &j, "left", "2", "2g", &[])),
+        ("right", worker(&h, &j, "right", "2", "2g", &[])),
+    ];
+    let sleepy = common::apps().join("sleepy.py").display().to_string();
+    let id = h.submit(
+        &alice,
+        &[
+            "--num-executors",
+            "0",
+            "--driver-cores",
+            "2",
+            "--driver-memory",
+            "512m",
+            &sleepy,
+            "40",
+            "1",
+        ],
+    );
+    // Running, and its output reached the server: the node is really running it.
+    wait_log_within(LONG, "the job's log", "line 00001", || {
+        let out = h.cli(&alice, &["logs", &id.to_string()]);
+        text(&out.stdout)
+    });
+    let (_, job) = h.api(&alice, "GET", &format!("/api/v1/jobs/{id}"), None);
+    let first = job["node"].as_str().expect("a node").to_string();
+    let i = agents
+        .iter()
+        .position(|(n, _)| *n == first)
+        .expect("a known node");
+    let (_, mut lost) = agents.remove(i);
+    lost.kill9();
+    kill_tasks_of(&lost);
+    let other = agents[0].0;
+    wait_node_state(&h, &first, "down", &lost);
+    let job = h.wait_job(&alice, id, LONG);
+    let log = h.logs(&alice, id);
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{log}\nagent:\n{}",
+        agents[0].1.log()
+    );
+    assert_eq!(job["node"], other, "{job}");
+    let attempts = job["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{job}");
+    assert_eq!(attempts[0]["outcome"], "lost", "{job}");
+    assert!(
+        attempts[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("node {first}"))),
+        "{job}"
+    );
+    assert!(log.contains(&format!("[{other}] sleepy done")), "{log}");
+    assert!(log.contains("attempt 2 on node"), "{log}");
+    // Recorded once: still succeeded, with one lost attempt, a while later.
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, again) = h.api(&alice, "GET", &format!("/api/v1/jobs/{id}"), None);
+    assert_eq!(again["state"], "succeeded", "{again}");
+    assert_eq!(again["attempts"].as_array().map(|a| a.len()), Some(1));
+    assert_eq!(again["finished_at_ms"], job["finished_at_ms"], "{again}");
 }

@@ -147,6 +147,9 @@ pub struct SubmitJob {
     /// with a rightful claim waits.
     #[serde(default)]
     pub preemptible: bool,
+    /// `key=value` labels a node must have to run the job (`--constraint`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
 }
 
 /// A job as the API shows it.

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// The largest message either side accepts, newline included. A peer that sends more is
 /// cut off: nothing an agent says needs more, and a bound keeps a bad peer from filling
@@ -74,6 +75,132 @@ pub struct NodeOffer {
     /// The agent's version, for the admin's eyes.
     #[serde(default)]
     pub version: String,
+    /// Where this node's Spark runtime is; a node without one is offered no jobs.
+    #[serde(default)]
+    pub runtime: Option<NodeRuntime>,
+    /// The agent's data dir, absolute: the server builds paths on the node's side from it
+    /// (see [`TaskLayout`]).
+    #[serde(default)]
+    pub data_dir: Option<String>,
+}
+
+/// A node's Spark runtime, as paths on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRuntime {
+    /// The directory every task must be able to read (bound read-only into sandboxes).
+    pub root: String,
+    pub spark_home: String,
+    pub python: String,
+}
+
+/// Where one attempt of a job lives on a node, under the agent's data dir. Both ends use
+/// this, so the server can build a task's command line with the node's paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskLayout {
+    pub dir: PathBuf,
+    /// The job's files, by their names (hard links into the node's blob cache).
+    pub files: PathBuf,
+    /// Owned by the task's uid: `spark.properties` with the job's secret.
+    pub conf: PathBuf,
+    pub properties: PathBuf,
+    pub tmp: PathBuf,
+    /// The shim's control files.
+    pub task: PathBuf,
+    pub log: PathBuf,
+}
+
+impl TaskLayout {
+    pub fn new(data_dir: &Path, job: i64, attempt: u32) -> TaskLayout {
+        let dir = data_dir.join("jobs").join(format!("{job}-{attempt}"));
+        let conf = dir.join("conf");
+        TaskLayout {
+            files: dir.join("files"),
+            properties: conf.join("spark.properties"),
+            conf,
+            tmp: dir.join("tmp"),
+            task: dir.join("task"),
+            log: dir.join("output.log"),
+            dir,
+        }
+    }
+}
+
+/// A user's workspace on a node (not shared with the server's unless the admin mounts it so).
+pub fn node_workspace(data_dir: &Path, hearth_user: &str) -> PathBuf {
+    data_dir.join("workspaces").join(hearth_user)
+}
+
+/// A file name a task may be given: one path component, nothing hidden behind it.
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.contains('\0');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a plain file name"))
+    }
+}
+
+/// Checks a SHA-256 in hex (what names a blob in the node's cache).
+pub fn check_sha256(s: &str) -> Result<(), String> {
+    if s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a SHA-256 in lowercase hex"))
+    }
+}
+
+/// The most bytes of a file one [`ServerMessage::Chunk`] carries: hex doubles them, and the
+/// line must stay under [`MAX_FRAME`] with room for the rest of the message.
+pub const CHUNK_BYTES: usize = 24 * 1024;
+
+/// One of a job's files for a task: the node fetches what its cache lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFile {
+    pub name: String,
+    pub sha256: String,
+}
+
+/// The user a task runs as: the node makes the same Linux user (same uid) if it lacks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskUser {
+    /// The Hearth user's name (names the workspace).
+    pub name: String,
+    /// The Linux user's name, e.g. `hearth200000`.
+    pub linux_name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Everything a node needs to run one attempt of a job. The command line and environment
+/// come built by the server (`server::spark`, the one place for Spark command lines), with
+/// the node's paths from [`TaskLayout`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartTask {
+    pub job: i64,
+    pub attempt: u32,
+    /// The task's id on the node (names its cgroup).
+    pub task_id: String,
+    pub user: TaskUser,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub files: Vec<TaskFile>,
+    /// The task's `spark.properties` (holds its secret: never logged).
+    pub properties: String,
+    pub memory_limit_mib: u64,
+    pub cpu_cores: u32,
+    pub pids_max: u32,
 }
 
 /// Checks a node name: what `hearth node drain NAME` must be able to type.
@@ -127,6 +254,31 @@ pub enum AgentMessage {
     Heartbeat {
         seq: u64,
     },
+    /// A task's process is running.
+    Started {
+        job: i64,
+        attempt: u32,
+    },
+    /// Lines a task wrote (each at most a few KiB; a message stays under the cap).
+    Output {
+        job: i64,
+        attempt: u32,
+        lines: Vec<String>,
+    },
+    /// A task ended, or could not start (`error` says why).
+    Ended {
+        job: i64,
+        attempt: u32,
+        code: Option<i32>,
+        signal: Option<i32>,
+        oom_killed: bool,
+        error: Option<String>,
+    },
+    /// Asks for part of a job file the node's cache lacks.
+    Fetch {
+        sha256: String,
+        offset: u64,
+    },
 }
 
 /// What the server says.
@@ -141,6 +293,23 @@ pub enum ServerMessage {
     Ack { seq: u64 },
     /// No: why, and what to do. The connection closes after it.
     Refused { reason: String },
+    /// Run a task.
+    StartTask(Box<StartTask>),
+    /// Stop a task (cancelled or preempted), within `grace_ms`.
+    StopTask {
+        job: i64,
+        attempt: u32,
+        grace_ms: u64,
+    },
+    /// Part of a file the node asked for: `data` in hex, `eof` on the last part; `error`
+    /// when the server will not or cannot send it.
+    Chunk {
+        sha256: String,
+        offset: u64,
+        data: String,
+        eof: bool,
+        error: Option<String>,
+    },
 }
 
 /// Encodes one message as a line; None if it would exceed [`MAX_FRAME`].
@@ -275,5 +444,30 @@ mod tests {
         };
         assert!(encode(&huge).is_none());
         assert!(decode::<AgentMessage>(b"{\"type\":\"nope\"}").is_err());
+    }
+
+    #[test]
+    fn a_full_chunk_fits_in_a_frame() {
+        let m = ServerMessage::Chunk {
+            sha256: "a".repeat(64),
+            offset: u64::MAX,
+            data: "ab".repeat(CHUNK_BYTES),
+            eof: false,
+            error: None,
+        };
+        assert!(encode(&m).is_some());
+    }
+
+    #[test]
+    fn task_paths_stay_under_the_data_dir_and_names_are_plain() {
+        let l = TaskLayout::new(Path::new("/d"), 7, 2);
+        assert_eq!(l.dir, Path::new("/d/jobs/7-2"));
+        assert_eq!(l.properties, Path::new("/d/jobs/7-2/conf/spark.properties"));
+        assert!(check_file_name("app.py").is_ok());
+        for bad in ["", "..", ".", "a/b", "../x"] {
+            assert!(check_file_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_sha256(&"0f".repeat(32)).is_ok());
+        assert!(check_sha256("../../etc/passwd").is_err());
     }
 }

@@ -54,6 +54,7 @@ fn main() {
             name: format!("n{i:02}"),
             capacity: Resources::new(32, 128 * GIB),
             schedulable: true,
+            labels: Vec::new(),
         })
         .collect();
     let users = [

@@ -110,6 +110,7 @@ fn options(rng: &mut Rng, total: Resources) -> JobOptions {
         priority,
         preemptible: rng.chance(15),
         gang,
+        constraints: Vec::new(),
     }
 }
 
@@ -127,6 +128,7 @@ fn snapshot(seed: u64) -> Snapshot {
                     Resources::new(32, 128 * GIB)
                 },
                 schedulable: i % 97 != 0,
+                labels: Vec::new(),
             }
         })
         .collect();

@@ -201,6 +201,14 @@ impl Pass<'_> {
 
     /// Find and take room for the whole gang, or take nothing.
     pub fn fit(&mut self, cand: &Candidate) -> Option<Fit> {
+        if !cand.constraints.is_empty() {
+            let node = self.fit_labelled(cand.total, cand.constraints)?;
+            return Some(Fit {
+                node,
+                on_node: cand.total,
+                executors: Vec::new(),
+            });
+        }
         if let Some(node) = self.fit_local(cand.total) {
             return Some(Fit {
                 node,
@@ -212,6 +220,20 @@ impl Pass<'_> {
             return None;
         }
         self.index.pack_spread(&cand.gang)
+    }
+
+    /// Best fit among open nodes with the labels: a scan, as constrained jobs are few and
+    /// the index (and its failure cache) is for demands any node may hold.
+    fn fit_labelled(&mut self, need: Resources, labels: &[(String, String)]) -> Option<usize> {
+        let node = (0..self.snap.nodes.len())
+            .filter(|&n| self.index.is_open(n) && self.snap.nodes[n].satisfies(labels))
+            .filter(|&n| need.fits_in(&self.index.free(n)))
+            .min_by_key(|&n| {
+                let f = self.index.free(n);
+                (f.cores, f.memory_mib, n)
+            })?;
+        self.index.take(node, need);
+        Some(node)
     }
 
     fn fit_local(&mut self, need: Resources) -> Option<usize> {

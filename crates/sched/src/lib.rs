@@ -105,6 +105,7 @@ mod tests {
             name: name.into(),
             capacity: Resources::new(cores, mem),
             schedulable: true,
+            labels: Vec::new(),
         }
     }
 
@@ -153,6 +154,117 @@ mod tests {
             plan.waiting[0].reason,
             WaitReason::NeverFits { .. }
         ));
+    }
+
+    fn labelled(name: &str, cores: u32, mem: u64, labels: &[(&str, &str)]) -> Node {
+        Node {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..node(name, cores, mem)
+        }
+    }
+
+    fn constrained(snap: &mut Snapshot, job: JobId, labels: &[(&str, &str)]) {
+        snap.job_options.insert(
+            job,
+            JobOptions {
+                constraints: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..JobOptions::default()
+            },
+        );
+    }
+
+    #[test]
+    fn a_constrained_job_goes_only_to_a_node_with_its_labels() {
+        let mut snap = Snapshot {
+            // The best fit by size is n1, but only n2 has the label.
+            nodes: vec![
+                node("n1", 2, 4096),
+                labelled("n2", 8, 16384, &[("disk", "ssd"), ("gpu", "true")]),
+            ],
+            queued: vec![job(1, 1, 1024), job(2, 1, 1024)],
+            ..Default::default()
+        };
+        constrained(&mut snap, 1, &[("disk", "ssd"), ("gpu", "true")]);
+        let plan = schedule(&snap);
+        let on = |id| {
+            plan.placements
+                .iter()
+                .find(|p| p.job == id)
+                .map(|p| p.node.as_str())
+        };
+        assert_eq!(on(1), Some("n2"));
+        assert_eq!(on(2), Some("n1"));
+    }
+
+    #[test]
+    fn a_constrained_job_waits_for_room_on_its_own_nodes() {
+        let mut snap = Snapshot {
+            nodes: vec![
+                node("big", 8, 16384),
+                labelled("ssd", 2, 4096, &[("disk", "ssd")]),
+            ],
+            running: vec![Allocation {
+                job: 9,
+                user: "bob".into(),
+                node: "ssd".into(),
+                resources: Resources::new(2, 1024),
+            }],
+            queued: vec![job(1, 1, 1024)],
+            ..Default::default()
+        };
+        constrained(&mut snap, 1, &[("disk", "ssd")]);
+        let plan = schedule(&snap);
+        assert!(plan.placements.is_empty(), "{:?}", plan.placements);
+        assert!(
+            matches!(plan.waiting[0].reason, WaitReason::Resources { .. }),
+            "{}",
+            plan.waiting[0].reason
+        );
+    }
+
+    #[test]
+    fn a_job_no_node_can_satisfy_says_why() {
+        let mut snap = Snapshot {
+            nodes: vec![
+                node("n1", 8, 16384),
+                Node {
+                    schedulable: false,
+                    ..labelled("n2", 8, 16384, &[("gpu", "true")])
+                },
+                labelled("n3", 1, 1024, &[("disk", "ssd")]),
+            ],
+            queued: vec![job(1, 1, 1024), job(2, 4, 1024)],
+            ..Default::default()
+        };
+        // Only a node that is not schedulable has the label.
+        constrained(&mut snap, 1, &[("gpu", "true")]);
+        // The node with the label is too small.
+        constrained(&mut snap, 2, &[("disk", "ssd")]);
+        let plan = schedule(&snap);
+        assert!(plan.placements.is_empty(), "{:?}", plan.placements);
+        let reason = |id| {
+            plan.waiting
+                .iter()
+                .find(|w| w.job == id)
+                .map(|w| w.reason.to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            reason(1),
+            "no ready node has the label gpu=true (`hearth nodes` lists nodes and their labels)"
+        );
+        assert!(reason(2).starts_with("needs 4 cores"), "{}", reason(2));
+        assert!(
+            reason(2).contains("the largest node offers 1 core"),
+            "{}",
+            reason(2)
+        );
     }
 
     #[test]

@@ -121,7 +121,8 @@ impl<'a> Pass<'a> {
         queue.virt = queue.virt.add(&cand.total);
         self.members[m].virt = self.members[m].virt.add(&cand.total);
         let head = *self.queues[q].head.get_or_insert(id);
-        if cand.local() {
+        // Claims look at any node: a constrained job waits for room on its own nodes instead.
+        if cand.local() && cand.constraints.is_empty() {
             let mut claimed = self.claim_stopping(cand.total);
             if claimed.is_none() {
                 if let Some(claim) = self.claim(q, cand) {
@@ -214,6 +215,7 @@ impl<'a> Pass<'a> {
             // The node missing the least, preferring open ones.
             let best = (0..self.nodes.len())
                 .filter(|&n| self.nodes[n].schedulable && need.fits_in(&self.nodes[n].capacity))
+                .filter(|&n| self.snap.nodes[n].satisfies(cand.constraints))
                 .min_by_key(|&n| {
                     let short = need.saturating_sub(&self.index.free(n));
                     (

@@ -121,6 +121,11 @@ pub enum LimitKind {
 pub enum WaitReason {
     /// No node is schedulable at all.
     NoNodes,
+    /// No schedulable node has every label the job is constrained to.
+    NoNodeWithLabels {
+        /// The job's `--constraint`s.
+        labels: Vec<(String, String)>,
+    },
     /// No node could ever hold the job (or the driver or an executor of a spread gang).
     NeverFits {
         /// What has to fit on one node.
@@ -236,6 +241,15 @@ impl fmt::Display for WaitReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WaitReason::NoNodes => write!(f, "no node is available to run jobs"),
+            WaitReason::NoNodeWithLabels { labels } => {
+                let list: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                write!(
+                    f,
+                    "no ready node has the label{} {} (`hearth nodes` lists nodes and their labels)",
+                    if labels.len() == 1 { "" } else { "s" },
+                    list.join(", ")
+                )
+            }
             WaitReason::NeverFits { needs, largest } => write!(
                 f,
                 "needs {needs} but the largest node offers {largest}: ask for less"

@@ -165,6 +165,41 @@ impl<'a> Pass<'a> {
                         break 'check Some(WaitReason::UnknownQueue { queue: q.clone() });
                     }
                 }
+                if !opts.constraints.is_empty() {
+                    // A constrained job runs whole on one node with its labels.
+                    let labelled = self
+                        .snap
+                        .nodes
+                        .iter()
+                        .filter(|n| n.schedulable && n.satisfies(&opts.constraints))
+                        .map(|n| n.capacity)
+                        .max_by_key(|c| (c.cores, c.memory_mib));
+                    match labelled {
+                        None => {
+                            break 'check Some(WaitReason::NoNodeWithLabels {
+                                labels: opts.constraints.clone(),
+                            })
+                        }
+                        Some(largest) if !total.fits_in(&largest) => {
+                            // Not the largest of all nodes: the largest it may use.
+                            let shapes: Vec<Resources> = self
+                                .snap
+                                .nodes
+                                .iter()
+                                .filter(|n| n.schedulable && n.satisfies(&opts.constraints))
+                                .map(|n| n.capacity)
+                                .collect();
+                            if !shapes.iter().any(|s| total.fits_in(s)) {
+                                break 'check Some(WaitReason::NeverFits {
+                                    needs: total,
+                                    largest,
+                                });
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                    break 'check None;
+                }
                 let local = !gang.spread || gang.executors == 0;
                 if local && !fits_a_node(&total) {
                     break 'check Some(WaitReason::NeverFits {
@@ -233,6 +268,7 @@ impl<'a> Pass<'a> {
                 total,
                 preemptible,
                 level,
+                constraints: &opts.constraints,
             };
             let m = &mut self.members[member];
             if preemptible {

@@ -20,6 +20,17 @@ pub struct Node {
     pub capacity: Resources,
     /// False while the node is down or draining: nothing new is placed there.
     pub schedulable: bool,
+    /// What the node says about itself (`--label disk=ssd`), for jobs' constraints.
+    pub labels: Vec<(String, String)>,
+}
+
+impl Node {
+    /// Whether the node has every `key=value` of `constraints`.
+    pub fn satisfies(&self, constraints: &[(String, String)]) -> bool {
+        constraints
+            .iter()
+            .all(|(k, v)| self.labels.iter().any(|(a, b)| a == k && b == v))
+    }
 }
 
 /// Resources a job holds on one node. A job spread over several nodes has one allocation
@@ -88,6 +99,9 @@ pub struct JobOptions {
     pub preemptible: bool,
     /// The job's driver and executors; `None` is one process of `PendingJob::resources`.
     pub gang: Option<Gang>,
+    /// `--constraint key=value`: only nodes with all these labels may run the job (all of
+    /// it on one such node).
+    pub constraints: Vec<(String, String)>,
 }
 
 /// A Spark job's demand: one driver and `executors` executors of `executor` each, admitted

@@ -122,6 +122,8 @@ pub(crate) struct Candidate<'a> {
     pub preemptible: bool,
     /// Priority after the cap and aging, 0 (low) to 2 (high).
     pub level: u8,
+    /// Labels a node must have to run it (`JobOptions::constraints`).
+    pub constraints: &'a [(String, String)],
 }
 
 impl Candidate<'_> {
@@ -136,7 +138,7 @@ impl Candidate<'_> {
 
     /// Whether the gang must (or may) go on one node.
     pub fn local(&self) -> bool {
-        !self.gang.spread || self.gang.executors == 0
+        !self.gang.spread || self.gang.executors == 0 || !self.constraints.is_empty()
     }
 }
 

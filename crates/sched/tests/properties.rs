@@ -142,6 +142,7 @@ fn job() -> impl Strategy<Value = JobSpec> {
                         priority: Priority::ALL[prio],
                         preemptible,
                         gang,
+                        constraints: Vec::new(),
                     },
                     runtime_s,
                 }
@@ -163,6 +164,7 @@ fn world() -> impl Strategy<Value = World> {
                     name: format!("n{i}"),
                     capacity: Resources::new(c, m * GIB),
                     schedulable: ok || i == 0,
+                    labels: Vec::new(),
                 })
                 .collect(),
             config,

@@ -9,8 +9,8 @@ use crate::store::{now_ms, NodeRow};
 use crate::tls::{cert_sha256, ClusterTls};
 use hearth_agent::node::{read_frame, write_frame};
 use hearth_model::cluster::{
-    self, decode, heartbeat_interval_ms, node_state, AgentMessage, NodeOffer, NodeState,
-    ServerMessage,
+    self, decode, heartbeat_interval_ms, node_state, AgentMessage, NodeOffer, NodeRuntime,
+    NodeState, ServerMessage, CHUNK_BYTES,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -37,14 +37,40 @@ pub struct Cluster {
     pub node_timeout: Duration,
     live: Mutex<HashMap<i64, Live>>,
     next_conn: AtomicU64,
+    /// Jobs running on joined nodes, by job: which node and attempt the server waits on.
+    tasks: Mutex<HashMap<i64, RemoteTask>>,
 }
 
 /// A connected node.
 struct Live {
     conn: u64,
+    name: String,
     last_heartbeat_ms: i64,
     /// Cuts the connection (the node was removed).
     kick: Arc<tokio::sync::Notify>,
+    /// Messages for the node, written by its connection's task.
+    tx: tokio::sync::mpsc::UnboundedSender<ServerMessage>,
+    /// Where the node keeps its runtime and its tasks; a node without both runs no jobs.
+    paths: Option<NodePaths>,
+}
+
+/// Where things are on a node, as it reported them.
+#[derive(Debug, Clone)]
+pub struct NodePaths {
+    pub runtime: NodeRuntime,
+    pub data_dir: std::path::PathBuf,
+}
+
+/// An attempt of a job on a joined node, as the server knows it.
+#[derive(Debug, Clone)]
+pub struct RemoteTask {
+    pub node_id: i64,
+    pub node: String,
+    pub attempt: u32,
+    /// The blobs this task may fetch (the job's files), by SHA-256.
+    pub files: std::collections::HashSet<String>,
+    /// The node's connection the task was sent on (set by [`Cluster::start_task`]).
+    pub conn: u64,
 }
 
 impl Cluster {
@@ -55,7 +81,86 @@ impl Cluster {
             node_timeout,
             live: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            tasks: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<i64, RemoteTask>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Nodes connected now that can run jobs (they reported a runtime), by id.
+    pub fn job_ready(&self) -> HashMap<i64, NodePaths> {
+        self.live()
+            .iter()
+            .filter_map(|(id, l)| l.paths.clone().map(|p| (*id, p)))
+            .collect()
+    }
+
+    /// The paths of a connected node, by name.
+    pub fn paths(&self, node: &str) -> Option<(i64, NodePaths)> {
+        self.live()
+            .iter()
+            .find(|(_, l)| l.name == node)
+            .and_then(|(id, l)| l.paths.clone().map(|p| (*id, p)))
+    }
+
+    /// Sends a message to a connected node; false if it is not connected.
+    pub fn send(&self, node_id: i64, msg: ServerMessage) -> bool {
+        self.live()
+            .get(&node_id)
+            .is_some_and(|l| l.tx.send(msg).is_ok())
+    }
+
+    /// Sends a task to its node and waits for it there; false if the node is not
+    /// connected (then nothing is waited for).
+    pub fn start_task(&self, job: i64, mut task: RemoteTask, msg: ServerMessage) -> bool {
+        let live = self.live();
+        let Some(l) = live.get(&task.node_id) else {
+            return false;
+        };
+        task.conn = l.conn;
+        // Tracked before the node can answer, so that its first report finds the task.
+        self.tasks().insert(job, task.clone());
+        if l.tx.send(msg).is_err() {
+            self.tasks().remove(&job);
+            return false;
+        }
+        true
+    }
+
+    /// Whether the node reconnected since the task was sent: a start it never confirmed
+    /// may have been lost with the old connection.
+    pub fn reconnected_since(&self, task: &RemoteTask) -> bool {
+        self.live()
+            .get(&task.node_id)
+            .is_some_and(|l| l.conn != task.conn)
+    }
+
+    /// The attempt of `job` the server waits for, if it runs on a joined node.
+    pub fn task(&self, job: i64) -> Option<RemoteTask> {
+        self.tasks().get(&job).cloned()
+    }
+
+    /// Whether `node_id` runs the attempt of `job` the server waits for.
+    pub fn is_current(&self, job: i64, node_id: i64, attempt: u32) -> bool {
+        self.tasks()
+            .get(&job)
+            .is_some_and(|t| t.node_id == node_id && t.attempt == attempt)
+    }
+
+    /// Stops waiting for `job` on `node_id`'s `attempt` (any node and attempt with None):
+    /// true if the server was waiting for it. Only one caller ever gets true, so an end is
+    /// recorded once even if a lost node reports late.
+    pub fn untrack(&self, job: i64, only: Option<(i64, u32)>) -> bool {
+        let mut tasks = self.tasks();
+        let current = tasks
+            .get(&job)
+            .is_some_and(|t| only.is_none_or(|(n, a)| t.node_id == n && t.attempt == a));
+        if current {
+            tasks.remove(&job);
+        }
+        current
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Live>> {
@@ -405,12 +510,23 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
     }
     let conn = cluster.next_conn.fetch_add(1, Ordering::Relaxed);
     let kick = Arc::new(tokio::sync::Notify::new());
+    let (tx, mut outbox) = tokio::sync::mpsc::unbounded_channel();
+    let paths = match (&offer.runtime, &offer.data_dir) {
+        (Some(rt), Some(dir)) if std::path::Path::new(dir).is_absolute() => Some(NodePaths {
+            runtime: rt.clone(),
+            data_dir: dir.into(),
+        }),
+        _ => None,
+    };
     let older = cluster.live().insert(
         node.id,
         Live {
             conn,
+            name: node.name.clone(),
             last_heartbeat_ms: now,
             kick: kick.clone(),
+            tx,
+            paths,
         },
     );
     // One connection per node: a reconnect replaces a connection that has not noticed yet.
@@ -435,6 +551,9 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
                 }
                 break;
             }
+            Some(msg) = outbox.recv() => {
+                ok = write_frame(w, &msg).await.is_ok();
+            }
             got = tokio::time::timeout(idle, read_frame(r, buf)) => {
                 match got {
                     Ok(Ok(true)) => match decode::<AgentMessage>(buf) {
@@ -445,6 +564,20 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
                                 }
                             }
                             ok = write_frame(w, &ServerMessage::Ack { seq }).await.is_ok();
+                        }
+                        Ok(AgentMessage::Fetch { sha256, offset }) => {
+                            let chunk = chunk(app, cluster, node.id, sha256, offset).await;
+                            ok = write_frame(w, &chunk).await.is_ok();
+                        }
+                        Ok(AgentMessage::Started { job, attempt }) => {
+                            crate::remote::started(app, node.id, job, attempt);
+                        }
+                        Ok(AgentMessage::Output { job, attempt, lines }) => {
+                            crate::remote::output(app, node.id, &node.name, job, attempt, &lines);
+                        }
+                        Ok(AgentMessage::Ended { job, attempt, code, signal, oom_killed, error }) => {
+                            let exit = hearth_agent::sandbox::TaskExit { code, signal, oom_killed, finished_ms: now_ms() };
+                            crate::remote::ended(app, node.id, &node.name, job, attempt, exit, error);
                         }
                         Ok(other) => {
                             tracing::warn!("node {} ({peer}) sent {other:?} mid-session; closing", node.name);
@@ -485,6 +618,52 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
         }
     }
     tracing::info!("node {} ({peer}) disconnected", node.name);
+}
+
+/// A part of a job file for a node, which may only have the files of the jobs it runs.
+async fn chunk(
+    app: &AppState,
+    cluster: &Cluster,
+    node_id: i64,
+    sha256: String,
+    offset: u64,
+) -> ServerMessage {
+    let allowed = cluster
+        .tasks()
+        .values()
+        .any(|t| t.node_id == node_id && t.files.contains(&sha256));
+    let reply = |data: String, eof: bool, error: Option<String>| ServerMessage::Chunk {
+        sha256: sha256.clone(),
+        offset,
+        data,
+        eof,
+        error,
+    };
+    if !allowed || cluster::check_sha256(&sha256).is_err() {
+        tracing::warn!(node = node_id, "refused a node a file of no job it runs");
+        return reply(
+            String::new(),
+            true,
+            Some("no job of this node has that file".into()),
+        );
+    }
+    let path = app.blobs.path(&sha256);
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, bool)> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&path)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(offset))?;
+        let mut data = Vec::with_capacity(CHUNK_BYTES);
+        f.take(CHUNK_BYTES as u64).read_to_end(&mut data)?;
+        let eof = offset + data.len() as u64 >= len;
+        Ok((data, eof))
+    })
+    .await;
+    match read {
+        Ok(Ok((data, eof))) => reply(hex::encode(data), eof, None),
+        Ok(Err(e)) => reply(String::new(), true, Some(format!("reading it failed: {e}"))),
+        Err(e) => reply(String::new(), true, Some(format!("reading it failed: {e}"))),
+    }
 }
 
 #[cfg(test)]

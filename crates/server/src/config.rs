@@ -39,6 +39,8 @@ pub struct Config {
     pub cluster_listen: Option<SocketAddr>,
     /// A joined node that has not sent a heartbeat for this long is down.
     pub node_timeout: Duration,
+    /// How many times a batch job whose node was lost is run again before it fails.
+    pub max_retries: u32,
     /// How often the usage history (`usage`) samples the machine.
     pub usage_interval: Duration,
 }

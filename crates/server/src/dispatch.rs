@@ -65,6 +65,12 @@ fn options(j: &JobRow) -> hearth_sched::JobOptions {
         priority: j.priority.parse().unwrap_or_default(),
         preemptible: j.preemptible,
         gang: None,
+        constraints: j
+            .spec
+            .constraints
+            .iter()
+            .filter_map(|c| hearth_model::cluster::parse_label(c).ok())
+            .collect(),
     }
 }
 
@@ -79,13 +85,39 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
         .chain(active.iter())
         .map(|j| (j.id as u64, options(j)))
         .collect();
+    let mut nodes = vec![Node {
+        name: LOCAL_NODE.into(),
+        capacity: node_capacity(app),
+        // Without a runtime here, jobs can still run on joined nodes that have one.
+        schedulable: runtime(app).is_ok(),
+        labels: Vec::new(),
+    }];
+    // Joined nodes that are connected, ready (not draining, not down) and have a runtime.
+    // Down or draining nodes with running jobs stay in the snapshot, closed, so that their
+    // allocations are counted where they are.
+    if let Some(cluster) = &app.cluster {
+        let ready = cluster.job_ready();
+        let now = now_ms();
+        for n in app.store.nodes()? {
+            if n.removed_at.is_some() || n.name == LOCAL_NODE {
+                continue;
+            }
+            let open = ready.contains_key(&n.id)
+                && cluster.state(&n, now) == hearth_model::cluster::NodeState::Ready;
+            let busy = active.iter().any(|j| j.node.as_deref() == Some(&n.name));
+            if open || busy {
+                nodes.push(Node {
+                    name: n.name.clone(),
+                    capacity: Resources::new(n.cores, n.memory_mib),
+                    schedulable: open,
+                    labels: n.labels.clone().into_iter().collect(),
+                });
+            }
+        }
+    }
     Ok(Snapshot {
         now_ms: now_ms(),
-        nodes: vec![Node {
-            name: LOCAL_NODE.into(),
-            capacity: node_capacity(app),
-            schedulable: true,
-        }],
+        nodes,
         running: active
             .iter()
             .map(|j| Allocation {
@@ -120,12 +152,19 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
 /// One scheduling pass: start what the plan places, stop what it preempts, and record why
 /// everything else waits.
 fn pass(app: &Arc<App>) -> Result<(), rusqlite::Error> {
+    if let Some(cluster) = &app.cluster {
+        crate::remote::lose_jobs_of_down_nodes(app, cluster)?;
+    }
     let policy = app.policy();
     let snapshot = snapshot(app, &policy)?;
     if snapshot.queued.is_empty() {
         return Ok(());
     }
-    if let Err(problems) = runtime(app) {
+    let joined_open = snapshot
+        .nodes
+        .iter()
+        .any(|n| n.schedulable && n.name != LOCAL_NODE);
+    if let (Err(problems), false) = (runtime(app), joined_open) {
         let reason = format!("no node can run jobs: {}", problems.join("; "));
         let waiting: Vec<(i64, String)> = snapshot
             .queued
@@ -140,6 +179,9 @@ fn pass(app: &Arc<App>) -> Result<(), rusqlite::Error> {
         let id = p.job as i64;
         if app.store.mark_preempting(id, &p.to_string())? {
             tracing::info!(job = id, by = p.by, "preempting");
+            if crate::remote::stop(app, id, Duration::from_millis(p.grace_ms)) {
+                continue;
+            }
             let dir = lock(app).get(&id).cloned();
             if let Some(dir) = dir {
                 let grace = Duration::from_millis(p.grace_ms);
@@ -306,7 +348,7 @@ fn clean_up(app: &App, id: i64) {
     let _ = std::fs::remove_dir_all(dir.join("conf"));
 }
 
-fn fail(app: &App, id: i64, reason: String) {
+pub(crate) fn fail(app: &App, id: i64, reason: String) {
     tracing::warn!(job = id, "{reason}");
     clean_up(app, id);
     let end = JobEnd {
@@ -332,6 +374,9 @@ async fn start(app: Arc<App>, id: i64) {
         Ok(None) => return fail(&app, id, "the job's owner no longer exists".into()),
         Err(e) => return fail(&app, id, format!("reading the job: {e}")),
     };
+    if let Some(node) = job.node.clone().filter(|n| n != LOCAL_NODE) {
+        return crate::remote::start(app, job, user, node).await;
+    }
     let prepared = {
         let app = app.clone();
         tokio::task::spawn_blocking(move || prepare(&app, &job, &user)).await
@@ -399,7 +444,7 @@ async fn watch(app: Arc<App>, id: i64, mut task: Task) {
     app.wake.notify_one();
 }
 
-fn record_end(app: &App, id: i64, exit: &TaskExit) {
+pub(crate) fn record_end(app: &App, id: i64, exit: &TaskExit) {
     let job = match app.store.job(id) {
         Ok(Some(j)) => j,
         _ => return,
@@ -471,6 +516,9 @@ pub async fn cancel(app: &Arc<App>, job: &JobRow) -> Result<(), rusqlite::Error>
         return Ok(());
     }
     app.store.request_cancel(job.id)?;
+    if crate::remote::stop(app, job.id, app.cfg.stop_grace) {
+        return Ok(());
+    }
     let dir = lock(app).get(&job.id).cloned();
     if let Some(dir) = dir {
         let grace = app.cfg.stop_grace;
@@ -503,6 +551,14 @@ pub async fn reconcile(app: &Arc<App>) -> Result<(), rusqlite::Error> {
         .store
         .jobs_in(&[JobState::Starting, JobState::Running])?
     {
+        if let Some(node) = job.node.as_deref().filter(|n| *n != LOCAL_NODE) {
+            // Not yet: reconnecting to jobs that kept running on joined nodes. Such a job
+            // counts as lost (requeued while retries remain); its node's late report is
+            // ignored.
+            let why = format!("lost: Hearth restarted while the job ran on node {node}");
+            app.store.lose_job(job.id, &why, app.cfg.max_retries)?;
+            continue;
+        }
         let dir = task_dir(app, job.id);
         match Task::reattach(&dir) {
             Ok(Some(task)) => {

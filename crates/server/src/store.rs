@@ -767,6 +767,63 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// A job whose node was lost: back in the queue with the lost run in its history while
+    /// it has retries left (`max_retries` lost runs), else failed with the reason. None if
+    /// the job had already left `starting`/`running` (its end was recorded meanwhile).
+    pub fn lose_job(&self, id: i64, reason: &str, max_retries: u32) -> Result<Option<JobState>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let job = tx
+            .query_row(
+                &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_row,
+            )
+            .optional()?;
+        let Some(job) = job.filter(|j| matches!(j.state, JobState::Starting | JobState::Running))
+        else {
+            return Ok(None);
+        };
+        let lost_before = job.attempts.iter().filter(|a| a.outcome == "lost").count();
+        let mut attempts = job.attempts;
+        attempts.push(Attempt {
+            started_at_ms: job.started_at,
+            running_at_ms: job.running_at,
+            ended_at_ms: now_ms(),
+            outcome: "lost".into(),
+            reason: reason.to_string(),
+        });
+        let attempts = serde_json::to_string(&attempts).map_err(bad_json)?;
+        let state = if lost_before < max_retries as usize && !job.cancel_requested {
+            tx.execute(
+                "UPDATE jobs SET state = 'queued', started_at = NULL, running_at = NULL, node = NULL,
+                 preempt_reason = NULL, attempts = ?2, reason = ?3
+                 WHERE id = ?1 AND state IN ('starting', 'running')",
+                params![id, attempts, format!("requeued: {reason}")],
+            )?;
+            JobState::Queued
+        } else {
+            let why = if job.cancel_requested {
+                format!("cancelled: {reason}")
+            } else {
+                format!("{reason}; no retries left (--max-retries {max_retries})")
+            };
+            let state = if job.cancel_requested {
+                JobState::Cancelled
+            } else {
+                JobState::Failed
+            };
+            tx.execute(
+                "UPDATE jobs SET state = ?2, reason = ?3, attempts = ?4, finished_at = ?5
+                 WHERE id = ?1 AND state IN ('starting', 'running')",
+                params![id, state.as_str(), why, attempts, now_ms()],
+            )?;
+            state
+        };
+        tx.commit()?;
+        Ok(Some(state))
+    }
+
     pub fn job(&self, id: i64) -> Result<Option<JobRow>> {
         self.conn()
             .query_row(
@@ -990,6 +1047,67 @@ mod tests {
         assert_eq!(store.node_token(tid).expect("get").map(|t| t.uses), Some(2));
         assert!(store.revoke_node_token(tid, 5).expect("revoke"));
         assert!(!store.revoke_node_token(tid, 6).expect("once"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_lost_job_runs_again_while_retries_remain_then_fails_with_the_reason() {
+        let (store, dir) = temp_store();
+        let user = UserRow {
+            id: 0,
+            name: "alice".into(),
+            admin: false,
+            password_hash: "x".into(),
+            uid: 1,
+            gid: 1,
+            linux_name: "a".into(),
+            created_at: 0,
+        };
+        let uid = store.insert_user(&user).expect("user");
+        let user = UserRow { id: uid, ..user };
+        let spec: SubmitJob =
+            serde_json::from_str(r#"{"main":{"name":"a.py","sha256":"ab"}}"#).expect("spec");
+        let new = NewJob {
+            name: "a".into(),
+            spec,
+            resources: JobResources::default(),
+            queue: "default".into(),
+            priority: "normal".into(),
+            preemptible: false,
+        };
+        let id = store.insert_job(&user, &new).expect("job");
+        let place = || store.apply_plan(&[(id, "n1".into())], &[]).expect("plan");
+        assert_eq!(place(), vec![id]);
+        store.mark_running(id).expect("running");
+        assert_eq!(
+            store
+                .lose_job(id, "lost: node n1 sent no heartbeat for 3s", 1)
+                .expect("lose"),
+            Some(JobState::Queued)
+        );
+        let job = store.job(id).expect("get").expect("exists");
+        assert_eq!(job.node, None);
+        assert_eq!(job.attempts.len(), 1);
+        assert_eq!(job.attempts[0].outcome, "lost");
+        assert!(job.attempts[0].running_at_ms.is_some());
+        assert_eq!(place(), vec![id]);
+        assert_eq!(
+            store
+                .lose_job(id, "lost: node n1 was removed", 1)
+                .expect("lose"),
+            Some(JobState::Failed)
+        );
+        let job = store.job(id).expect("get").expect("exists");
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(job.attempts.len(), 2);
+        assert!(
+            job.reason.as_deref().is_some_and(|r| r.contains("node n1 was removed")
+                && r.contains("no retries left")),
+            "{:?}",
+            job.reason
+        );
+        // Already terminal: nothing more is recorded.
+        assert_eq!(store.lose_job(id, "again", 1).expect("lose"), None);
         let _ = std::fs::remove_dir_all(dir);
     }
 

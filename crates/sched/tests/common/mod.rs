@@ -11,6 +11,7 @@ pub fn node(name: &str, cores: u32, gib: u64) -> Node {
         name: name.into(),
         capacity: Resources::new(cores, gib * GIB),
         schedulable: true,
+        labels: Vec::new(),
     }
 }
 

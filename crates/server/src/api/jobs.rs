@@ -189,15 +189,36 @@ fn validate(app: &AppState, caller: &Caller, req: &SubmitJob) -> ApiResult<JobRe
             ));
         }
     }
+    for c in &req.constraints {
+        hearth_model::cluster::parse_label(c).map_err(|why| {
+            ApiError::bad_request("invalid_constraint", why.replace("--label", "--constraint"))
+        })?;
+    }
     let resources = parse_resources(&req.resources)?;
     let offer = node_capacity(app);
     let need = hearth_sched::Resources::new(resources.total_cores(), resources.memory_limit_mib());
-    if !need.fits_in(&offer) {
+    // Joined nodes count (even while down: a job may wait for its node to come back).
+    let joined = match &app.cluster {
+        Some(_) => app
+            .store
+            .nodes()
+            .map_err(|e| ApiError::internal("reading nodes", e))?,
+        None => Vec::new(),
+    };
+    let fits_joined = joined.iter().any(|n| {
+        n.removed_at.is_none() && need.fits_in(&hearth_sched::Resources::new(n.cores, n.memory_mib))
+    });
+    if !need.fits_in(&offer) && !fits_joined {
+        let nodes = if joined.iter().any(|n| n.removed_at.is_none()) {
+            ", and no joined node offers that much either"
+        } else {
+            ""
+        };
         return Err(ApiError::bad_request(
             "too_large",
             format!(
                 "the job needs {need} (driver plus executors, memory including Spark's overhead) \
-                 but this machine offers jobs {offer}: ask for fewer or smaller executors"
+                 but this machine offers jobs {offer}{nodes}: ask for fewer or smaller executors"
             ),
         ));
     }
@@ -226,6 +247,7 @@ pub async fn submit(
         priority,
         preemptible: req.preemptible,
         gang: None,
+        constraints: Vec::new(),
     };
     let snapshot = dispatch::snapshot(&app, &policy)?;
     hearth_sched::check_submission(&snapshot, &caller.0.name, &options)

@@ -163,7 +163,8 @@ pub fn document() -> Value {
                                                         "num_executors": {"type": "integer", "minimum": 0}}},
                         "queue": {"type": "string"},
                         "priority": {"type": "string", "enum": ["low", "normal", "high"]},
-                        "preemptible": {"type": "boolean"}}}
+                        "preemptible": {"type": "boolean"},
+                        "constraints": {"type": "array", "items": {"type": "string", "examples": ["disk=ssd"]}}}}
             }
         }
     })
