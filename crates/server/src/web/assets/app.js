@@ -996,8 +996,14 @@ async function pageSessions() {
       : nb.state === 'running' ? 'Your notebook is running: “Open” opens it in a new tab.' : '';
     if (status.textContent !== msg) status.textContent = msg;
   }
+  // Only the newest answer is drawn: one asked for before a change must not undo it.
+  let asked = 0;
   async function refresh() {
-    try { sessions = (await api('GET', '/api/v1/sessions')).sessions; draw(); } catch (_) { /* next time */ }
+    const mine = ++asked;
+    try {
+      const r = await api('GET', '/api/v1/sessions');
+      if (mine === asked && !stopped) { sessions = r.sessions; draw(); }
+    } catch (_) { /* next time */ }
   }
   function loop() {
     if (stopped) return;
@@ -1010,6 +1016,7 @@ async function pageSessions() {
     status.textContent = 'Starting your notebook…';
     try {
       const nb = await api('POST', '/api/v1/notebooks');
+      asked++;
       sessions = sessions.filter(s => s.id !== nb.id).concat([nb]).sort((a, b) => a.id - b.id);
       draw();
       clearTimeout(timer);
@@ -1208,8 +1215,14 @@ async function adminNodes() {
         ['num', String(n.cores)], ['num', esc(mib(n.memory_mib))], ['actions', actions]];
     }, n => ({ node: n.name, state: n.state || 'ready', joined: !!n.joined }));
   }
+  // Only the newest answer is drawn: one asked for before a drain must not undo it.
+  let asked = 0;
   async function refresh() {
-    try { nodes = await api('GET', '/api/v1/nodes'); if (!stopped) draw(); } catch (_) { /* next time */ }
+    const mine = ++asked;
+    try {
+      const r = await api('GET', '/api/v1/nodes');
+      if (mine === asked && !stopped) { nodes = r; draw(); }
+    } catch (_) { /* next time */ }
   }
   body.addEventListener('click', async ev => {
     const b = ev.target.closest('button[data-action]');
