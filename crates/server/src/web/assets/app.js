@@ -100,9 +100,12 @@ function ago(ms) {
   return dur(Math.max(0, Date.now() - ms)) + ' ago';
 }
 async function copyText(text, btn) {
-  try {
-    await navigator.clipboard.writeText(text);
-  } catch (_) {
+  // The Clipboard API exists only in secure contexts, and may wait on a permission: give it
+  // a moment, then fall back to copying a selection.
+  const viaApi = navigator.clipboard
+    ? Promise.race([navigator.clipboard.writeText(text).then(() => true), new Promise(r => setTimeout(() => r(false), 1500))])
+    : Promise.resolve(false);
+  if (!(await viaApi.catch(() => false))) {
     // Not a secure context (plain http to a name other than localhost): select it instead.
     const ta = document.createElement('textarea');
     ta.value = text;
@@ -112,8 +115,9 @@ async function copyText(text, btn) {
     ta.select();
     try { document.execCommand('copy'); } catch (_) { /* the text stays visible to copy by hand */ }
     ta.remove();
+    if (btn) btn.focus();
   }
-  if (btn) { btn.textContent = 'Copied'; setTimeout(() => { btn.textContent = 'Copy'; }, 2000); }
+  if (btn) { btn.textContent = 'Copied'; btn.dataset.copied = 'true'; setTimeout(() => { btn.textContent = 'Copy'; }, 2000); }
   toast('Copied to the clipboard');
 }
 
