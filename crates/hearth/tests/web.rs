@@ -1204,7 +1204,8 @@ fn an_admin_makes_a_join_token_in_the_browser_and_drains_and_removes_the_node_th
     b.select("#jt-unit", "3600");
     b.click("#join-token-create");
     b.find("#join-command");
-    b.find("#join-copy");
+    b.click("#join-copy");
+    b.find("#join-copy[data-copied='true']");
     let command = b.text("#join-command");
     let words: Vec<&str> = command.split_whitespace().collect();
     assert_eq!(words.get(..2), Some(&["hearth", "agent"][..]), "{command}");
@@ -1453,5 +1454,89 @@ fn a_user_starts_opens_and_stops_a_notebook_from_the_sessions_page() {
         "{listed}"
     );
     b.shot("sessions-stopped");
+    b.assert_no_csp_violations();
+}
+
+#[test]
+fn a_users_spark_connect_engine_shows_on_the_sessions_page_with_its_spark_ui() {
+    let mut h = Hearth::start_with(&["--engine-cores", "1", "--engine-memory", "1g"]);
+    let gina = h.add_user(&common::unique("gina"));
+    // Her first query through the gateway starts her engine (stock PySpark, trusting the CA).
+    let out = Command::new("timeout")
+        .arg("600")
+        .arg(common::runtime().join("bin").join("python"))
+        .arg(apps().join("connect_sql.py"))
+        .arg(format!(
+            "sc://127.0.0.1:{}/;token={}",
+            h.connect_port, gina.token
+        ))
+        .arg("select 40 + 2 as answer")
+        .env(
+            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+            h.data_dir.join("tls").join("ca.pem"),
+        )
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success() && common::text(&out.stdout).contains("42"),
+        "pyspark failed ({}):\n{}\n{}",
+        out.status,
+        common::text(&out.stdout),
+        common::text(&out.stderr)
+    );
+
+    let b = Browser::start("engine");
+    b.login(&h.url, &gina.name, &password(&gina));
+    b.watch_csp();
+    b.click("a[data-nav=sessions]");
+    let row = "#sessions-body tr[data-kind='spark-connect'][data-state='running']";
+    b.find(&format!("{row} a[data-ui]"));
+    let id = b
+        .js(&format!(
+            "return document.querySelector(\"{row}\").dataset.session"
+        ))
+        .as_str()
+        .and_then(|s| s.parse::<u64>().ok())
+        .expect("the engine's id");
+    assert!(
+        b.text(row).contains("Spark Connect engine"),
+        "{}",
+        b.text(row)
+    );
+    assert_eq!(
+        b.js(&format!(
+            "return document.querySelector(\"{row} a[data-ui]\").getAttribute('href')"
+        )),
+        json!(format!("/ui/sessions/{id}/"))
+    );
+    assert_labelled(&b, "sessions-engine");
+    b.shot("sessions-engine");
+
+    // Its Spark UI opens in a new tab, through the door.
+    let console = b.window();
+    let before = b.windows();
+    b.click(&format!("{row} a[data-ui]"));
+    let ui = b.new_window(&before);
+    b.switch_to(&ui);
+    b.wait(
+        &format!(
+            "location.pathname.startsWith('/ui/sessions/{id}/') && document.body.innerText.includes('Spark Jobs')"
+        ),
+        "the engine's Spark UI",
+    );
+    b.shot("engine-spark-ui");
+    b.call("DELETE", "/window", None);
+    b.switch_to(&console);
+
+    // Stopped from the page.
+    b.accept_confirms();
+    b.click(&format!("tr[data-session='{id}'] button[data-stop]"));
+    b.wait_for(
+        &format!("!document.querySelector(\"tr[data-session='{id}']\")"),
+        "the engine to go",
+        MIN * 2,
+    );
+    let (_, listed) = h.api(&gina, "GET", "/api/v1/sessions", None);
+    assert_eq!(listed["sessions"], json!([]), "{listed}");
     b.assert_no_csp_violations();
 }
