@@ -291,7 +291,13 @@ function shortTime(ms) {
   return d.toDateString() === new Date().toDateString() ? timeFmt.format(d) : dateFmt.format(d);
 }
 
+// Bumped by every jobs page drawn: a load that a newer page overtook (the admin ticked
+// "All users" while it was in flight) must not write its list over the newer one's.
+let jobsPageGen = 0;
+
 async function pageJobs() {
+  const gen = ++jobsPageGen;
+  const current = () => gen === jobsPageGen && routeOf().page === 'jobs';
   const v = jobsView;
   v.shown = PAGE;
   setMain(`
@@ -341,7 +347,7 @@ async function pageJobs() {
   function draw() {
     pending = false;
     const body = $('#jobs-body');
-    if (!body) return;
+    if (!body || !current()) return;
     const all = matching();
     const list = all.slice(0, v.shown);
     const now = Date.now();
@@ -396,6 +402,7 @@ async function pageJobs() {
   }
   async function load() {
     const r = await api('GET', '/api/v1/jobs?' + params());
+    if (!current()) return;
     S.jobs = new Map(r.jobs.map(j => [j.id, j]));
     oldest = r.jobs.length ? r.jobs[r.jobs.length - 1].id : null;
     more = r.jobs.length === PAGE;
