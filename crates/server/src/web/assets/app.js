@@ -9,6 +9,7 @@ const S = {
   es: null,          // the EventSource of job events
   esAll: false,      // whether it streams everyone's jobs
   cleanup: null,     // stops the current page's streams and timers
+  gen: 0,            // bumped by every page drawn: a page overtaken while loading stands down
   onJobs: null,      // the current page's handler of job events
   flash: null,       // a message for the next admin page drawn: { msg, error, conflict }
   quotaUser: null,   // the user the quota form last edited
@@ -169,6 +170,7 @@ function routeOf() {
 }
 
 async function render() {
+  S.gen++;
   if (S.cleanup) { S.cleanup(); S.cleanup = null; }
   S.onJobs = null;
   const top = $('#top');
@@ -291,13 +293,11 @@ function shortTime(ms) {
   return d.toDateString() === new Date().toDateString() ? timeFmt.format(d) : dateFmt.format(d);
 }
 
-// Bumped by every jobs page drawn: a load that a newer page overtook (the admin ticked
-// "All users" while it was in flight) must not write its list over the newer one's.
-let jobsPageGen = 0;
-
 async function pageJobs() {
-  const gen = ++jobsPageGen;
-  const current = () => gen === jobsPageGen && routeOf().page === 'jobs';
+  // A load that a newer page overtook (the admin ticked "All users" while it was in flight)
+  // must not write its list over the newer one's.
+  const gen = S.gen;
+  const current = () => gen === S.gen;
   const v = jobsView;
   v.shown = PAGE;
   setMain(`
@@ -436,6 +436,8 @@ async function pageJobs() {
   S.onReconnect = () => { load().catch(() => {}); };
   startEvents(v.all);
   await load();
+  // Overtaken while loading: the newer page owns the timers and S.cleanup.
+  if (!current()) return;
   // Running durations move on by themselves; only their text is rewritten.
   const tick = setInterval(schedule, 1000);
   S.cleanup = () => { clearInterval(tick); S.onReconnect = null; };
@@ -895,7 +897,9 @@ async function pageCluster() {
     $('#queues-box').innerHTML = queuesHtml(d.queues);
     $('#usage-box').innerHTML = usageCharts(d.usage);
   }
+  const gen = S.gen;
   const first = await load();
+  if (gen !== S.gen) return;   // another page was opened meanwhile
   setMain(`
     <h1>Cluster</h1>
     <section aria-labelledby="nodes-h"><h2 id="nodes-h">Nodes</h2><div id="nodes-box"></div></section>
@@ -957,10 +961,12 @@ const KIND_NAMES = { 'spark-connect': 'Spark Connect engine', notebook: 'Noteboo
 function notebookLab(url) { return url.replace(/\/?$/, '/') + 'lab'; }
 
 async function pageSessions() {
+  const gen = S.gen;
   const [first, connect] = await Promise.all([
     api('GET', '/api/v1/sessions'),
     api('GET', '/api/v1/connect').catch(e => { if (e.status === 404) return { off: e.message }; throw e; }),
   ]);
+  if (gen !== S.gen) return;   // another page was opened meanwhile
   const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
   const url = connect.off ? '' : `sc://${host}:${connect.port}/;token=YOUR_TOKEN`;
   setMain(`
@@ -1204,7 +1210,9 @@ function labelsText(labels) {
 }
 
 async function adminNodes() {
+  const gen = S.gen;
   const first = await api('GET', '/api/v1/nodes');
+  if (gen !== S.gen) return;   // another page was opened meanwhile
   setMain(`
     <h1>Admin: nodes</h1>${adminNav('nodes')}
     <p class="muted">Machines join with a command from <a href="#/admin/join-tokens">Join tokens</a>. Joined nodes report in and can be drained and removed, but <strong>run no jobs yet</strong>: jobs run on the server's own machine (<code>local</code>).</p>
