@@ -337,6 +337,7 @@ fn alice_submits_watches_and_reads_logs_in_the_browser() {
     // Every other page renders (and is kept as a screenshot).
     for (page, table) in [
         ("files", "#files-table"),
+        ("sessions", "#sessions-table"),
         ("cluster", "#nodes-table"),
         ("tokens", "#tokens-table"),
     ] {
@@ -869,10 +870,12 @@ fn a_non_admin_sees_no_admin_pages_and_the_api_refuses_them() {
         "admin/queues",
         "admin/quotas",
         "admin/tokens/admin",
+        "admin/nodes",
+        "admin/join-tokens",
     ] {
         b.open(&h.url, route, "#admins-only");
         assert_eq!(
-            b.js("return !!document.querySelector('#queue-form, #quota-form, #users-table, #admin-tokens-table, #policy-doc')"),
+            b.js("return !!document.querySelector('#queue-form, #quota-form, #users-table, #admin-tokens-table, #policy-doc, #admin-nodes-table, #join-token-form')"),
             json!(false),
             "{route}"
         );
@@ -900,6 +903,10 @@ fn a_non_admin_sees_no_admin_pages_and_the_api_refuses_them() {
             "/api/v1/tokens?user=admin".to_string(),
             Some(json!({"name": "stolen"})),
         ),
+        ("GET", "/api/v1/node-tokens".to_string(), None),
+        ("POST", "/api/v1/node-tokens".to_string(), Some(json!({}))),
+        ("POST", "/api/v1/nodes/local/drain".to_string(), None),
+        ("DELETE", "/api/v1/nodes/local".to_string(), None),
     ] {
         let (status, err) = h.api(&dave, method, &path, body);
         assert_eq!(status, 403, "{method} {path}: {err}");
@@ -1062,4 +1069,474 @@ fn the_jobs_page_draws_the_newest_200_and_pages_back_without_redrawing() {
     b.goto(&format!("{}/#/jobs/{newest}", h.url));
     b.find("#job-reason");
     b.shot("job-queued");
+}
+
+impl Browser {
+    /// Waits like `wait`, with a deadline of one's own (a cold notebook may take minutes on a
+    /// busy machine).
+    fn wait_for(&self, expr: &str, what: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let script = format!("try {{ return !!({expr}); }} catch (e) {{ return false; }}");
+        loop {
+            if self.js(&script).as_bool() == Some(true) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let page = self.js("return document.body.innerText");
+                let shot = self.shot("timeout");
+                panic!(
+                    "timed out waiting for {what}; screenshot {}; page:\n{}",
+                    shot.display(),
+                    page.as_str().unwrap_or("")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn window(&self) -> String {
+        self.call("GET", "/window", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn windows(&self) -> Vec<String> {
+        self.call("GET", "/window/handles", None)
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn switch_to(&self, handle: &str) {
+        self.call("POST", "/window", Some(json!({ "handle": handle })));
+    }
+
+    /// The new window (tab) a click opened, once it exists.
+    fn new_window(&self, before: &[String]) -> String {
+        let deadline = Instant::now() + MIN;
+        loop {
+            if let Some(w) = self.windows().into_iter().find(|w| !before.contains(w)) {
+                return w;
+            }
+            assert!(Instant::now() < deadline, "no new window opened");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Answers yes to the page's confirm() dialogs from now on.
+    fn accept_confirms(&self) {
+        self.js("window.confirm = () => true; return null");
+    }
+}
+
+/// A `hearth agent` that joined a test server, killed when dropped.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(h: &Hearth, args: &[String]) -> Agent {
+        let dir = h.work_dir().join(common::unique("agent"));
+        let log = dir.with_extension("log");
+        let out = std::fs::File::create(&log).expect("agent log");
+        let child = Command::new(common::BIN)
+            .arg("agent")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("start hearth agent");
+        Agent { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The joined node `name` as the API lists it.
+fn joined_node(h: &Hearth, name: &str) -> Option<Value> {
+    let (status, nodes) = h.api(&h.admin, "GET", "/api/v1/nodes", None);
+    assert_eq!(status, 200, "{nodes}");
+    nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == name && n["joined"] == true))
+        .cloned()
+}
+
+#[test]
+fn an_admin_makes_a_join_token_in_the_browser_and_drains_and_removes_the_node_that_joins() {
+    let h = Hearth::start();
+    let b = Browser::start("nodes");
+    b.login(&h.url, "admin", common::ADMIN_PASSWORD);
+    b.watch_csp();
+
+    // The node list shows the server's own machine, which cannot be drained or removed.
+    b.click("a[data-nav=admin]");
+    b.find("#users-table");
+    b.click("a[data-admin-nav=nodes]");
+    b.find("#admin-nodes-table tr[data-node='local']");
+    assert_eq!(
+        b.js("return !!document.querySelector(\"tr[data-node='local'] button\")"),
+        json!(false)
+    );
+
+    // A join token for two hours: the page shows the exact command once.
+    b.click("a[data-admin-nav=join-tokens]");
+    b.find("#join-token-form");
+    b.type_into("#jt-ttl", "2");
+    b.select("#jt-unit", "3600");
+    b.click("#join-token-create");
+    b.find("#join-command");
+    b.click("#join-copy");
+    b.find("#join-copy[data-copied='true']");
+    let command = b.text("#join-command");
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words.get(..2), Some(&["hearth", "agent"][..]), "{command}");
+    let after = |flag: &str| {
+        let i = words
+            .iter()
+            .position(|w| *w == flag)
+            .unwrap_or_else(|| panic!("{flag} in {command}"));
+        words[i + 1].to_string()
+    };
+    let token = after("--token");
+    let token_id: u64 = token
+        .split('_')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("token id");
+    assert_eq!(after("--server"), h.cluster_addr, "{command}");
+    b.find(&format!(
+        "tr[data-join-token='{token_id}'][data-state='active']"
+    ));
+    let (_, tokens) = h.api(&h.admin, "GET", "/api/v1/node-tokens", None);
+    let listed = tokens
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["id"] == token_id).cloned())
+        .expect("the token in the API");
+    let ttl = listed["expires_at_ms"].as_i64().unwrap_or(0)
+        - listed["created_at_ms"].as_i64().unwrap_or(0);
+    assert_eq!(ttl, 2 * 3600 * 1000, "{listed}");
+    assert_labelled(&b, "admin-join-tokens");
+    b.shot("admin-join-tokens");
+
+    // A real agent joins with that command.
+    let name = "web-node";
+    let mut args: Vec<String> = words[2..].iter().map(|w| w.to_string()).collect();
+    args.extend(
+        [
+            "--name", name, "--cores", "1", "--memory", "768m", "--label", "disk=ssd",
+        ]
+        .map(String::from),
+    );
+    let mut agent = Agent::start(&h, &args);
+    b.click("a[data-admin-nav=nodes]");
+    b.find("#admin-nodes-table");
+    let row = format!("#admin-nodes-table tr[data-node='{name}']");
+    let deadline = Instant::now() + MIN * 2;
+    while b.js(&format!(
+        "return !!document.querySelector(\"{row}[data-state='ready']\")"
+    )) != json!(true)
+    {
+        let exited = agent.child.try_wait().ok().flatten();
+        assert!(
+            Instant::now() < deadline && exited.is_none(),
+            "the node never showed up ready (agent exit: {exited:?}): {:?}\nagent:\n{}\nserver:\n{}",
+            joined_node(&h, name),
+            agent.log(),
+            h.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let text = b.text(&row);
+    assert!(
+        text.contains("disk=ssd") && text.contains("768 MiB") && text.contains("ago"),
+        "{text}"
+    );
+    assert_labelled(&b, "admin-nodes");
+    b.shot("admin-nodes");
+
+    // The cluster page: what jobs can use is the local machine alone; the joined node is
+    // listed as offering more, with no isolation claimed either way.
+    let (_, nodes) = h.api(&h.admin, "GET", "/api/v1/nodes", None);
+    let local = nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["joined"] == false).cloned())
+        .expect("the local node");
+    let local_cores = local["cores"].as_u64().expect("cores");
+    b.click("a[data-nav=cluster]");
+    b.find(&format!("#nodes-table tr[data-node='{name}']"));
+    let capacity = b.text("#capacity");
+    let want = if local_cores == 1 {
+        "Jobs can use 1 core and".to_string()
+    } else {
+        format!("Jobs can use {local_cores} cores and")
+    };
+    assert!(capacity.contains(&want), "{capacity}");
+    assert!(
+        b.text("#capacity-joined").contains("1 core and 768 MiB"),
+        "{capacity}"
+    );
+    let joined_row = b.text(&format!("#nodes-table tr[data-node='{name}']"));
+    assert!(joined_row.contains("runs no jobs yet"), "{joined_row}");
+    // The isolation column (the fifth) claims nothing for it.
+    assert_eq!(
+        b.js(&format!(
+            "return document.querySelector(\"#nodes-table tr[data-node='{name}'] td:nth-child(5)\").textContent.trim()"
+        )),
+        json!("—"),
+        "{joined_row}"
+    );
+    b.shot("cluster-joined");
+
+    // Drain, undrain, remove (after a confirmation), each seen on the page and in the API.
+    b.click("a[data-nav=admin]");
+    b.find("#users-table");
+    b.click("a[data-admin-nav=nodes]");
+    b.find(&format!("{row}[data-state='ready']"));
+    b.accept_confirms();
+    b.click(&format!("{row} button[data-action=drain]"));
+    b.find(&format!(
+        "{row}[data-state='draining'] button[data-action=undrain]"
+    ));
+    assert_eq!(
+        joined_node(&h, name).map(|n| n["state"].clone()),
+        Some(json!("draining"))
+    );
+    b.shot("admin-nodes-draining");
+    b.click(&format!("{row} button[data-action=undrain]"));
+    b.find(&format!(
+        "{row}[data-state='ready'] button[data-action=drain]"
+    ));
+    b.click(&format!("{row} button[data-action=remove]"));
+    b.wait(
+        &format!("!document.querySelector(\"{row}\") && !!document.querySelector(\"#admin-nodes-table tr[data-node='local']\")"),
+        "the removed node to leave the list",
+    );
+    assert_eq!(joined_node(&h, name), None);
+
+    // The token is revoked from its page.
+    b.click("a[data-admin-nav=join-tokens]");
+    b.click(&format!("button[data-revoke-join='{token_id}']"));
+    b.find(&format!(
+        "tr[data-join-token='{token_id}'][data-state='revoked']"
+    ));
+    assert!(b.text("#admin-message").contains("revoked"));
+    let (_, tokens) = h.api(&h.admin, "GET", "/api/v1/node-tokens", None);
+    assert!(
+        tokens
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["id"] == token_id))
+            .map(|t| t["revoked_at_ms"].is_i64())
+            == Some(true),
+        "{tokens}"
+    );
+    b.shot("admin-join-token-revoked");
+    b.assert_no_csp_violations();
+    drop(agent);
+}
+
+#[test]
+fn a_user_starts_opens_and_stops_a_notebook_from_the_sessions_page() {
+    let mut h = Hearth::start();
+    let alice = h.add_user(&common::unique("alice"));
+    let bob = h.add_user(&common::unique("bob"));
+    let b = Browser::start("sessions");
+    b.login(&h.url, &alice.name, &password(&alice));
+    b.watch_csp();
+
+    // No sessions yet; how to connect with PySpark.
+    b.click("a[data-nav=sessions]");
+    b.find("#sessions-table");
+    b.find("#connect-url");
+    let url = b.text("#connect-url");
+    assert!(
+        url.contains(&format!("sc://127.0.0.1:{}/;token=", h.connect_port)),
+        "{url}"
+    );
+    assert!(b.text("#connect-cli").contains("hearth connect"));
+    assert_eq!(
+        b.js("return document.querySelectorAll('#sessions-body tr[data-session]').length"),
+        json!(0)
+    );
+    assert_labelled(&b, "sessions-empty");
+    b.shot("sessions-empty");
+
+    // Start the notebook; the page follows it to running.
+    b.click("#notebook-start");
+    b.wait_for(
+        "!!document.querySelector(\"#sessions-body tr[data-kind='notebook'][data-state='running'] a[data-open]\")",
+        "the notebook to run",
+        MIN * 5,
+    );
+    assert!(b.text("#session-status").contains("running"));
+    let (_, listed) = h.api(&alice, "GET", "/api/v1/sessions", None);
+    let notebook = listed["sessions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["kind"] == "notebook").cloned())
+        .expect("the notebook in the API");
+    assert_eq!(notebook["state"], "running", "{notebook}");
+    let id = notebook["id"].as_u64().expect("id");
+    assert_labelled(&b, "sessions");
+    b.shot("sessions");
+
+    // "Open" opens JupyterLab in a new tab, through the door.
+    let console = b.window();
+    let before = b.windows();
+    b.click("a[data-open]");
+    let lab = b.new_window(&before);
+    b.switch_to(&lab);
+    b.wait(
+        &format!(
+            "location.pathname.startsWith('/user/{}/lab') && !!document.querySelector('.jp-LabShell') \
+             && !!document.querySelector('.jp-LauncherCard')",
+            alice.name
+        ),
+        "JupyterLab in the new tab",
+    );
+    b.shot("sessions-notebook-open");
+    b.call("DELETE", "/window", None);
+    b.switch_to(&console);
+
+    // Bob's sessions page does not show it.
+    b.logout();
+    b.login(&h.url, &bob.name, &password(&bob));
+    b.open(&h.url, "sessions", "#sessions-table");
+    b.find("#sessions-body tr");
+    assert_eq!(
+        b.js("return document.querySelectorAll('#sessions-body tr[data-session]').length"),
+        json!(0),
+        "{}",
+        b.text("#sessions-table")
+    );
+    let (_, bobs) = h.api(&bob, "GET", "/api/v1/sessions", None);
+    assert_eq!(bobs["sessions"], json!([]), "{bobs}");
+    b.logout();
+
+    // Alice stops it from the page.
+    b.login(&h.url, &alice.name, &password(&alice));
+    b.watch_csp();
+    b.open(
+        &h.url,
+        "sessions",
+        &format!("tr[data-session='{id}'] button[data-stop]"),
+    );
+    b.accept_confirms();
+    b.click(&format!("tr[data-session='{id}'] button[data-stop]"));
+    b.wait_for(
+        &format!("!document.querySelector(\"tr[data-session='{id}']\") && !document.querySelector('#notebook-start').disabled"),
+        "the notebook to go",
+        MIN * 2,
+    );
+    let (_, listed) = h.api(&alice, "GET", "/api/v1/sessions", None);
+    assert!(
+        !listed["sessions"]
+            .as_array()
+            .map(|a| a.iter().any(|s| s["id"] == id))
+            .unwrap_or(true),
+        "{listed}"
+    );
+    b.shot("sessions-stopped");
+    b.assert_no_csp_violations();
+}
+
+#[test]
+fn a_users_spark_connect_engine_shows_on_the_sessions_page_with_its_spark_ui() {
+    let mut h = Hearth::start_with(&["--engine-cores", "1", "--engine-memory", "1g"]);
+    let gina = h.add_user(&common::unique("gina"));
+    // Her first query through the gateway starts her engine (stock PySpark, trusting the CA).
+    let out = Command::new("timeout")
+        .arg("600")
+        .arg(common::runtime().join("bin").join("python"))
+        .arg(apps().join("connect_sql.py"))
+        .arg(format!(
+            "sc://127.0.0.1:{}/;token={}",
+            h.connect_port, gina.token
+        ))
+        .arg("select 40 + 2 as answer")
+        .env(
+            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+            h.data_dir.join("tls").join("ca.pem"),
+        )
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success() && common::text(&out.stdout).contains("42"),
+        "pyspark failed ({}):\n{}\n{}",
+        out.status,
+        common::text(&out.stdout),
+        common::text(&out.stderr)
+    );
+
+    let b = Browser::start("engine");
+    b.login(&h.url, &gina.name, &password(&gina));
+    b.watch_csp();
+    b.click("a[data-nav=sessions]");
+    let row = "#sessions-body tr[data-kind='spark-connect'][data-state='running']";
+    b.find(&format!("{row} a[data-ui]"));
+    let id = b
+        .js(&format!(
+            "return document.querySelector(\"{row}\").dataset.session"
+        ))
+        .as_str()
+        .and_then(|s| s.parse::<u64>().ok())
+        .expect("the engine's id");
+    assert!(
+        b.text(row).contains("Spark Connect engine"),
+        "{}",
+        b.text(row)
+    );
+    assert_eq!(
+        b.js(&format!(
+            "return document.querySelector(\"{row} a[data-ui]\").getAttribute('href')"
+        )),
+        json!(format!("/ui/sessions/{id}/"))
+    );
+    assert_labelled(&b, "sessions-engine");
+    b.shot("sessions-engine");
+
+    // Its Spark UI opens in a new tab, through the door.
+    let console = b.window();
+    let before = b.windows();
+    b.click(&format!("{row} a[data-ui]"));
+    let ui = b.new_window(&before);
+    b.switch_to(&ui);
+    b.wait(
+        &format!(
+            "location.pathname.startsWith('/ui/sessions/{id}/') && document.body.innerText.includes('Spark Jobs')"
+        ),
+        "the engine's Spark UI",
+    );
+    b.shot("engine-spark-ui");
+    b.call("DELETE", "/window", None);
+    b.switch_to(&console);
+
+    // Stopped from the page.
+    b.accept_confirms();
+    b.click(&format!("tr[data-session='{id}'] button[data-stop]"));
+    b.wait_for(
+        &format!("!document.querySelector(\"tr[data-session='{id}']\")"),
+        "the engine to go",
+        MIN * 2,
+    );
+    let (_, listed) = h.api(&gina, "GET", "/api/v1/sessions", None);
+    assert_eq!(listed["sessions"], json!([]), "{listed}");
+    b.assert_no_csp_violations();
 }

@@ -9,6 +9,7 @@ const S = {
   es: null,          // the EventSource of job events
   esAll: false,      // whether it streams everyone's jobs
   cleanup: null,     // stops the current page's streams and timers
+  gen: 0,            // bumped by every page drawn: a page overtaken while loading stands down
   onJobs: null,      // the current page's handler of job events
   flash: null,       // a message for the next admin page drawn: { msg, error, conflict }
   quotaUser: null,   // the user the quota form last edited
@@ -67,6 +68,60 @@ function applyGrow(root) {
   for (const el of root.querySelectorAll('[data-grow]')) el.style.flexGrow = el.dataset.grow;
 }
 
+// Live tables redrawn from a poll: rows kept by key, and a cell written only when its HTML
+// changed, so that a button under the pointer (or a WebDriver's) is not replaced by an
+// identical one. `cells(item)` gives each cell's HTML; `attrs(item)` the row's data-*.
+function syncRows(tbody, items, key, cells, attrs, empty) {
+  const keep = new Set(items.map(key).map(String));
+  for (const tr of [...tbody.children]) if (!keep.has(tr.dataset.key)) tr.remove();
+  let i = 0;
+  for (const it of items) {
+    const k = String(key(it));
+    let tr = [...tbody.children].find(r => r.dataset.key === k);
+    if (!tr) { tr = document.createElement('tr'); tr.dataset.key = k; }
+    const html = cells(it);
+    while (tr.children.length > html.length) tr.lastElementChild.remove();
+    html.forEach((h, c) => {
+      let td = tr.children[c];
+      if (!td) { td = document.createElement('td'); tr.appendChild(td); }
+      const [cls, inner] = Array.isArray(h) ? h : ['', h];
+      if (td.className !== cls) td.className = cls;
+      if (td.__html !== inner) { td.innerHTML = inner; td.__html = inner; }
+    });
+    for (const [a, v] of Object.entries(attrs(it))) if (tr.dataset[a] !== String(v)) tr.dataset[a] = v;
+    if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+    i++;
+  }
+  if (!items.length && empty) {
+    tbody.innerHTML = `<tr data-key=""><td colspan="${empty[0]}" class="muted">${empty[1]}</td></tr>`;
+  }
+}
+function ago(ms) {
+  if (ms == null) return '—';
+  return dur(Math.max(0, Date.now() - ms)) + ' ago';
+}
+async function copyText(text, btn) {
+  // The Clipboard API exists only in secure contexts, and may wait on a permission: give it
+  // a moment, then fall back to copying a selection.
+  const viaApi = navigator.clipboard
+    ? Promise.race([navigator.clipboard.writeText(text).then(() => true), new Promise(r => setTimeout(() => r(false), 1500))])
+    : Promise.resolve(false);
+  if (!(await viaApi.catch(() => false))) {
+    // Not a secure context (plain http to a name other than localhost): select it instead.
+    const ta = document.createElement('textarea');
+    ta.value = text;
+    ta.setAttribute('aria-hidden', 'true');
+    ta.className = 'visually-hidden';
+    document.body.appendChild(ta);
+    ta.select();
+    try { document.execCommand('copy'); } catch (_) { /* the text stays visible to copy by hand */ }
+    ta.remove();
+    if (btn) btn.focus();
+  }
+  if (btn) { btn.textContent = 'Copied'; btn.dataset.copied = 'true'; setTimeout(() => { btn.textContent = 'Copy'; }, 2000); }
+  toast('Copied to the clipboard');
+}
+
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
@@ -115,6 +170,7 @@ function routeOf() {
 }
 
 async function render() {
+  S.gen++;
   if (S.cleanup) { S.cleanup(); S.cleanup = null; }
   S.onJobs = null;
   const top = $('#top');
@@ -133,7 +189,7 @@ async function render() {
   const pages = {
     jobs: () => rest.length ? pageJob(rest[0]) : pageJobs(),
     submit: pageSubmit, files: () => pageFiles(rest), cluster: pageCluster,
-    tokens: pageTokens, admin: () => pageAdmin(rest),
+    tokens: pageTokens, sessions: pageSessions, admin: () => pageAdmin(rest),
   };
   const fn = pages[page];
   try {
@@ -238,6 +294,10 @@ function shortTime(ms) {
 }
 
 async function pageJobs() {
+  // A load that a newer page overtook (the admin ticked "All users" while it was in flight)
+  // must not write its list over the newer one's.
+  const gen = S.gen;
+  const current = () => gen === S.gen;
   const v = jobsView;
   v.shown = PAGE;
   setMain(`
@@ -287,7 +347,7 @@ async function pageJobs() {
   function draw() {
     pending = false;
     const body = $('#jobs-body');
-    if (!body) return;
+    if (!body || !current()) return;
     const all = matching();
     const list = all.slice(0, v.shown);
     const now = Date.now();
@@ -342,6 +402,7 @@ async function pageJobs() {
   }
   async function load() {
     const r = await api('GET', '/api/v1/jobs?' + params());
+    if (!current()) return;
     S.jobs = new Map(r.jobs.map(j => [j.id, j]));
     oldest = r.jobs.length ? r.jobs[r.jobs.length - 1].id : null;
     more = r.jobs.length === PAGE;
@@ -375,6 +436,8 @@ async function pageJobs() {
   S.onReconnect = () => { load().catch(() => {}); };
   startEvents(v.all);
   await load();
+  // Overtaken while loading: the newer page owns the timers and S.cleanup.
+  if (!current()) return;
   // Running durations move on by themselves; only their text is rewritten.
   const tick = setInterval(schedule, 1000);
   S.cleanup = () => { clearInterval(tick); S.onReconnect = null; };
@@ -796,9 +859,21 @@ async function pageCluster() {
       api('GET', '/api/v1/usage?seconds=' + clusterView.hours * 3600)]);
     return { nodes, queues, usage };
   }
+  // Joined nodes report in but run no jobs yet: what jobs can use is the server's own
+  // machine alone, and a joined node has no sandbox of Hearth's to be on or off.
   function nodesHtml(nodes) {
-    return `<table id="nodes-table"><thead><tr><th scope="col">Node</th><th scope="col">Cores used</th><th scope="col">Memory used</th><th scope="col">Isolation</th><th scope="col">Problems</th></tr></thead>
-    <tbody>${nodes.map(n => `<tr><td>${esc(n.name)}</td>
+    const local = nodes.filter(n => !n.joined), joined = nodes.filter(n => n.joined);
+    const sum = (list, k) => list.reduce((a, n) => a + n[k], 0);
+    const ready = joined.filter(n => n.state === 'ready').length;
+    const capacity = `<p id="capacity">Jobs can use <strong>${cores(sum(local, 'cores'))}</strong> and <strong>${esc(mib(sum(local, 'memory_mib')))}</strong>
+      (${cores(sum(local, 'used_cores'))} and ${esc(mib(sum(local, 'used_memory_mib')))} in use).${joined.length
+        ? ` <span id="capacity-joined">${joined.length} joined node${joined.length === 1 ? '' : 's'} (${ready} ready) offer${joined.length === 1 ? 's' : ''} ${cores(sum(joined, 'cores'))} and ${esc(mib(sum(joined, 'memory_mib')))} more, but ${joined.length === 1 ? 'runs' : 'run'} no jobs yet.</span>` : ''}
+      ${S.me.admin ? ' <a href="#/admin/nodes">Manage nodes</a>' : ''}</p>`;
+    return capacity + `<table id="nodes-table"><caption class="visually-hidden">Nodes</caption><thead><tr><th scope="col">Node</th><th scope="col">State</th><th scope="col">Cores used</th><th scope="col">Memory used</th><th scope="col">Isolation</th><th scope="col">Problems</th></tr></thead>
+    <tbody>${nodes.map(n => n.joined ? `<tr data-node="${esc(n.name)}" data-joined="true"><td>${esc(n.name)} <span class="muted">(joined)</span></td><td>${badge(n.state)}</td>
+      <td colspan="2" class="muted">offers ${cores(n.cores)}, ${esc(mib(n.memory_mib))}; runs no jobs yet</td>
+      <td class="muted">—</td><td>${n.problems.map(esc).join('<br>') || '—'}</td></tr>`
+      : `<tr data-node="${esc(n.name)}"><td>${esc(n.name)}</td><td>${badge(n.state || 'ready')}</td>
       <td class="bar-cell"><progress max="${n.cores}" value="${n.used_cores}" aria-label="cores used on ${esc(n.name)}"></progress> ${n.used_cores} / ${n.cores}</td>
       <td class="bar-cell"><progress max="${n.memory_mib}" value="${n.used_memory_mib}" aria-label="memory used on ${esc(n.name)}"></progress> ${esc(mib(n.used_memory_mib))} / ${esc(mib(n.memory_mib))}</td>
       <td>${n.isolation ? 'on' : '<strong>off</strong>'}</td><td>${n.problems.map(esc).join('<br>') || '—'}</td></tr>`).join('')}</tbody></table>`;
@@ -822,7 +897,9 @@ async function pageCluster() {
     $('#queues-box').innerHTML = queuesHtml(d.queues);
     $('#usage-box').innerHTML = usageCharts(d.usage);
   }
+  const gen = S.gen;
   const first = await load();
+  if (gen !== S.gen) return;   // another page was opened meanwhile
   setMain(`
     <h1>Cluster</h1>
     <section aria-labelledby="nodes-h"><h2 id="nodes-h">Nodes</h2><div id="nodes-box"></div></section>
@@ -875,14 +952,120 @@ async function pageTokens() {
   }
 }
 
+// ---- sessions ----
+
+// The user's interactive sessions: their Spark Connect engine (started by the first query
+// through the gateway) and their notebook (started here). Polled every few seconds (every
+// second while one is starting); rows are kept, and only changed cells are rewritten.
+const KIND_NAMES = { 'spark-connect': 'Spark Connect engine', notebook: 'Notebook' };
+function notebookLab(url) { return url.replace(/\/?$/, '/') + 'lab'; }
+
+async function pageSessions() {
+  const gen = S.gen;
+  const [first, connect] = await Promise.all([
+    api('GET', '/api/v1/sessions'),
+    api('GET', '/api/v1/connect').catch(e => { if (e.status === 404) return { off: e.message }; throw e; }),
+  ]);
+  if (gen !== S.gen) return;   // another page was opened meanwhile
+  const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
+  const url = connect.off ? '' : `sc://${host}:${connect.port}/;token=YOUR_TOKEN`;
+  setMain(`
+    <h1>Sessions</h1>
+    <p class="muted">Your interactive Spark: a Spark Connect engine, started by your first query and stopped when idle, and a JupyterLab notebook whose <code>spark</code> is already connected to it. Each runs under your own account; only you can reach them.</p>
+    <p class="row"><button type="button" id="notebook-start">Start notebook</button></p>
+    <p id="session-status" class="muted" aria-live="polite"></p>
+    <table id="sessions-table"><caption class="visually-hidden">Your sessions</caption><thead><tr><th scope="col" class="num">ID</th><th scope="col">Kind</th><th scope="col">State</th>
+      <th scope="col" class="num">Uptime</th><th scope="col" class="num">Idle</th><th scope="col" class="num hide-narrow">Cores</th><th scope="col" class="num hide-narrow">Memory</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+      <tbody id="sessions-body"></tbody></table>
+    <section class="card" aria-labelledby="connect-h" id="connect-box"><h2 id="connect-h">Connect with PySpark</h2>
+      ${connect.off ? `<p class="notice" id="connect-off">${esc(connect.off)}</p>` : `
+      <p>With the <code>hearth</code> CLI logged in, one line sets everything PySpark needs (a token, Hearth's CA, and <code>SPARK_REMOTE</code>):</p>
+      <div class="command-row"><pre class="command" id="connect-cli">eval "$(hearth connect)"</pre>
+        <button type="button" class="secondary" data-copy="connect-cli" aria-label="Copy the hearth connect command">Copy</button></div>
+      <p>Or give stock PySpark the URL yourself, with a token from the <a href="#/tokens">Tokens</a> page:</p>
+      <div class="command-row"><pre class="command" id="connect-url">SparkSession.builder.remote("${esc(url)}").getOrCreate()</pre>
+        <button type="button" class="secondary" data-copy="connect-url" aria-label="Copy the Spark Connect line">Copy</button></div>
+      <p class="muted">The gateway listens on port <span id="connect-port">${esc(connect.port)}</span> with TLS${connect.hosts && connect.hosts.length ? ` (certificate for ${esc(connect.hosts.join(', '))})` : ''}.
+        ${connect.ca_pem ? `Its certificate is signed by Hearth's own CA: <a href="/api/v1/ca.pem" download="hearth-ca.pem" id="connect-ca">download it</a> and set <code>GRPC_DEFAULT_SSL_ROOTS_FILE_PATH</code> to its path.` : ''}</p>`}
+    </section>`, 'Sessions');
+  for (const b of document.querySelectorAll('[data-copy]')) {
+    b.addEventListener('click', () => copyText($('#' + b.dataset.copy).textContent, b));
+  }
+  const body = $('#sessions-body'), status = $('#session-status'), start = $('#notebook-start');
+  let sessions = first.sessions, timer = null, stopped = false, wanted = false;
+  function draw() {
+    if (!$('#sessions-body')) return;
+    syncRows(body, sessions, s => s.id, s => {
+      const running = s.state === 'running';
+      const open = s.kind === 'notebook' && running && s.url
+        ? `<a class="button" href="${esc(notebookLab(s.url))}" target="_blank" rel="noopener" data-open="${s.id}" aria-label="Open your notebook (new tab)">Open</a>` : '';
+      const ui = s.ui_url && running ? `<a class="button secondary" href="${esc(s.ui_url)}" target="_blank" rel="noopener" data-ui="${s.id}" aria-label="Spark UI of session ${s.id} (new tab)">Spark UI</a>` : '';
+      const stop = s.state === 'stopped' ? '' : `<button type="button" class="danger" data-stop="${s.id}" aria-label="Stop ${esc(KIND_NAMES[s.kind] || s.kind)} ${s.id}">Stop</button>`;
+      return [['num', String(s.id)], esc(KIND_NAMES[s.kind] || s.kind), badge(s.state), ['num', esc(dur(s.uptime_ms))],
+        ['num', esc(s.active_requests ? 'in use' : dur(s.idle_ms))], ['num hide-narrow', String(s.cores)],
+        ['num hide-narrow', esc(mib(s.memory_limit_mib))], ['actions', open + ui + stop]];
+    }, s => ({ session: s.id, kind: s.kind, state: s.state }),
+    [8, 'No sessions. Start a notebook above, or connect with PySpark below: your engine starts with your first query.']);
+    const nb = sessions.find(s => s.kind === 'notebook');
+    start.disabled = !!nb && nb.state !== 'stopped';
+    const msg = !nb ? (wanted ? 'Your notebook stopped.' : '')
+      : nb.state === 'starting' ? 'Starting your notebook (JupyterLab takes a few seconds)…'
+      : nb.state === 'running' ? 'Your notebook is running: “Open” opens it in a new tab.' : '';
+    if (status.textContent !== msg) status.textContent = msg;
+  }
+  // Only the newest answer is drawn: one asked for before a change must not undo it.
+  let asked = 0;
+  async function refresh() {
+    const mine = ++asked;
+    try {
+      const r = await api('GET', '/api/v1/sessions');
+      if (mine === asked && !stopped) { sessions = r.sessions; draw(); }
+    } catch (_) { /* next time */ }
+  }
+  function loop() {
+    if (stopped) return;
+    const busy = sessions.some(s => s.state === 'starting');
+    timer = setTimeout(async () => { await refresh(); loop(); }, busy ? 1000 : 3000);
+  }
+  start.addEventListener('click', async () => {
+    start.disabled = true;
+    wanted = true;
+    status.textContent = 'Starting your notebook…';
+    try {
+      const nb = await api('POST', '/api/v1/notebooks');
+      asked++;
+      sessions = sessions.filter(s => s.id !== nb.id).concat([nb]).sort((a, b) => a.id - b.id);
+      draw();
+      clearTimeout(timer);
+      loop();
+    } catch (e) { toast(e.message, true); status.textContent = ''; start.disabled = false; }
+  });
+  body.addEventListener('click', async ev => {
+    const b = ev.target.closest('button[data-stop]');
+    if (!b) return;
+    const s = sessions.find(x => String(x.id) === b.dataset.stop);
+    const what = s ? (s.kind === 'notebook' ? 'your notebook (your files stay in your workspace)' : 'your Spark Connect engine (its temporary views and cached data are lost)') : 'this session';
+    if (!confirm(`Stop ${what}?`)) return;
+    b.disabled = true;
+    try {
+      await api('DELETE', '/api/v1/sessions/' + b.dataset.stop);
+      toast(`Session ${b.dataset.stop} stopped`);
+    } catch (e) { toast(e.message, true); b.disabled = false; }
+    await refresh();
+  });
+  draw();
+  loop();
+  S.cleanup = () => { stopped = true; clearTimeout(timer); };
+}
+
 // ---- admin ----
 
 // Admin pages: users, anyone's tokens, and the scheduling policy (queues, groups, quotas).
 // The policy is one versioned document: every form changes the copy this page read and
 // saves it whole with that version. If another admin saved meanwhile, the server answers 409:
 // the page says so, reloads the current policy and the admin makes the change again.
-const ADMIN_PAGES = [['users', 'Users'], ['tokens', 'Tokens'], ['queues', 'Queues'], ['groups', 'Groups'],
-  ['quotas', 'Quotas'], ['policy', 'Policy document']];
+const ADMIN_PAGES = [['users', 'Users'], ['tokens', 'Tokens'], ['nodes', 'Nodes'], ['join-tokens', 'Join tokens'],
+  ['queues', 'Queues'], ['groups', 'Groups'], ['quotas', 'Quotas'], ['policy', 'Policy document']];
 
 function adminNav(current) {
   return `<nav aria-label="Admin" class="subnav"><ul>${ADMIN_PAGES.map(([p, label]) =>
@@ -927,11 +1110,14 @@ async function savePolicy(base, change, done, errorEl) {
 
 async function pageAdmin(rest) {
   if (!S.me.admin) {
-    setMain('<h1>Admins only</h1><p id="admins-only">Only admins manage users, tokens and the scheduling policy.</p>', 'Admin');
+    setMain('<h1>Admins only</h1><p id="admins-only">Only admins manage users, tokens, nodes and the scheduling policy.</p>', 'Admin');
     return;
   }
   const sub = rest[0] || 'users';
-  const pages = { users: adminUsers, tokens: adminTokens, queues: adminQueues, groups: adminGroups, quotas: adminQuotas, policy: adminPolicy };
+  const pages = {
+    users: adminUsers, tokens: adminTokens, nodes: adminNodes, 'join-tokens': adminJoinTokens,
+    queues: adminQueues, groups: adminGroups, quotas: adminQuotas, policy: adminPolicy,
+  };
   const fn = pages[sub];
   if (!fn) {
     setMain(`<h1>Not found</h1><p>No admin page <code>${esc(sub)}</code>. <a href="#/admin">Admin</a>.</p>`, 'Not found');
@@ -1012,6 +1198,117 @@ async function adminTokens(rest) {
     b.addEventListener('click', async () => {
       if (!confirm(`Revoke token ${b.dataset.revoke} of ${who}? Whatever uses it stops working.`)) return;
       try { await api('DELETE', '/api/v1/tokens/' + b.dataset.revoke); toast('Token revoked'); render(); } catch (e) { toast(e.message, true); }
+    });
+  }
+}
+
+// Nodes: the server's own machine and those that joined with `hearth agent`. Drain keeps new
+// work off a node, undrain undoes it; remove revokes its certificate at once (it is cut off
+// and refused from then on). Polled every few seconds; only changed cells are rewritten.
+function labelsText(labels) {
+  return Object.entries(labels || {}).map(([k, v]) => `${k}=${v}`).join(', ');
+}
+
+async function adminNodes() {
+  const gen = S.gen;
+  const first = await api('GET', '/api/v1/nodes');
+  if (gen !== S.gen) return;   // another page was opened meanwhile
+  setMain(`
+    <h1>Admin: nodes</h1>${adminNav('nodes')}
+    <p class="muted">Machines join with a command from <a href="#/admin/join-tokens">Join tokens</a>. Joined nodes report in and can be drained and removed, but <strong>run no jobs yet</strong>: jobs run on the server's own machine (<code>local</code>).</p>
+    <table id="admin-nodes-table"><caption class="visually-hidden">Nodes</caption><thead><tr><th scope="col">Node</th><th scope="col">State</th><th scope="col">Labels</th>
+      <th scope="col">Last seen</th><th scope="col" class="num">Cores</th><th scope="col" class="num">Memory</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+      <tbody id="admin-nodes-body"></tbody></table>`, 'Nodes');
+  const body = $('#admin-nodes-body');
+  let nodes = first, timer = null, stopped = false;
+  function draw() {
+    syncRows(body, nodes, n => n.name, n => {
+      const who = esc(n.name);
+      const actions = !n.joined ? '<span class="muted">the server\'s own machine</span>'
+        : (n.state === 'draining'
+          ? `<button type="button" class="secondary" data-action="undrain" data-name="${who}" aria-label="Undrain node ${who}">Undrain</button>`
+          : `<button type="button" class="secondary" data-action="drain" data-name="${who}" aria-label="Drain node ${who}">Drain</button>`)
+          + `<button type="button" class="danger" data-action="remove" data-name="${who}" aria-label="Remove node ${who}">Remove</button>`;
+      return [`${who}${n.joined ? '' : ' <span class="muted">(local)</span>'}`, badge(n.state || 'ready'), esc(labelsText(n.labels) || '—'),
+        n.joined ? `<span title="${esc(when(n.last_seen_ms))}">${esc(n.last_seen_ms ? ago(n.last_seen_ms) : 'never')}</span>` : '<span class="muted">now (this server)</span>',
+        ['num', String(n.cores)], ['num', esc(mib(n.memory_mib))], ['actions', actions]];
+    }, n => ({ node: n.name, state: n.state || 'ready', joined: !!n.joined }));
+  }
+  // Only the newest answer is drawn: one asked for before a drain must not undo it.
+  let asked = 0;
+  async function refresh() {
+    const mine = ++asked;
+    try {
+      const r = await api('GET', '/api/v1/nodes');
+      if (mine === asked && !stopped) { nodes = r; draw(); }
+    } catch (_) { /* next time */ }
+  }
+  body.addEventListener('click', async ev => {
+    const b = ev.target.closest('button[data-action]');
+    if (!b) return;
+    const name = b.dataset.name, action = b.dataset.action;
+    if (action === 'remove' && !confirm(`Remove node ${name}? Its certificate is revoked now: it is disconnected and refused from then on (to come back it must join again with a new token).`)) return;
+    b.disabled = true;
+    try {
+      const path = '/api/v1/nodes/' + encodeURIComponent(name);
+      if (action === 'remove') await api('DELETE', path);
+      else await api('POST', `${path}/${action}`);
+      toast(action === 'remove' ? `Node ${name} removed` : `Node ${name} ${action === 'drain' ? 'drained: it takes no new work' : 'takes work again'}`);
+    } catch (e) { toast(e.message, true); b.disabled = false; }
+    await refresh();
+  });
+  draw();
+  timer = setInterval(refresh, 3000);
+  S.cleanup = () => { stopped = true; clearInterval(timer); };
+}
+
+// Join tokens: the command a new machine runs is shown once, when the token is made.
+function joinTokenState(t) {
+  if (t.revoked_at_ms) return 'revoked';
+  return t.expires_at_ms <= Date.now() ? 'expired' : 'active';
+}
+
+async function adminJoinTokens() {
+  const tokens = await api('GET', '/api/v1/node-tokens');
+  tokens.sort((a, b) => b.id - a.id);
+  setMain(`
+    <h1>Admin: join tokens</h1>${adminNav('join-tokens')}
+    <p class="muted">A join token lets one or more machines join with <code>hearth agent</code> until it expires or is revoked. Only its SHA-256 is kept: the command with the token is shown once.</p>
+    <form id="join-token-form" class="row card" aria-label="Create a join token">
+      <div class="field"><label for="jt-ttl">Valid for</label><input type="number" id="jt-ttl" min="1" value="1" required></div>
+      <div class="field"><label for="jt-unit">Unit</label>
+        <select id="jt-unit"><option value="60">minutes</option><option value="3600" selected>hours</option><option value="86400">days</option></select></div>
+      <button type="submit" id="join-token-create">Create join token</button>
+    </form>
+    <div id="join-secret" aria-live="polite"></div>
+    <table id="join-tokens-table"><caption class="visually-hidden">Join tokens</caption><thead><tr><th scope="col" class="num">ID</th><th scope="col">State</th><th scope="col">Created by</th><th scope="col">Created</th>
+      <th scope="col">Expires</th><th scope="col" class="num">Nodes joined</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+    <tbody>${tokens.map(t => { const st = joinTokenState(t); return `<tr data-join-token="${t.id}" data-state="${st}"><td class="num">${t.id}</td><td>${badge(st)}</td>
+      <td>${esc(t.created_by)}</td><td>${esc(when(t.created_at_ms))}</td><td>${esc(when(t.revoked_at_ms ? null : t.expires_at_ms) || (t.revoked_at_ms ? 'revoked ' + when(t.revoked_at_ms) : ''))}</td>
+      <td class="num">${t.uses}</td><td>${st === 'active' ? `<button type="button" class="danger" data-revoke-join="${t.id}" aria-label="Revoke join token ${t.id}">Revoke</button>` : ''}</td></tr>`; }).join('')
+      || '<tr><td colspan="7" class="muted">No join tokens yet.</td></tr>'}</tbody></table>`, 'Join tokens');
+  $('#join-token-form').addEventListener('submit', async ev => {
+    ev.preventDefault();
+    const n = Number($('#jt-ttl').value), unit = Number($('#jt-unit').value);
+    if (!(n > 0)) { toast('Valid for: a number above zero', true); return; }
+    $('#join-token-create').disabled = true;
+    try {
+      const r = await api('POST', '/api/v1/node-tokens', { ttl_seconds: Math.round(n * unit) });
+      await render();
+      $('#join-secret').innerHTML = `<div class="card"><p class="notice">Run this on the machine that joins, as root (add <code>--cores N --memory SIZE --label k=v</code> to offer less than the whole machine). Copy it now: it is not shown again. It expires ${esc(when(r.token.expires_at_ms))}.</p>
+        <div class="command-row"><pre class="command" id="join-command">${esc(r.command)}</pre>
+        <button type="button" class="secondary" id="join-copy" aria-label="Copy the join command">Copy</button></div></div>`;
+      $('#join-copy').addEventListener('click', e => copyText(r.command, e.target));
+    } catch (e) {
+      toast(e.message, true);
+      const b = $('#join-token-create');
+      if (b) b.disabled = false;
+    }
+  });
+  for (const b of document.querySelectorAll('[data-revoke-join]')) {
+    b.addEventListener('click', async () => {
+      if (!confirm(`Revoke join token ${b.dataset.revokeJoin}? No more machines can join with it (those that joined stay).`)) return;
+      try { await api('DELETE', '/api/v1/node-tokens/' + b.dataset.revokeJoin); S.flash = { msg: `Join token ${b.dataset.revokeJoin} revoked` }; render(); } catch (e) { toast(e.message, true); }
     });
   }
 }
