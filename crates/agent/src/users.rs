@@ -116,25 +116,7 @@ fn allocate(range: UidRange, home_str: &str, comment: &str, home: &Path) -> Resu
                 &group,
             ));
         }
-        let added = run_locked(
-            "useradd",
-            &[
-                "--system",
-                "--uid",
-                &id,
-                "--gid",
-                &id,
-                "--home-dir",
-                home_str,
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                "--comment",
-                comment,
-                &name,
-            ],
-            &format!("creating user {name} (uid {uid})"),
-        );
+        let added = useradd(&name, uid, home_str, comment);
         let added = match added {
             Ok(out) => out,
             Err(e) => {
@@ -255,7 +237,7 @@ pub fn ensure_user(name: &str, uid: u32, home: &Path) -> Result<LinuxUser> {
             Some(existing) if existing == name => {}
             Some(existing) => {
                 return Err(Error::Other(format!(
-                    "uid {uid} belongs to `{existing}` on this machine, not to `{name}`:                      give Hearth a --uid-range that is free on every node"
+                    "uid {uid} belongs to `{existing}` on this machine, not to `{name}`: give Hearth a --uid-range that is free on every node"
                 )))
             }
             None => {
@@ -271,25 +253,7 @@ pub fn ensure_user(name: &str, uid: u32, home: &Path) -> Result<LinuxUser> {
                 if !group.status.success() && group.status.code() != Some(NAME_TAKEN) {
                     return Err(failed(&format!("creating group {name} (gid {uid})"), &group));
                 }
-                let added = run_locked(
-                    "useradd",
-                    &[
-                        "--system",
-                        "--uid",
-                        &id,
-                        "--gid",
-                        &id,
-                        "--home-dir",
-                        home_str,
-                        "--no-create-home",
-                        "--shell",
-                        "/usr/sbin/nologin",
-                        "--comment",
-                        "hearth user",
-                        name,
-                    ],
-                    &format!("creating user {name} (uid {uid})"),
-                )?;
+                let added = useradd(name, uid, home_str, "hearth user")?;
                 if !added.status.success() {
                     return Err(failed(&format!("creating user {name} (uid {uid})"), &added));
                 }
@@ -387,6 +351,31 @@ impl TakenIds {
     fn holds(&self, id: u32) -> bool {
         self.ids.contains(&id) || self.names.contains(&format!("hearth{id}"))
     }
+}
+
+/// `useradd` for a Hearth user: a system account with its own group (gid = uid), the
+/// workspace as home (made by Hearth, not useradd), and no login shell.
+fn useradd(name: &str, uid: u32, home: &str, comment: &str) -> Result<std::process::Output> {
+    let id = uid.to_string();
+    run_locked(
+        "useradd",
+        &[
+            "--system",
+            "--uid",
+            &id,
+            "--gid",
+            &id,
+            "--home-dir",
+            home,
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--comment",
+            comment,
+            name,
+        ],
+        &format!("creating user {name} (uid {uid})"),
+    )
 }
 
 #[cfg(test)]

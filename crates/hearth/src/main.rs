@@ -207,24 +207,31 @@ fn parse_uid_range(s: &str) -> Result<UidRange> {
     }
 }
 
-/// What `hearth agent` offers and where it keeps its identity, checked.
-fn agent_config(args: AgentArgs) -> Result<hearth_agent::node::AgentConfig> {
+/// What this machine offers to jobs (`--cores`, `--memory`; default: all of it), checked
+/// against what it has.
+fn offer(cores: Option<u32>, memory: Option<&str>) -> Result<(u32, u64)> {
     let (machine_cores, machine_mib) = machine_resources();
-    let cores = args.cores.unwrap_or(machine_cores);
+    let cores = cores.unwrap_or(machine_cores);
     if cores == 0 || cores > machine_cores {
         bail!("--cores {cores}: this machine has {machine_cores} cores; offer between 1 and {machine_cores}");
     }
-    let memory_mib = match &args.memory {
+    let memory_mib = match memory {
         Some(m) => hearth_model::parse_mib(m).map_err(|e| anyhow::anyhow!("--memory: {e}"))?,
         None => machine_mib,
     };
     if memory_mib == 0 || memory_mib > machine_mib {
         bail!(
             "--memory {}: this machine has {}; offer some, at most that",
-            args.memory.unwrap_or_default(),
+            memory.unwrap_or_default(),
             hearth_model::format_mib(machine_mib)
         );
     }
+    Ok((cores, memory_mib))
+}
+
+/// What `hearth agent` offers and where it keeps its identity, checked.
+fn agent_config(args: AgentArgs) -> Result<hearth_agent::node::AgentConfig> {
+    let (cores, memory_mib) = offer(args.cores, args.memory.as_deref())?;
     let mut labels = std::collections::BTreeMap::new();
     for l in &args.label {
         let (k, v) = hearth_model::cluster::parse_label(l).map_err(anyhow::Error::msg)?;
@@ -290,22 +297,7 @@ fn parse_duration(s: &str) -> Option<Duration> {
 
 fn up_config(args: UpArgs) -> Result<Config> {
     let data_dir = absolute(args.data_dir)?;
-    let (machine_cores, machine_mib) = machine_resources();
-    let cores = args.cores.unwrap_or(machine_cores);
-    if cores == 0 || cores > machine_cores {
-        bail!("--cores {cores}: this machine has {machine_cores} cores; offer between 1 and {machine_cores}");
-    }
-    let memory_mib = match &args.memory {
-        Some(m) => hearth_model::parse_mib(m).map_err(|e| anyhow::anyhow!("--memory: {e}"))?,
-        None => machine_mib,
-    };
-    if memory_mib > machine_mib {
-        bail!(
-            "--memory {}: this machine has {}; offer at most that",
-            args.memory.unwrap_or_default(),
-            hearth_model::format_mib(machine_mib)
-        );
-    }
+    let (cores, memory_mib) = offer(args.cores, args.memory.as_deref())?;
     let max_upload_mib = hearth_model::parse_mib(&args.max_upload)
         .map_err(|e| anyhow::anyhow!("--max-upload: {e}"))?;
     let admin_password = match &args.admin_password_file {

@@ -192,23 +192,7 @@ impl Browser {
     /// Waits until the JavaScript expression is truthy; on a timeout, keeps a screenshot and
     /// fails with what the page showed.
     fn wait(&self, expr: &str, what: &str) {
-        let deadline = Instant::now() + MIN * 2;
-        let script = format!("try {{ return !!({expr}); }} catch (e) {{ return false; }}");
-        loop {
-            if self.js(&script).as_bool() == Some(true) {
-                return;
-            }
-            if Instant::now() > deadline {
-                let page = self.js("return document.body.innerText");
-                let shot = self.shot("timeout");
-                panic!(
-                    "timed out waiting for {what}; screenshot {}; page:\n{}",
-                    shot.display(),
-                    page.as_str().unwrap_or("")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.wait_for(expr, what, MIN * 2);
     }
 
     fn login(&self, url: &str, user: &str, password: &str) {
@@ -1072,8 +1056,9 @@ fn the_jobs_page_draws_the_newest_200_and_pages_back_without_redrawing() {
 }
 
 impl Browser {
-    /// Waits like `wait`, with a deadline of one's own (a cold notebook may take minutes on a
-    /// busy machine).
+    /// Waits until the JavaScript expression is truthy, with a deadline of one's own (a cold
+    /// notebook may take minutes on a busy machine); on a timeout, keeps a screenshot and
+    /// fails with what the page showed.
     fn wait_for(&self, expr: &str, what: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
         let script = format!("try {{ return !!({expr}); }} catch (e) {{ return false; }}");

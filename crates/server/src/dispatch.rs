@@ -387,30 +387,8 @@ async fn start(app: Arc<App>, id: i64) {
         Err(e) => return fail(&app, id, format!("could not prepare the job: {e}")),
     };
     // A cancel, or Hearth's shutdown, that came while the job was being prepared.
-    match app.store.job(id) {
-        Ok(Some(j)) if j.cancel_requested || j.state.is_terminal() => {
-            clean_up(&app, id);
-            let _ = app.store.finish_job(
-                id,
-                &JobEnd {
-                    state: JobState::Cancelled,
-                    exit_code: None,
-                    reason: Some("cancelled before it started".into()),
-                    oom_killed: false,
-                },
-            );
-            app.wake.notify_one();
-            return;
-        }
-        _ if app.is_shutting_down() => {
-            clean_up(&app, id);
-            let _ = app.store.requeue(
-                id,
-                "requeued: Hearth was shutting down as the job was starting",
-            );
-            return;
-        }
-        _ => {}
+    if stopped_before_start(&app, id, || clean_up(&app, id)) {
+        return;
     }
     lock(&app).insert(id, spec.dir.clone());
     let task = match Task::launch(&spec, &app.cfg.shim).await {
@@ -429,6 +407,37 @@ async fn start(app: Arc<App>, id: i64) {
         tokio::spawn(async move { sandbox::stop(&dir, grace).await });
     }
     watch(app, id, task).await;
+}
+
+/// Whether a cancel, or Hearth's shutdown, came while a job was being admitted or
+/// prepared; if so, `clean_up` runs and the job is recorded cancelled (or put back in the
+/// queue) instead of started. For local and remote starts alike.
+pub(crate) fn stopped_before_start(app: &App, id: i64, clean_up: impl FnOnce()) -> bool {
+    match app.store.job(id) {
+        Ok(Some(j)) if j.cancel_requested || j.state.is_terminal() => {
+            clean_up();
+            let _ = app.store.finish_job(
+                id,
+                &JobEnd {
+                    state: JobState::Cancelled,
+                    exit_code: None,
+                    reason: Some("cancelled before it started".into()),
+                    oom_killed: false,
+                },
+            );
+            app.wake.notify_one();
+            true
+        }
+        _ if app.is_shutting_down() => {
+            clean_up();
+            let _ = app.store.requeue(
+                id,
+                "requeued: Hearth was shutting down as the job was starting",
+            );
+            true
+        }
+        _ => false,
+    }
 }
 
 fn lock(app: &App) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, PathBuf>> {

@@ -132,28 +132,8 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow, node: String) {
     };
     log_lines(&app, id, &[note]);
     // A cancel, or Hearth's shutdown, that came while the job was being admitted.
-    match app.store.job(id) {
-        Ok(Some(j)) if j.cancel_requested || j.state.is_terminal() => {
-            let _ = app.store.finish_job(
-                id,
-                &crate::store::JobEnd {
-                    state: JobState::Cancelled,
-                    exit_code: None,
-                    reason: Some("cancelled before it started".into()),
-                    oom_killed: false,
-                },
-            );
-            app.wake.notify_one();
-            return;
-        }
-        _ if app.is_shutting_down() => {
-            let _ = app.store.requeue(
-                id,
-                "requeued: Hearth was shutting down as the job was starting",
-            );
-            return;
-        }
-        _ => {}
+    if crate::dispatch::stopped_before_start(&app, id, || {}) {
+        return;
     }
     let remote = RemoteTask {
         node_id,

@@ -971,6 +971,33 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A queued job of a new user alice; its id.
+    fn queued_job(store: &Store) -> i64 {
+        let user = UserRow {
+            id: 0,
+            name: "alice".into(),
+            admin: false,
+            password_hash: "x".into(),
+            uid: 1,
+            gid: 1,
+            linux_name: "a".into(),
+            created_at: 0,
+        };
+        let uid = store.insert_user(&user).expect("user");
+        let user = UserRow { id: uid, ..user };
+        let spec: SubmitJob =
+            serde_json::from_str(r#"{"main":{"name":"a.py","sha256":"ab"}}"#).expect("spec");
+        let new = NewJob {
+            name: "a".into(),
+            spec,
+            resources: JobResources::default(),
+            queue: "default".into(),
+            priority: "normal".into(),
+            preemptible: false,
+        };
+        store.insert_job(&user, &new).expect("job")
+    }
+
     fn temp_store() -> (Store, std::path::PathBuf) {
         // Tests may share a process (cargo test): a counter keeps their stores apart.
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -1053,29 +1080,7 @@ mod tests {
     #[test]
     fn a_lost_job_runs_again_while_retries_remain_then_fails_with_the_reason() {
         let (store, dir) = temp_store();
-        let user = UserRow {
-            id: 0,
-            name: "alice".into(),
-            admin: false,
-            password_hash: "x".into(),
-            uid: 1,
-            gid: 1,
-            linux_name: "a".into(),
-            created_at: 0,
-        };
-        let uid = store.insert_user(&user).expect("user");
-        let user = UserRow { id: uid, ..user };
-        let spec: SubmitJob =
-            serde_json::from_str(r#"{"main":{"name":"a.py","sha256":"ab"}}"#).expect("spec");
-        let new = NewJob {
-            name: "a".into(),
-            spec,
-            resources: JobResources::default(),
-            queue: "default".into(),
-            priority: "normal".into(),
-            preemptible: false,
-        };
-        let id = store.insert_job(&user, &new).expect("job");
+        let id = queued_job(&store);
         let place = || store.apply_plan(&[(id, "n1".into())], &[]).expect("plan");
         assert_eq!(place(), vec![id]);
         store.mark_running(id).expect("running");
@@ -1114,29 +1119,7 @@ mod tests {
     #[test]
     fn a_finished_job_is_recorded_once() {
         let (store, dir) = temp_store();
-        let user = UserRow {
-            id: 0,
-            name: "alice".into(),
-            admin: false,
-            password_hash: "x".into(),
-            uid: 1,
-            gid: 1,
-            linux_name: "a".into(),
-            created_at: 0,
-        };
-        let uid = store.insert_user(&user).expect("user");
-        let user = UserRow { id: uid, ..user };
-        let spec: SubmitJob =
-            serde_json::from_str(r#"{"main":{"name":"a.py","sha256":"ab"}}"#).expect("spec");
-        let new = NewJob {
-            name: "a".into(),
-            spec,
-            resources: JobResources::default(),
-            queue: "default".into(),
-            priority: "normal".into(),
-            preemptible: false,
-        };
-        let id = store.insert_job(&user, &new).expect("job");
+        let id = queued_job(&store);
         assert_eq!(
             store
                 .apply_plan(&[(id, "local".into())], &[])
