@@ -399,6 +399,17 @@ pub fn print_tokens(tokens: &[api::Token], format: Format) -> Result<()> {
     Ok(())
 }
 
+/// What a node has in use of what it offers: "3/8 cores, 10 GiB/32 GiB".
+fn used_text(n: &api::NodeInfo) -> String {
+    format!(
+        "{}/{} cores, {}/{}",
+        n.used_cores,
+        n.cores,
+        human_mib(n.used_memory_mib),
+        human_mib(n.memory_mib)
+    )
+}
+
 pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
     if format == Format::Json {
         return json(&nodes);
@@ -407,8 +418,8 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
         &[
             "NAME",
             "STATE",
-            "CORES",
-            "MEMORY",
+            "USED",
+            "JOBS",
             "LABELS",
             "LAST SEEN",
             "ISOLATION",
@@ -420,12 +431,8 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
                 vec![
                     n.name.clone(),
                     n.state.to_string(),
-                    format!("{}/{}", n.used_cores, n.cores),
-                    format!(
-                        "{}/{}",
-                        human_mib(n.used_memory_mib),
-                        human_mib(n.memory_mib)
-                    ),
+                    used_text(n),
+                    n.running_jobs.to_string(),
                     n.labels
                         .iter()
                         .map(|(k, v)| format!("{k}={v}"))
@@ -449,8 +456,8 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
             })
             .collect(),
     );
-    if nodes.iter().any(|n| n.joined) {
-        println!("Note: joined nodes report in and are listed, but run no jobs yet; jobs run on the local node.");
+    if nodes.iter().any(|n| n.joined && n.runtime.is_none()) {
+        println!("Note: joined nodes without a Spark runtime (or not connected now) run no jobs yet: `hearth agent --runtime DIR`, or `hearth runtime install` on that machine.");
     }
     Ok(())
 }

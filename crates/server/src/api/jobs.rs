@@ -481,13 +481,6 @@ pub async fn nodes(
     State(app): State<AppState>,
     _caller: Caller,
 ) -> ApiResult<Json<Vec<api::NodeInfo>>> {
-    let used = app
-        .store
-        .jobs_in(&[JobState::Starting, JobState::Running])?
-        .iter()
-        .fold(hearth_sched::Resources::default(), |acc, j| {
-            acc.add(&gang(j))
-        });
     let runtime = dispatch::runtime(&app);
     let mut problems = runtime.as_ref().err().cloned().unwrap_or_default();
     problems.extend(app.isolation.problems.iter().cloned());
@@ -495,8 +488,9 @@ pub async fn nodes(
         name: LOCAL_NODE.into(),
         cores: app.cfg.cores,
         memory_mib: app.cfg.memory_mib,
-        used_cores: used.cores,
-        used_memory_mib: used.memory_mib,
+        used_cores: 0,
+        used_memory_mib: 0,
+        running_jobs: 0,
         isolation: app.isolation.enabled,
         runtime: runtime.ok().map(|r| r.spark_home.display().to_string()),
         problems,
@@ -507,7 +501,28 @@ pub async fn nodes(
         cert_sha256: None,
     }];
     nodes.extend(super::nodes::joined(&app)?);
+    let jobs = app
+        .store
+        .jobs_in(&[JobState::Starting, JobState::Running])?;
+    fill_use(&mut nodes, &jobs, &crate::engines::allocations(&app));
     Ok(Json(nodes))
+}
+
+/// Adds to each node what is placed on it: the gang of every starting or running job (a job
+/// with no node yet counts on the local one, as the scheduler counts it) and every live
+/// engine's allocation; jobs are also counted.
+fn fill_use(nodes: &mut [api::NodeInfo], jobs: &[JobRow], engines: &[hearth_sched::Allocation]) {
+    let placed = jobs
+        .iter()
+        .map(|j| (j.node.as_deref().unwrap_or(LOCAL_NODE), gang(j), 1))
+        .chain(engines.iter().map(|a| (a.node.as_str(), a.resources, 0)));
+    for (node, r, job) in placed {
+        if let Some(n) = nodes.iter_mut().find(|n| n.name == node) {
+            n.used_cores = n.used_cores.saturating_add(r.cores);
+            n.used_memory_mib = n.used_memory_mib.saturating_add(r.memory_mib);
+            n.running_jobs += job;
+        }
+    }
 }
 
 #[derive(Deserialize)]
