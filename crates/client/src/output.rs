@@ -492,3 +492,19 @@ pub fn print_node_tokens(tokens: &[api::NodeToken], format: Format) -> Result<()
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nodes_use_reads_as_used_of_offered() {
+        let n: api::NodeInfo = serde_json::from_value(serde_json::json!({
+            "name": "alpha", "cores": 8, "memory_mib": 32768, "used_cores": 3,
+            "used_memory_mib": 10240, "isolation": true, "runtime": null, "problems": []
+        }))
+        .expect("a node from an older server, without running_jobs");
+        assert_eq!(n.running_jobs, 0);
+        assert_eq!(used_text(&n), "3/8 cores, 10.0 GiB/32.0 GiB");
+    }
+}

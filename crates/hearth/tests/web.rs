@@ -1289,7 +1289,10 @@ fn an_admin_makes_a_join_token_in_the_browser_and_drains_and_removes_the_node_th
     }
     let text = b.text(&row);
     assert!(
-        text.contains("disk=ssd") && text.contains("768 MiB") && text.contains("ago"),
+        text.contains("disk=ssd")
+            && text.contains("0 MiB / 768 MiB")
+            && text.contains("no Spark runtime")
+            && text.contains("ago"),
         "{text}"
     );
     assert_labelled(&b, "admin-nodes");

@@ -1255,7 +1255,7 @@ async function adminNodes() {
           ? `<button type="button" class="secondary" data-action="undrain" data-name="${who}" aria-label="Undrain node ${who}">Undrain</button>`
           : `<button type="button" class="secondary" data-action="drain" data-name="${who}" aria-label="Drain node ${who}">Drain</button>`)
           + `<button type="button" class="danger" data-action="remove" data-name="${who}" aria-label="Remove node ${who}">Remove</button>`;
-      return [`${who}${n.joined ? '' : ' <span class="muted">(local)</span>'}`, badge(n.state || 'ready'), esc(labelsText(n.labels) || '—'),
+      return [`${who}${n.joined ? (n.runtime ? '' : ' <span class="muted">(no Spark runtime: no jobs)</span>') : ' <span class="muted">(local)</span>'}`, badge(n.state || 'ready'), esc(labelsText(n.labels) || '—'),
         n.joined ? `<span title="${esc(when(n.last_seen_ms))}">${esc(n.last_seen_ms ? ago(n.last_seen_ms) : 'never')}</span>` : '<span class="muted">now (this server)</span>',
         ['bar-cell', coresBar(n)], ['bar-cell', memoryBar(n)], ['num', String(n.running_jobs || 0)], ['actions', actions]];
     }, n => ({ node: n.name, state: n.state || 'ready', joined: !!n.joined, jobs: n.running_jobs || 0 }));
