@@ -136,6 +136,11 @@ pub enum TokenCheck {
     Invalid(&'static str),
 }
 
+/// The id part of a well-formed token.
+pub fn token_id(token: &str) -> Option<i64> {
+    parse_token(token).map(|(id, _)| id)
+}
+
 fn parse_token(token: &str) -> Option<(i64, &str)> {
     token
         .strip_prefix("hth_")

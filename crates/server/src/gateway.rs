@@ -8,6 +8,7 @@
 //! loopback, because PySpark speaks plaintext to a host named exactly `localhost`.
 
 use crate::engines::{self, LeasedBody};
+use crate::relay;
 use crate::App;
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response};
@@ -74,16 +75,43 @@ pub async fn serve(
             }
             if first[0] == 0x16 {
                 match acceptor.accept(stream).await {
-                    Ok(tls) => serve_connection(app, upstream, TokioIo::new(tls)).await,
+                    Ok(tls) => route(app, upstream, tls).await,
                     Err(e) => tracing::debug!(%peer, "gateway TLS handshake: {e}"),
                 }
             } else if peer.ip().is_loopback() {
-                serve_connection(app, upstream, TokioIo::new(stream)).await;
+                route(app, upstream, stream).await;
             } else {
                 tracing::debug!(%peer, "gateway: plaintext refused from a remote address");
             }
         });
     }
+}
+
+/// A connection whose first call asks for Sail with a valid token is relayed unparsed
+/// (`relay`); every other one is served call by call.
+async fn route<S>(app: Arc<App>, upstream: Upstream, mut stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncWriteExt;
+    // gRPC clients wait for the server's SETTINGS before their first call.
+    if stream.write_all(&relay::EMPTY_SETTINGS).await.is_err() {
+        return;
+    }
+    let mut stream = relay::StripAck::new(stream);
+    let mut first = Vec::new();
+    if let Some(call) = relay::read_first(&mut stream, &mut first).await {
+        if let Some(user) = relay::takes(&app, &call).await {
+            let token = call.token.unwrap_or_default();
+            return relay::relay(app, user, token, stream, first).await;
+        }
+    }
+    serve_connection(
+        app,
+        upstream,
+        TokioIo::new(relay::Rewind::new(first, stream)),
+    )
+    .await
 }
 
 async fn serve_connection<I>(app: Arc<App>, upstream: Upstream, io: I)

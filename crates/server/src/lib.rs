@@ -14,6 +14,7 @@ pub mod error;
 pub mod gateway;
 pub mod layout;
 pub mod policy;
+pub mod relay;
 pub mod remote;
 pub mod runtime;
 pub mod spark;

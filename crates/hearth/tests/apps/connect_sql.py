@@ -16,6 +16,16 @@ except Exception as e:  # noqa: BLE001 - the test reads whatever the client says
     print("ERROR", " ".join(str(e).split())[:400], flush=True)
     sys.exit(0)
 for sql in statements:
+    # Test choreography: @signal FILE makes FILE; @wait FILE waits (up to 5 min) for it.
+    if sql.startswith("@signal "):
+        open(sql.split(" ", 1)[1], "w").close()
+        continue
+    if sql.startswith("@wait "):
+        import os, time
+        path, deadline = sql.split(" ", 1)[1], time.time() + 300
+        while not os.path.exists(path) and time.time() < deadline:
+            time.sleep(0.1)
+        continue
     try:
         if sql == "@groupby":
             df = spark.createDataFrame([("a", 1), ("b", 2), ("a", 3)], ["k", "v"])

@@ -1,0 +1,608 @@
+//! The gateway's fast path for engines that need no secret swapped in: Sail, on a guarded
+//! port that only Hearth reaches (Sail checks no token of its own).
+//!
+//! The gateway normally terminates HTTP/2 on both sides so that it can check the Hearth token
+//! of every call and put the engine's secret in its place. That costs about a millisecond a
+//! call on a busy 2-core machine, which is a large share of Sail's few milliseconds. Here the
+//! gateway reads only as far as the connection's first request, checks its token, and then
+//! relays the connection's bytes to the user's own Sail unparsed. Every call on the
+//! connection reaches the engine of the user who authenticated it; the token is checked again
+//! every few seconds, and the connection is closed once it is revoked or expires.
+//!
+//! What the relay still reads: HTTP/2 frame headers (9 bytes each), to know whether a call is
+//! in flight (a stream opened by the client and not yet ended by the engine), so that an
+//! engine busy with a long query is never idle, and an open but idle connection does not keep
+//! an engine alive for ever.
+//!
+//! Anything unexpected before the first request is complete (not HTTP/2, a malformed or huge
+//! header block, another engine asked for, no valid token) falls back to the ordinary path,
+//! which answers it with a proper gRPC status.
+
+use crate::engines::{self, EngineKind, Lease};
+use crate::App;
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The most read while looking for the first request's headers.
+const MAX_FIRST: usize = 64 * 1024;
+
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY: u8 = 0x20;
+
+/// What the connection's first call asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FirstCall {
+    pub path: String,
+    pub token: Option<String>,
+    pub engine: Option<String>,
+}
+
+/// A frame header: payload length, type, flags, stream id.
+fn frame_header(b: &[u8]) -> (usize, u8, u8, u32) {
+    let len = (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]);
+    let id = u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & 0x7fff_ffff;
+    (len, b[3], b[4], id)
+}
+
+/// Parses `buf` (everything the client sent so far): Some once the first request's header
+/// block is complete, with what it asks; Err if this is not something the relay takes.
+fn parse_first(buf: &[u8]) -> Result<Option<FirstCall>, ()> {
+    if buf.len() < PREFACE.len() {
+        return if PREFACE.starts_with(buf) {
+            Ok(None)
+        } else {
+            Err(())
+        };
+    }
+    if !buf.starts_with(PREFACE) {
+        return Err(());
+    }
+    let mut at = PREFACE.len();
+    let mut block: Vec<u8> = Vec::new();
+    let mut stream = None;
+    loop {
+        if buf.len() < at + 9 {
+            return Ok(None);
+        }
+        let (len, kind, flags, id) = frame_header(&buf[at..at + 9]);
+        if buf.len() < at + 9 + len {
+            return Ok(None);
+        }
+        let payload = &buf[at + 9..at + 9 + len];
+        at += 9 + len;
+        match (kind, stream) {
+            (HEADERS, None) => {
+                let mut start = 0;
+                let mut end = payload.len();
+                if flags & PADDED != 0 {
+                    let pad = usize::from(*payload.first().ok_or(())?);
+                    start = 1;
+                    end = end.checked_sub(pad).ok_or(())?;
+                }
+                if flags & PRIORITY != 0 {
+                    start += 5;
+                }
+                block.extend_from_slice(payload.get(start..end).ok_or(())?);
+                stream = Some(id);
+                if flags & END_HEADERS != 0 {
+                    break;
+                }
+            }
+            (CONTINUATION, Some(s)) if s == id => {
+                block.extend_from_slice(payload);
+                if flags & END_HEADERS != 0 {
+                    break;
+                }
+            }
+            // Anything else inside a header block breaks HTTP/2's rules.
+            (_, Some(_)) => return Err(()),
+            // SETTINGS, WINDOW_UPDATE, PING before the first request.
+            (_, None) => {}
+        }
+    }
+    // A fresh table: the first block of a connection can refer to no earlier one. The
+    // decoder is an old crate: a panic on hostile bytes falls back instead of failing.
+    let decoded = std::panic::catch_unwind(|| hpack::Decoder::new().decode(&block))
+        .map_err(|_| ())?
+        .map_err(|_| ())?;
+    let mut call = FirstCall::default();
+    for (name, value) in decoded {
+        let value = String::from_utf8_lossy(&value).into_owned();
+        match name.as_slice() {
+            b":path" => call.path = value,
+            b"authorization" => {
+                call.token = value.strip_prefix("Bearer ").map(|t| t.trim().to_string())
+            }
+            b"x-hearth-engine" => call.engine = Some(value.trim().to_string()),
+            _ => {}
+        }
+    }
+    Ok(Some(call))
+}
+
+/// Reads the client's first request (at most [`MAX_FIRST`] bytes, for at most 10 s) into
+/// `buf`; None when the relay does not take this connection.
+pub async fn read_first<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>) -> Option<FirstCall> {
+    let read = async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match parse_first(buf) {
+                Ok(Some(call)) => return Some(call),
+                Err(()) => return None,
+                Ok(None) if buf.len() >= MAX_FIRST => return None,
+                Ok(None) => {}
+            }
+            match io.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let got = tokio::time::timeout(Duration::from_secs(10), read).await;
+    if got.is_err() {
+        tracing::info!(
+            "relay: no first call within 10 s ({} bytes read)",
+            buf.len()
+        );
+    }
+    got.ok().flatten()
+}
+
+/// Whether the relay takes this first call: Sail, with a valid token; the user then.
+pub async fn takes(app: &Arc<App>, call: &FirstCall) -> Option<crate::store::UserRow> {
+    if call.engine.as_deref() != Some("sail") || call.path.ends_with("/ReleaseSession") {
+        return None;
+    }
+    let token = call.token.as_deref()?;
+    crate::api::user_for_token(app, token).await.ok()
+}
+
+/// Streams in flight on a relayed connection, and the engine lease they hold.
+struct Calls {
+    open: HashSet<u32>,
+    lease: Option<Lease>,
+}
+
+/// Watches one direction's frames: opens (client HEADERS) and ends (the engine's
+/// END_STREAM, RST_STREAM from either side) of calls.
+struct FrameWatch {
+    from_client: bool,
+    header: Vec<u8>,
+    skip: usize,
+}
+
+impl FrameWatch {
+    fn new(from_client: bool) -> FrameWatch {
+        FrameWatch {
+            from_client,
+            header: Vec::with_capacity(9),
+            skip: 0,
+        }
+    }
+
+    /// Feeds bytes; calls `event(opened, stream)` for each call opened or ended.
+    fn feed(&mut self, mut bytes: &[u8], mut event: impl FnMut(bool, u32)) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let need = 9 - self.header.len();
+            let n = need.min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == 9 {
+                let (len, kind, flags, id) = frame_header(&self.header);
+                self.header.clear();
+                self.skip = len;
+                if id != 0 {
+                    if kind == RST_STREAM {
+                        event(false, id);
+                    } else if self.from_client && kind == HEADERS {
+                        event(true, id);
+                    } else if !self.from_client && flags & END_STREAM != 0 && kind != CONTINUATION {
+                        event(false, id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Relays the connection `client` (whose first bytes are `first`) to the user's Sail
+/// engine until either side closes, the token stops being valid, or Hearth stops.
+pub async fn relay<S>(
+    app: Arc<App>,
+    user: crate::store::UserRow,
+    token: String,
+    client: S,
+    first: Vec<u8>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tracing::info!(user = %user.name, "relaying a Spark Connect connection to Sail");
+    let lease = match engines::acquire(&app, &user, EngineKind::Sail).await {
+        Ok(l) => l,
+        Err(_) => return,
+    };
+    let engine = lease.engine.clone();
+    let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", engine.port)).await else {
+        return;
+    };
+    let _ = upstream.set_nodelay(true);
+    let calls = Arc::new(Mutex::new(Calls {
+        open: HashSet::new(),
+        lease: None,
+    }));
+    let on_event = {
+        let (calls, app, uid) = (calls.clone(), app.clone(), user.id);
+        move |opened: bool, id: u32| {
+            let mut c = calls.lock().unwrap_or_else(|p| p.into_inner());
+            if opened {
+                c.open.insert(id);
+                if c.lease.is_none() {
+                    c.lease = app.engines.lease_running(uid, EngineKind::Sail);
+                }
+            } else {
+                c.open.remove(&id);
+                if c.open.is_empty() {
+                    c.lease = None;
+                }
+            }
+        }
+    };
+    let mut to_engine = FrameWatch::new(true);
+    // The bytes already read hold the first call's opening.
+    to_engine.feed(&first[PREFACE.len()..], on_event.clone());
+    drop(lease);
+    if upstream.write_all(&first).await.is_err() {
+        return;
+    }
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = upstream.into_split();
+    let up = {
+        let (engine, mut on_event) = (engine.clone(), on_event.clone());
+        async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match cr.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                engine.touch();
+                to_engine.feed(&buf[..n], &mut on_event);
+                if uw.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let down = {
+        let (engine, mut on_event) = (engine.clone(), on_event.clone());
+        async move {
+            let mut watch = FrameWatch::new(false);
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match ur.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                engine.touch();
+                watch.feed(&buf[..n], &mut on_event);
+                if cw.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let still_valid = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if app.is_shutting_down() {
+                return;
+            }
+            if !token_still_valid(&app, &token, user.id) {
+                tracing::info!(user = %user.name, engine = engine.id, "closed a relayed Spark Connect connection: its token was revoked or expired");
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+        _ = still_valid => {}
+    }
+    // Whatever ended it, no call is in flight any more.
+    calls.lock().unwrap_or_else(|p| p.into_inner()).lease = None;
+}
+
+/// The token is still the user's and not revoked or expired (a cheap look in the store).
+fn token_still_valid(app: &App, token: &str, user_id: i64) -> bool {
+    let Some(id) = crate::auth::token_id(token) else {
+        return false;
+    };
+    match app.store.token(id) {
+        Ok(Some(t)) => {
+            t.user_id == user_id && t.expires_at.is_none_or(|e| e > crate::store::now_ms())
+        }
+        _ => false,
+    }
+}
+
+/// An empty SETTINGS frame: gRPC clients wait for the server's SETTINGS before their first
+/// call, and the relay must see that call before it knows where to relay.
+pub const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+const SETTINGS: u8 = 0x4;
+const ACK: u8 = 0x1;
+
+/// The client's side of a connection without the client's acknowledgement of
+/// [`EMPTY_SETTINGS`] (its first SETTINGS ACK): whoever serves the connection afterwards
+/// (Sail, or the ordinary path) sent its own SETTINGS, expects exactly one ACK for it, and
+/// treats any other as a protocol error.
+pub struct StripAck<S> {
+    inner: S,
+    /// Bytes of the preface still to pass.
+    preface: usize,
+    header: Vec<u8>,
+    /// Payload bytes of the current frame still to pass.
+    payload: usize,
+    stripped: bool,
+    out: Vec<u8>,
+    out_at: usize,
+}
+
+impl<S> StripAck<S> {
+    pub fn new(inner: S) -> StripAck<S> {
+        StripAck {
+            inner,
+            preface: PREFACE.len(),
+            header: Vec::with_capacity(9),
+            payload: 0,
+            stripped: false,
+            out: Vec::new(),
+            out_at: 0,
+        }
+    }
+
+    /// Passes `bytes` on, minus the one ACK frame.
+    fn filter(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.stripped {
+                self.out.extend_from_slice(bytes);
+                return;
+            }
+            let pass = if self.preface > 0 {
+                let n = self.preface.min(bytes.len());
+                self.preface -= n;
+                n
+            } else if self.payload > 0 {
+                let n = self.payload.min(bytes.len());
+                self.payload -= n;
+                n
+            } else {
+                0
+            };
+            if pass > 0 {
+                self.out.extend_from_slice(&bytes[..pass]);
+                bytes = &bytes[pass..];
+                continue;
+            }
+            let n = (9 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == 9 {
+                let (len, kind, flags, _) = frame_header(&self.header);
+                if kind == SETTINGS && flags & ACK != 0 && len == 0 {
+                    self.stripped = true;
+                } else {
+                    self.out.extend_from_slice(&self.header);
+                    self.payload = len;
+                }
+                self.header.clear();
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StripAck<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        loop {
+            if me.out_at < me.out.len() {
+                let n = (me.out.len() - me.out_at).min(buf.remaining());
+                buf.put_slice(&me.out[me.out_at..me.out_at + n]);
+                me.out_at += n;
+                return Poll::Ready(Ok(()));
+            }
+            me.out.clear();
+            me.out_at = 0;
+            let mut chunk = [0u8; 8192];
+            let mut rb = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut me.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let got = rb.filled();
+                    if got.is_empty() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    let got = got.to_vec();
+                    me.filter(&got);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for StripAck<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The first bytes, replayed before the rest of the connection: for the ordinary path when
+/// the relay did not take it.
+pub struct Rewind<S> {
+    first: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    pub fn new(first: Vec<u8>, inner: S) -> Rewind<S> {
+        Rewind {
+            first,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        if me.at < me.first.len() {
+            let n = (me.first.len() - me.at).min(buf.remaining());
+            buf.put_slice(&me.first[me.at..me.at + n]);
+            me.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut me.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, id: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn headers_block(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        hpack::Encoder::new().encode(pairs.iter().copied())
+    }
+
+    #[test]
+    fn the_first_call_is_read_across_settings_and_continuation() {
+        let block = headers_block(&[
+            (b":method", b"POST"),
+            (b":path", b"/spark.connect.SparkConnectService/ExecutePlan"),
+            (b"authorization", b"Bearer hth_1_abc"),
+            (b"x-hearth-engine", b"sail"),
+        ]);
+        let (a, b) = block.split_at(block.len() / 2);
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+        bytes.extend(frame(HEADERS, 0, 1, a));
+        bytes.extend(frame(CONTINUATION, END_HEADERS, 1, b));
+        // Byte by byte: not enough yet, then the call.
+        for cut in 0..bytes.len() {
+            assert_eq!(parse_first(&bytes[..cut]), Ok(None), "at {cut}");
+        }
+        let call = parse_first(&bytes).expect("valid").expect("complete");
+        assert_eq!(call.token.as_deref(), Some("hth_1_abc"));
+        assert_eq!(call.engine.as_deref(), Some("sail"));
+        assert!(call.path.ends_with("/ExecutePlan"));
+    }
+
+    #[test]
+    fn what_is_not_http2_or_breaks_its_rules_is_left_to_the_ordinary_path() {
+        assert_eq!(parse_first(b"GET / HTTP/1.1\r\n"), Err(()));
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(frame(HEADERS, 0, 1, &headers_block(&[(b":path", b"/x")])));
+        bytes.extend(frame(0x0, 0, 1, b"data inside a header block"));
+        assert_eq!(parse_first(&bytes), Err(()));
+        let mut garbage = PREFACE.to_vec();
+        garbage.extend(frame(HEADERS, END_HEADERS, 1, &[0xff; 40]));
+        assert_eq!(parse_first(&garbage), Err(()));
+    }
+
+    #[test]
+    fn the_clients_first_settings_ack_is_dropped_and_nothing_else() {
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]));
+        input.extend(frame(SETTINGS, ACK, 0, &[]));
+        input.extend(frame(HEADERS, END_HEADERS, 1, b"abc"));
+        input.extend(frame(SETTINGS, ACK, 0, &[]));
+        let mut want = PREFACE.to_vec();
+        want.extend(frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]));
+        want.extend(frame(HEADERS, END_HEADERS, 1, b"abc"));
+        want.extend(frame(SETTINGS, ACK, 0, &[]));
+        // Whatever the reads' sizes.
+        for size in [1, 2, 5, 9, 13, 1000] {
+            let mut s = StripAck::new(());
+            for chunk in input.chunks(size) {
+                s.filter(chunk);
+            }
+            assert_eq!(s.out, want, "reads of {size}");
+        }
+    }
+
+    #[test]
+    fn a_call_is_in_flight_from_the_clients_headers_to_the_engines_end_of_stream() {
+        let mut events = Vec::new();
+        let mut client = FrameWatch::new(true);
+        let mut engine = FrameWatch::new(false);
+        let opening = frame(HEADERS, END_HEADERS, 3, b"xx");
+        // Split anywhere: frame headers are found across reads.
+        let (a, b) = opening.split_at(4);
+        client.feed(a, |o, id| events.push((o, id)));
+        client.feed(b, |o, id| events.push((o, id)));
+        engine.feed(&frame(0x0, 0, 3, b"rows"), |o, id| events.push((o, id)));
+        engine.feed(
+            &frame(HEADERS, END_HEADERS | END_STREAM, 3, b"t"),
+            |o, id| events.push((o, id)),
+        );
+        assert_eq!(events, vec![(true, 3), (false, 3)]);
+    }
+}
