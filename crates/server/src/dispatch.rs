@@ -561,11 +561,11 @@ pub async fn reconcile(app: &Arc<App>) -> Result<(), rusqlite::Error> {
         .jobs_in(&[JobState::Starting, JobState::Running])?
     {
         if let Some(node) = job.node.as_deref().filter(|n| *n != LOCAL_NODE) {
-            // Not yet: reconnecting to jobs that kept running on joined nodes. Such a job
-            // counts as lost (requeued while retries remain); its node's late report is
-            // ignored.
-            let why = format!("lost: Hearth restarted while the job ran on node {node}");
-            app.store.lose_job(job.id, &why, app.cfg.max_retries)?;
+            // Jobs on joined nodes kept running (a graceful stop leaves them be too): their
+            // nodes report them when they reconnect, and the server adopts them.
+            if let Err(why) = crate::remote::restore(app, &job, node) {
+                app.store.lose_job(job.id, &why, app.cfg.max_retries)?;
+            }
             continue;
         }
         let dir = task_dir(app, job.id);
