@@ -331,6 +331,23 @@ impl Runner {
         mkdir(&layout.conf, 0o700, owner)?;
         write_secret(&layout.properties, &task.properties, owner)?;
         let spec = self.spec(&task, layout, user);
+        // Stopped or forgotten while its files came: there was no process to stop yet, so
+        // the stop is honoured here, as if it had run and been stopped.
+        let key = TaskRef {
+            job: task.job,
+            attempt: task.attempt,
+        };
+        if lock(&self.held)
+            .get(&key)
+            .is_none_or(|h| h.stopping || h.forgotten)
+        {
+            return Ok(TaskExit {
+                code: None,
+                signal: Some(libc::SIGTERM),
+                oom_killed: false,
+                finished_ms: crate::taskdir::now_ms(),
+            });
+        }
         let mut launched = Task::launch(&spec, &self.shim)
             .await
             .map_err(|e| format!("could not start the job's process: {e}"))?;

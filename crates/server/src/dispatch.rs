@@ -473,7 +473,11 @@ pub(crate) fn record_end(app: &App, id: i64, exit: &TaskExit) {
             reason: Some("cancelled by its owner or an admin".into()),
             oom_killed: false,
         }
-    } else if app.is_shutting_down() && exit.code != Some(0) {
+    } else if app.is_shutting_down()
+        && exit.code != Some(0)
+        && job.node.as_deref().is_none_or(|n| n == LOCAL_NODE)
+    {
+        // Only local jobs are stopped at shutdown; one on a joined node ended by itself.
         JobEnd {
             state: JobState::Cancelled,
             exit_code: exit.code,
