@@ -795,8 +795,25 @@ fn count_lines(log: &str, line: &str) -> usize {
     log.lines().filter(|l| *l == line).count()
 }
 
+/// Waits until the node's own log of the task holds `more` lines beyond what it held when
+/// called: the job runs on while the server is away.
+fn wait_node_lines(log_on_node: &std::path::Path, more: usize) {
+    let count = || {
+        std::fs::read_to_string(log_on_node)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let want = count() + more;
+    let deadline = Instant::now() + LONG;
+    while count() < want {
+        assert!(Instant::now() < deadline, "the job printed nothing more");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
-fn a_server_killed_mid_job_adopts_it_from_its_node_and_loses_no_line() {
+fn a_server_killed_or_stopped_mid_job_adopts_it_from_its_node_and_loses_no_line() {
     // A node timeout longer than the server is away: the node is not lost meanwhile.
     let mut h = Hearth::start_with(&[
         "--node-timeout",
@@ -810,7 +827,7 @@ fn a_server_killed_mid_job_adopts_it_from_its_node_and_loses_no_line() {
     let j = create_token(&h, "1h");
     let agent = worker(&h, &j, "steady", "2", "2g", &[]);
     let sleepy = common::apps().join("sleepy.py").display().to_string();
-    let lines = 30;
+    let lines = 60;
     let id = h.submit(
         &alice,
         &[
@@ -825,28 +842,26 @@ fn a_server_killed_mid_job_adopts_it_from_its_node_and_loses_no_line() {
             "1",
         ],
     );
-    wait_log_within(LONG, "the job's log", "[steady] line 00002", || {
-        let out = h.cli(&alice, &["logs", &id.to_string()]);
-        text(&out.stdout)
-    });
-    h.kill9();
-    // The job keeps printing while the server is away (its node keeps the lines).
+    let server_has = |h: &Hearth, line: &str| {
+        wait_log_within(LONG, "the job's log", line, || {
+            let out = h.cli(&alice, &["logs", &id.to_string()]);
+            text(&out.stdout)
+        })
+    };
     let log_on_node = agent
         .data_dir
         .join("jobs")
         .join(format!("{id}-1"))
         .join("output.log");
-    let before = std::fs::read_to_string(&log_on_node).unwrap_or_default();
-    let deadline = Instant::now() + LONG;
-    while std::fs::read_to_string(&log_on_node)
-        .unwrap_or_default()
-        .lines()
-        .count()
-        < before.lines().count() + 3
-    {
-        assert!(Instant::now() < deadline, "the job printed nothing more");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    server_has(&h, "[steady] line 00002");
+    // A crash: the job keeps printing while the server is away (its node keeps the lines).
+    h.kill9();
+    wait_node_lines(&log_on_node, 3);
+    h.boot();
+    server_has(&h, "[steady] line 00015");
+    // A graceful stop leaves jobs on joined nodes running, for the next start to adopt.
+    assert!(h.stop().success());
+    wait_node_lines(&log_on_node, 3);
     h.boot();
     let job = h.wait_job(&alice, id, LONG);
     let log = h.logs(&alice, id);
