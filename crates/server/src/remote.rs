@@ -21,7 +21,7 @@ use hearth_model::cluster::{
 use hearth_model::JobState;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,42 +41,56 @@ fn mark_path(app: &App, id: i64) -> PathBuf {
 }
 
 fn save_mark(app: &App, id: i64, attempt: u32, offset: u64) {
-    let log_len = std::fs::metadata(dispatch::log_path(app, id)).map_or(0, |m| m.len());
-    let mark = LogMark {
+    let saved = save_mark_at(
+        &mark_path(app, id),
+        &dispatch::log_path(app, id),
         attempt,
-        log_len,
         offset,
-    };
-    let path = mark_path(app, id);
-    let tmp = path.with_extension("tmp");
-    let saved = serde_json::to_vec(&mark)
-        .map_err(std::io::Error::other)
-        .and_then(|json| std::fs::write(&tmp, json))
-        .and_then(|_| std::fs::rename(&tmp, &path));
+    );
     if let Err(e) = saved {
         tracing::warn!(job = id, "recording how far the job's log goes: {e}");
     }
 }
 
-/// How far into the node's log of `attempt` the server's log goes, after a restart: the
-/// mark's offset, with the log cut back to the mark if an append outran it.
+fn save_mark_at(mark: &Path, log: &Path, attempt: u32, offset: u64) -> std::io::Result<()> {
+    let log_len = std::fs::metadata(log).map_or(0, |m| m.len());
+    let json = serde_json::to_vec(&LogMark {
+        attempt,
+        log_len,
+        offset,
+    })
+    .map_err(std::io::Error::other)?;
+    // Renamed into place: a crash leaves the old mark or the new one, never half of one.
+    let tmp = mark.with_extension("tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, mark)
+}
+
+/// How far into the node's log of `attempt` the server's log goes, after a restart.
 fn load_mark(app: &App, id: i64, attempt: u32) -> u64 {
-    let mark = std::fs::read(mark_path(app, id))
+    load_mark_at(&mark_path(app, id), &dispatch::log_path(app, id), attempt)
+}
+
+/// The mark's offset, with the log cut back to the mark if an append outran it (the node
+/// sends those lines again). No mark for this attempt: nothing of it was logged yet.
+fn load_mark_at(mark_file: &Path, log: &Path, attempt: u32) -> u64 {
+    let mark = std::fs::read(mark_file)
         .ok()
         .and_then(|b| serde_json::from_slice::<LogMark>(&b).ok())
         .filter(|m| m.attempt == attempt);
     let Some(mark) = mark else {
-        save_mark(app, id, attempt, 0);
+        if let Err(e) = save_mark_at(mark_file, log, attempt, 0) {
+            tracing::warn!("recording how far {} goes: {e}", log.display());
+        }
         return 0;
     };
-    let log = dispatch::log_path(app, id);
-    if std::fs::metadata(&log).is_ok_and(|m| m.len() > mark.log_len) {
+    if std::fs::metadata(log).is_ok_and(|m| m.len() > mark.log_len) {
         let cut = std::fs::OpenOptions::new()
             .write(true)
-            .open(&log)
+            .open(log)
             .and_then(|f| f.set_len(mark.log_len));
         if let Err(e) = cut {
-            tracing::warn!(job = id, "cutting the log back to its last mark: {e}");
+            tracing::warn!("cutting {} back to its last mark: {e}", log.display());
         }
     }
     mark.offset
@@ -506,4 +520,36 @@ pub fn restore(app: &App, job: &JobRow, node: &str) -> Result<(), String> {
         "waiting for the node to report the job it ran"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_append_the_mark_did_not_catch_up_with_is_cut_and_comes_again() {
+        let dir = std::env::temp_dir().join(format!("hearth-mark-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (mark, log) = (dir.join("remote.json"), dir.join("output.log"));
+        std::fs::write(&log, "=== hearth: running on node n ===\n[n] one\n").expect("log");
+        save_mark_at(&mark, &log, 1, 4).expect("mark");
+        // A crash after this append, before its mark.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(b"[n] two\n"))
+            .expect("append");
+        assert_eq!(load_mark_at(&mark, &log, 1), 4);
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("log"),
+            "=== hearth: running on node n ===\n[n] one\n"
+        );
+        // Another attempt starts from nothing, and keeps what the log holds.
+        assert_eq!(load_mark_at(&mark, &log, 2), 0);
+        assert_eq!(load_mark_at(&mark, &log, 2), 0);
+        assert!(std::fs::read_to_string(&log)
+            .expect("log")
+            .ends_with("[n] one\n"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
