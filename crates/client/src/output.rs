@@ -399,6 +399,17 @@ pub fn print_tokens(tokens: &[api::Token], format: Format) -> Result<()> {
     Ok(())
 }
 
+/// What a node has in use of what it offers: "3/8 cores, 10 GiB/32 GiB".
+fn used_text(n: &api::NodeInfo) -> String {
+    format!(
+        "{}/{} cores, {}/{}",
+        n.used_cores,
+        n.cores,
+        human_mib(n.used_memory_mib),
+        human_mib(n.memory_mib)
+    )
+}
+
 pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
     if format == Format::Json {
         return json(&nodes);
@@ -407,8 +418,8 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
         &[
             "NAME",
             "STATE",
-            "CORES",
-            "MEMORY",
+            "USED",
+            "JOBS",
             "LABELS",
             "LAST SEEN",
             "ISOLATION",
@@ -420,12 +431,8 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
                 vec![
                     n.name.clone(),
                     n.state.to_string(),
-                    format!("{}/{}", n.used_cores, n.cores),
-                    format!(
-                        "{}/{}",
-                        human_mib(n.used_memory_mib),
-                        human_mib(n.memory_mib)
-                    ),
+                    used_text(n),
+                    n.running_jobs.to_string(),
                     n.labels
                         .iter()
                         .map(|(k, v)| format!("{k}={v}"))
@@ -449,8 +456,8 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
             })
             .collect(),
     );
-    if nodes.iter().any(|n| n.joined) {
-        println!("Note: joined nodes report in and are listed, but run no jobs yet; jobs run on the local node.");
+    if nodes.iter().any(|n| n.joined && n.runtime.is_none()) {
+        println!("Note: joined nodes without a Spark runtime (or not connected now) run no jobs yet: `hearth agent --runtime DIR`, or `hearth runtime install` on that machine.");
     }
     Ok(())
 }
@@ -484,4 +491,20 @@ pub fn print_node_tokens(tokens: &[api::NodeToken], format: Format) -> Result<()
             .collect(),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nodes_use_reads_as_used_of_offered() {
+        let n: api::NodeInfo = serde_json::from_value(serde_json::json!({
+            "name": "alpha", "cores": 8, "memory_mib": 32768, "used_cores": 3,
+            "used_memory_mib": 10240, "isolation": true, "runtime": null, "problems": []
+        }))
+        .expect("a node from an older server, without running_jobs");
+        assert_eq!(n.running_jobs, 0);
+        assert_eq!(used_text(&n), "3/8 cores, 10.0 GiB/32.0 GiB");
+    }
 }

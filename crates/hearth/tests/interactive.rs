@@ -265,3 +265,51 @@ fn a_running_jobs_spark_ui_is_behind_the_door_for_its_owner_and_admins_only() {
     );
     assert!(!h.data_dir.join(format!("jobs/{id}/ui.port")).exists());
 }
+
+#[test]
+fn a_notebook_and_its_spark_engine_outlive_a_crash_of_hearth() {
+    let mut h = Hearth::start_with(&["--engine-cores", "1", "--engine-memory", "1g"]);
+    let alice = h.add_user("alice");
+    start_notebook(&h, &alice);
+    let cells = run_cells(&h, &alice, &["print(spark.range(3).count())"]);
+    assert_eq!(cells[0], "OK 3", "{cells:?}");
+    let ids = |h: &Hearth| {
+        let mut v: Vec<(String, u64)> = ["notebook", "spark-connect"]
+            .iter()
+            .flat_map(|k| sessions_of(h, &alice, k))
+            .map(|s| {
+                (
+                    s["kind"].as_str().unwrap_or("").to_string(),
+                    s["id"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = ids(&h);
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // Hearth dies; its tasks' shims do not. The next Hearth takes both back.
+    h.kill9();
+    h.boot();
+    assert_eq!(ids(&h), before, "{}", h.server_log());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sessions_of(&h, &alice, "notebook")[0]["state"] != "running" {
+        assert!(Instant::now() < deadline, "{}", h.server_log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // A new kernel reaches the same engine (no new one started) with the kept token.
+    let cells = run_cells(&h, &alice, &["print(spark.range(4).count())"]);
+    assert_eq!(cells[0], "OK 4", "{cells:?}");
+    assert_eq!(ids(&h), before);
+
+    // And they still end as usual.
+    let out = h.cli(&alice, &["notebook", "stop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sessions_of(&h, &alice, "notebook").is_empty() {
+        assert!(Instant::now() < deadline, "the notebook did not stop");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -926,10 +926,47 @@ fn the_cluster_page_charts_utilisation_after_a_job_ran() {
             "--driver-memory",
             "512m",
             &apps().join("sleepy.py").display().to_string(),
-            "10",
-            "0.3",
+            "90",
+            "0.5",
         ],
     );
+    // While it runs, the local node holds its core and memory and counts it: in the API,
+    // in `hearth nodes` and on the Cluster page.
+    h.wait_state(&erin, id, "running", MIN * 5);
+    let (_, nodes) = h.api(&erin, "GET", "/api/v1/nodes", None);
+    let local = nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == "local").cloned())
+        .expect("the local node");
+    assert_eq!(local["running_jobs"], 1, "{nodes}");
+    assert!(local["used_cores"].as_u64() >= Some(1), "{nodes}");
+    assert!(local["used_memory_mib"].as_u64() >= Some(512), "{nodes}");
+    let out = h.cli(&erin, &["nodes"]);
+    let listing = common::text(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let want = format!("{}/{} cores", local["used_cores"], local["cores"]);
+    assert!(
+        listing.contains("USED") && listing.contains("JOBS") && listing.contains(&want),
+        "{listing}"
+    );
+
+    let b = Browser::start("cluster");
+    b.login(&h.url, &erin.name, &password(&erin));
+    b.watch_csp();
+    b.click("a[data-nav=cluster]");
+    b.wait(
+        "(() => { const r = document.querySelector(\"#nodes-table tr[data-node='local']\"); \
+          return !!r && r.dataset.jobs === '1' && Number(r.querySelector('progress').value) >= 1; })()",
+        "the running job on the local node",
+    );
+    assert!(
+        b.text("#capacity").contains("1 running job"),
+        "{}",
+        b.text("#capacity")
+    );
+    assert_labelled(&b, "cluster-running");
+    b.shot("cluster-running");
+
     let job = h.wait_job(&erin, id, MIN * 5);
     assert_eq!(job["state"], "succeeded", "{job}");
     // The job held a core while it started and ran (seconds): some sample saw it.
@@ -944,11 +981,11 @@ fn the_cluster_page_charts_utilisation_after_a_job_ran() {
         "{usage}"
     );
 
-    let b = Browser::start("cluster");
-    b.login(&h.url, &erin.name, &password(&erin));
-    b.watch_csp();
-    b.click("a[data-nav=cluster]");
-    b.find("#nodes-table");
+    // The finished job no longer counts once the page polls again.
+    b.wait(
+        "document.querySelector(\"#nodes-table tr[data-node='local']\").dataset.jobs === '0'",
+        "the local node to be free again",
+    );
     // A chart with the job in it: a cores line with more than one point, one above zero.
     b.wait(
         "(() => { const svg = document.querySelector('#usage-chart'); if (!svg || Number(svg.dataset.samples) < 2) return false; \
@@ -1252,14 +1289,17 @@ fn an_admin_makes_a_join_token_in_the_browser_and_drains_and_removes_the_node_th
     }
     let text = b.text(&row);
     assert!(
-        text.contains("disk=ssd") && text.contains("768 MiB") && text.contains("ago"),
+        text.contains("disk=ssd")
+            && text.contains("0 MiB / 768 MiB")
+            && text.contains("no Spark runtime")
+            && text.contains("ago"),
         "{text}"
     );
     assert_labelled(&b, "admin-nodes");
     b.shot("admin-nodes");
 
-    // The cluster page: what jobs can use is the local machine alone; the joined node is
-    // listed as offering more, with no isolation claimed either way.
+    // The cluster page: what jobs can use is the local machine alone (the joined node has no
+    // Spark runtime); the joined node is listed as offering more, with no isolation claimed.
     let (_, nodes) = h.api(&h.admin, "GET", "/api/v1/nodes", None);
     let local = nodes
         .as_array()
@@ -1280,11 +1320,14 @@ fn an_admin_makes_a_join_token_in_the_browser_and_drains_and_removes_the_node_th
         "{capacity}"
     );
     let joined_row = b.text(&format!("#nodes-table tr[data-node='{name}']"));
-    assert!(joined_row.contains("runs no jobs yet"), "{joined_row}");
-    // The isolation column (the fifth) claims nothing for it.
+    assert!(
+        joined_row.contains("takes no jobs now (no Spark runtime)"),
+        "{joined_row}"
+    );
+    // The isolation column (the sixth) claims nothing for it.
     assert_eq!(
         b.js(&format!(
-            "return document.querySelector(\"#nodes-table tr[data-node='{name}'] td:nth-child(5)\").textContent.trim()"
+            "return document.querySelector(\"#nodes-table tr[data-node='{name}'] td:nth-child(6)\").textContent.trim()"
         )),
         json!("—"),
         "{joined_row}"
@@ -1513,9 +1556,61 @@ fn a_users_spark_connect_engine_shows_on_the_sessions_page_with_its_spark_ui() {
     b.call("DELETE", "/window", None);
     b.switch_to(&console);
 
-    // Stopped from the page.
+    // She sees no "All users" toggle, and the API refuses her the list of everyone's.
+    assert_eq!(
+        b.js("return !!document.querySelector('#sessions-all')"),
+        json!(false)
+    );
+    let (status, refused) = h.api(&gina, "GET", "/api/v1/sessions?all=true", None);
+    assert_eq!(status, 403, "{refused}");
+    assert!(refused.to_string().contains("only admins"), "{refused}");
+
+    // The engine's core and memory count on the local node (it runs there), with no job.
+    let (_, nodes) = h.api(&gina, "GET", "/api/v1/nodes", None);
+    let local = nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == "local").cloned())
+        .expect("the local node");
+    let (_, mine) = h.api(&gina, "GET", "/api/v1/sessions", None);
+    let engine = &mine["sessions"][0];
+    assert_eq!(local["used_cores"], engine["cores"], "{nodes} {mine}");
+    assert_eq!(
+        local["used_memory_mib"], engine["memory_limit_mib"],
+        "{nodes} {mine}"
+    );
+    assert_eq!(local["running_jobs"], 0, "{nodes}");
+    b.click("a[data-nav=cluster]");
+    b.wait(
+        "(() => { const p = document.querySelector(\"#nodes-table tr[data-node='local'] progress\"); return !!p && Number(p.value) === 1; })()",
+        "the engine's core on the local node",
+    );
+    b.logout();
+
+    // An admin sees her engine among everyone's sessions and stops it.
+    b.login(&h.url, "admin", common::ADMIN_PASSWORD);
+    b.click("a[data-nav=sessions]");
+    b.find("#sessions-table");
+    assert_eq!(
+        b.js("return document.querySelectorAll('#sessions-body tr[data-session]').length"),
+        json!(0),
+        "{}",
+        b.text("#sessions-table")
+    );
+    b.click("#sessions-all");
+    let theirs = format!(
+        "#sessions-body tr[data-session='{id}'][data-user='{}']",
+        gina.name
+    );
+    b.find(&theirs);
+    assert!(b.text(&theirs).contains(&gina.name), "{}", b.text(&theirs));
+    assert_eq!(
+        b.js("return document.querySelector('#sessions-owner-h').hidden"),
+        json!(false)
+    );
+    assert_labelled(&b, "sessions-all-users");
+    b.shot("sessions-all-users");
     b.accept_confirms();
-    b.click(&format!("tr[data-session='{id}'] button[data-stop]"));
+    b.click(&format!("{theirs} button[data-stop]"));
     b.wait_for(
         &format!("!document.querySelector(\"tr[data-session='{id}']\")"),
         "the engine to go",

@@ -215,8 +215,12 @@ pub struct NodeInfo {
     pub name: String,
     pub cores: u32,
     pub memory_mib: u64,
+    /// Held on this node by running (and starting) jobs and live interactive engines.
     pub used_cores: u32,
     pub used_memory_mib: u64,
+    /// Jobs starting or running on this node (engines not counted).
+    #[serde(default)]
+    pub running_jobs: u32,
     pub isolation: bool,
     pub runtime: Option<String>,
     pub problems: Vec<String>,

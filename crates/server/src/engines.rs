@@ -6,9 +6,9 @@
 //! and memory like a running job, so batch admission leaves room for it (see
 //! [`allocations`]).
 //!
-//! Engines are kept in memory only. Hearth stops them all when it shuts down; after a crash,
-//! the next start stops whatever engine processes were left ([`reap_orphans`]), so a
-//! restarted Hearth begins with none.
+//! Hearth stops every engine when it shuts down. After a crash, the next start takes back
+//! the engines still running (each has a root-only record of its ports and secret), so a
+//! user's notebook and Spark session outlive it ([`reattach_or_reap`]).
 
 use crate::layout::{free_local_port, listener_uid, mkdir, private_dirs};
 use crate::store::{now_ms, UserRow};
@@ -29,7 +29,8 @@ use tokio::sync::watch;
 pub const ENGINE_ALLOCATION_BASE: u64 = 1 << 40;
 
 /// What an engine serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// Spark's own Connect server (the JVM): what the gateway routes to by default.
     Spark,
@@ -123,6 +124,43 @@ impl Engine {
     /// Where the door serves a notebook.
     pub fn url(&self) -> Option<String> {
         (self.kind == EngineKind::Notebook).then(|| notebook_path(&self.user))
+    }
+}
+
+/// What a restarted Hearth needs to take an engine back (`engines/ID/engine.json`, root's
+/// alone: it holds the engine's secret). Written once the engine is launched.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    id: i64,
+    kind: EngineKind,
+    user_id: i64,
+    port: u16,
+    ui_port: Option<u16>,
+    secret: String,
+    cores: u32,
+    memory_limit_mib: u64,
+    started_ms: i64,
+    kernel_token: Option<i64>,
+}
+
+fn record_path(app: &App, id: i64) -> PathBuf {
+    engine_dir(app, id).join("engine.json")
+}
+
+impl Engine {
+    fn record(&self) -> Record {
+        Record {
+            id: self.id,
+            kind: self.kind,
+            user_id: self.user_id,
+            port: self.port,
+            ui_port: self.ui_port,
+            secret: self.secret.clone(),
+            cores: self.cores,
+            memory_limit_mib: self.memory_limit_mib,
+            started_ms: self.started_ms,
+            kernel_token: *self.kernel_token.lock().unwrap_or_else(|p| p.into_inner()),
+        }
     }
 }
 
@@ -544,17 +582,32 @@ async fn run(app: Arc<App>, user: UserRow, e: Arc<Engine>) {
         Ok(Err(why)) => return ended(&app, &e, format!("could not prepare the engine: {why}")),
         Err(why) => return ended(&app, &e, format!("could not prepare the engine: {why}")),
     };
-    let mut task = match Task::launch(&spec, &app.cfg.shim).await {
+    let task = match Task::launch(&spec, &app.cfg.shim).await {
         Ok(t) => t,
         Err(why) => return ended(&app, &e, format!("could not start the engine: {why}")),
     };
     tracing::info!(engine = e.id, user = %e.user, port = e.port, "engine starting");
+    // Written as root under umask 077: readable by Hearth alone.
+    if let Ok(text) = serde_json::to_string(&e.record()) {
+        if let Err(err) = std::fs::write(record_path(&app, e.id), text) {
+            tracing::warn!(
+                engine = e.id,
+                "recording the engine (a restart will stop it): {err}"
+            );
+        }
+    }
     let owner_uid = if app.isolation.enabled {
         spec.user.uid
     } else {
         // SAFETY: geteuid cannot fail.
         unsafe { libc::geteuid() }
     };
+    follow(app, e, task, owner_uid).await;
+}
+
+/// Marks the engine running once its port listens as its owner, waits for its end, and
+/// records it.
+async fn follow(app: Arc<App>, e: Arc<Engine>, mut task: Task, owner_uid: u32) {
     let ready = async {
         // Ready when the port listens *as the engine's uid*: a port someone else grabbed
         // must never receive the engine's secret.
@@ -620,6 +673,7 @@ fn ended(app: &App, e: &Arc<Engine>, why: String) {
         app.tokens.forget(id);
     }
     // The secrets and scratch space go with the engine; its log stays for the admin.
+    let _ = std::fs::remove_file(record_path(app, e.id));
     let dir = engine_dir(app, e.id);
     let _ = std::fs::remove_dir_all(dir.join("conf"));
     let _ = std::fs::remove_dir_all(dir.join("tmp"));
@@ -728,27 +782,87 @@ pub async fn stop_all(app: &Arc<App>) {
     }
 }
 
-/// After a crash: stops engine processes an earlier Hearth left running (their shims
-/// outlive it), then forgets them. Engines are not reattached: the gateway knows their
-/// secrets only in memory, and a user's next query simply starts a fresh one.
-pub async fn reap_orphans(app: &Arc<App>) {
-    // Kernels' tokens of notebooks that ended with an earlier Hearth.
-    match app.store.delete_tokens_named_like(KERNEL_TOKEN_PREFIX) {
+/// After a crash: takes back the engines an earlier Hearth left running (their shims
+/// outlive it), so that users' notebooks and sessions survive; stops those it cannot take
+/// back (no record, or their user is gone). A graceful shutdown stops every engine, so this
+/// finds some only after a crash.
+pub async fn reattach_or_reap(app: &Arc<App>) {
+    let mut kept_tokens = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(engines_dir(app)) {
+        for entry in entries.flatten() {
+            let task_dir = entry.path().join("task");
+            let Ok(Some(mut task)) = Task::reattach(&task_dir) else {
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            };
+            match take_back(app, &entry.path()) {
+                Some(e) => {
+                    tracing::info!(engine = e.id, user = %e.user, kind = e.kind.name(), "took back an engine left by an earlier Hearth");
+                    kept_tokens.extend(*e.kernel_token.lock().unwrap_or_else(|p| p.into_inner()));
+                    let owner = app
+                        .store
+                        .user_by_id(e.user_id)
+                        .ok()
+                        .flatten()
+                        .map(|u| u.task_uid(app))
+                        .unwrap_or(0);
+                    tokio::spawn(follow(app.clone(), e, task, owner));
+                }
+                None => {
+                    tracing::info!("stopping an engine left by an earlier Hearth");
+                    sandbox::stop(&task_dir, app.cfg.stop_grace).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), task.wait()).await;
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+    // Kernels' tokens of notebooks that ended with an earlier Hearth (not of those taken back).
+    match app
+        .store
+        .delete_tokens_named_like(KERNEL_TOKEN_PREFIX, &kept_tokens)
+    {
         Ok(ids) => ids.into_iter().for_each(|id| app.tokens.forget(id)),
         Err(err) => tracing::error!("revoking notebooks' leftover tokens: {err}"),
     }
-    let Ok(entries) = std::fs::read_dir(engines_dir(app)) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let task_dir = entry.path().join("task");
-        if let Ok(Some(mut task)) = Task::reattach(&task_dir) {
-            tracing::info!("stopping an engine left by an earlier Hearth");
-            sandbox::stop(&task_dir, app.cfg.stop_grace).await;
-            let _ = tokio::time::timeout(Duration::from_secs(5), task.wait()).await;
-        }
-        let _ = std::fs::remove_dir_all(entry.path());
+}
+
+/// The engine recorded in `dir`, back in the map with its ports guarded again, or None.
+fn take_back(app: &Arc<App>, dir: &std::path::Path) -> Option<Arc<Engine>> {
+    let text = std::fs::read_to_string(dir.join("engine.json")).ok()?;
+    let r: Record = serde_json::from_str(&text).ok()?;
+    let user = app.store.user_by_id(r.user_id).ok().flatten()?;
+    let mut map = app.engines.lock();
+    if map.contains_key(&(r.user_id, r.kind)) {
+        return None;
     }
+    if matches!(r.kind, EngineKind::Notebook | EngineKind::Sail) {
+        app.retake_port(r.port);
+    }
+    if let Some(p) = r.ui_port {
+        app.retake_port(p);
+    }
+    // New engines must not reuse a taken-back id.
+    app.engines.next_id.fetch_max(r.id, Ordering::SeqCst);
+    let e = Arc::new(Engine {
+        id: r.id,
+        kind: r.kind,
+        user_id: r.user_id,
+        user: user.name,
+        port: r.port,
+        ui_port: r.ui_port,
+        secret: r.secret,
+        cores: r.cores,
+        memory_limit_mib: r.memory_limit_mib,
+        started_ms: r.started_ms,
+        state: watch::channel(EngineState::Starting).0,
+        last_used_ms: AtomicI64::new(now_ms()),
+        active: AtomicUsize::new(0),
+        task_dir: dir.join("task"),
+        kernel_token: Mutex::new(r.kernel_token),
+    });
+    map.insert((r.user_id, r.kind), e.clone());
+    Some(e)
 }
 
 /// Live engines as allocations of their users, for the scheduler's snapshot: an engine

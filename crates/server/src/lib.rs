@@ -228,7 +228,7 @@ pub async fn run(
     });
     accounts::bootstrap_admin(&app)?;
     dispatch::reconcile(&app).await?;
-    engines::reap_orphans(&app).await;
+    engines::reattach_or_reap(&app).await;
     let dispatcher = tokio::spawn(dispatch::run(app.clone()));
     tokio::spawn(keep_ports_guarded(app.clone()));
     tokio::spawn(usage::run(app.clone()));

@@ -478,14 +478,17 @@ impl Store {
     }
 
     /// Deletes every token whose name starts with `prefix` (tokens Hearth made for its own
-    /// tasks); returns their ids.
-    pub fn delete_tokens_named_like(&self, prefix: &str) -> Result<Vec<i64>> {
+    /// tasks), but those in `keep`; returns their ids.
+    pub fn delete_tokens_named_like(&self, prefix: &str, keep: &[i64]) -> Result<Vec<i64>> {
         let conn = self.conn();
         let ids: Vec<i64> = {
             let mut st = conn.prepare("SELECT id FROM tokens WHERE substr(name, 1, ?2) = ?1")?;
             let rows =
                 st.query_map(params![prefix, prefix.chars().count() as i64], |r| r.get(0))?;
-            rows.collect::<Result<_>>()?
+            rows.collect::<Result<Vec<i64>>>()?
+                .into_iter()
+                .filter(|id| !keep.contains(id))
+                .collect()
         };
         for id in &ids {
             conn.execute("DELETE FROM tokens WHERE id = ?1", [id])?;

@@ -481,13 +481,6 @@ pub async fn nodes(
     State(app): State<AppState>,
     _caller: Caller,
 ) -> ApiResult<Json<Vec<api::NodeInfo>>> {
-    let used = app
-        .store
-        .jobs_in(&[JobState::Starting, JobState::Running])?
-        .iter()
-        .fold(hearth_sched::Resources::default(), |acc, j| {
-            acc.add(&gang(j))
-        });
     let runtime = dispatch::runtime(&app);
     let mut problems = runtime.as_ref().err().cloned().unwrap_or_default();
     problems.extend(app.isolation.problems.iter().cloned());
@@ -495,8 +488,9 @@ pub async fn nodes(
         name: LOCAL_NODE.into(),
         cores: app.cfg.cores,
         memory_mib: app.cfg.memory_mib,
-        used_cores: used.cores,
-        used_memory_mib: used.memory_mib,
+        used_cores: 0,
+        used_memory_mib: 0,
+        running_jobs: 0,
         isolation: app.isolation.enabled,
         runtime: runtime.ok().map(|r| r.spark_home.display().to_string()),
         problems,
@@ -507,7 +501,32 @@ pub async fn nodes(
         cert_sha256: None,
     }];
     nodes.extend(super::nodes::joined(&app)?);
+    let jobs = app
+        .store
+        .jobs_in(&[JobState::Starting, JobState::Running])?;
+    let engines = crate::engines::allocations(&app);
+    // A job with no node yet counts on the local one, as the scheduler's snapshot counts it.
+    let placed = jobs
+        .iter()
+        .map(|j| (j.node.as_deref().unwrap_or(LOCAL_NODE), gang(j), 1))
+        .chain(engines.iter().map(|a| (a.node.as_str(), a.resources, 0)));
+    fill_use(&mut nodes, placed);
     Ok(Json(nodes))
+}
+
+/// Adds to each node what is placed on it: (node, resources held, jobs it counts as) for each
+/// starting or running job (1) and each live engine (0).
+fn fill_use<'a>(
+    nodes: &mut [api::NodeInfo],
+    placed: impl IntoIterator<Item = (&'a str, hearth_sched::Resources, u32)>,
+) {
+    for (node, r, jobs) in placed {
+        if let Some(n) = nodes.iter_mut().find(|n| n.name == node) {
+            n.used_cores = n.used_cores.saturating_add(r.cores);
+            n.used_memory_mib = n.used_memory_mib.saturating_add(r.memory_mib);
+            n.running_jobs = n.running_jobs.saturating_add(jobs);
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -553,5 +572,44 @@ mod tests {
         std::fs::write(&path, "a\nb").expect("write");
         assert_eq!(tail_offset(&path, 1).expect("tail"), 2);
         let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn each_node_counts_what_is_placed_on_it() {
+        let node = |name: &str| api::NodeInfo {
+            name: name.into(),
+            cores: 8,
+            memory_mib: 32768,
+            used_cores: 0,
+            used_memory_mib: 0,
+            running_jobs: 0,
+            isolation: true,
+            runtime: None,
+            problems: Vec::new(),
+            state: hearth_model::cluster::NodeState::Ready,
+            joined: name != LOCAL_NODE,
+            labels: Default::default(),
+            last_seen_ms: None,
+            cert_sha256: None,
+        };
+        let mut nodes = vec![node(LOCAL_NODE), node("alpha"), node("beta")];
+        let r = hearth_sched::Resources::new;
+        fill_use(
+            &mut nodes,
+            [
+                (LOCAL_NODE, r(2, 2048), 1),
+                ("alpha", r(3, 4096), 1),
+                ("alpha", r(1, 1024), 1),
+                // An engine: held, but not a job.
+                (LOCAL_NODE, r(1, 1536), 0),
+                // A node no longer listed counts nowhere.
+                ("gone", r(4, 4096), 1),
+            ],
+        );
+        let used: Vec<_> = nodes
+            .iter()
+            .map(|n| (n.used_cores, n.used_memory_mib, n.running_jobs))
+            .collect();
+        assert_eq!(used, [(3, 3584, 1), (4, 5120, 2), (0, 0, 0)]);
     }
 }

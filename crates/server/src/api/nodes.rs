@@ -22,6 +22,7 @@ pub fn joined(app: &App) -> ApiResult<Vec<api::NodeInfo>> {
         return Ok(Vec::new());
     };
     let now = now_ms();
+    let ready = cluster.job_ready();
     Ok(app
         .store
         .nodes()?
@@ -32,8 +33,10 @@ pub fn joined(app: &App) -> ApiResult<Vec<api::NodeInfo>> {
             memory_mib: n.memory_mib,
             used_cores: 0,
             used_memory_mib: 0,
+            running_jobs: 0,
             isolation: false,
-            runtime: None,
+            // Connected and reporting a runtime: it can run jobs.
+            runtime: ready.get(&n.id).map(|p| p.runtime.spark_home.clone()),
             problems: Vec::new(),
             state: cluster.state(n, now),
             joined: true,

@@ -55,7 +55,9 @@ pub async fn list(
     };
     if all {
         caller.require_admin().map_err(|_| {
-            ApiError::forbidden("only admins may list every user's sessions: drop --all")
+            ApiError::forbidden(
+                "only admins may list every user's sessions (all=true): drop --all to list your own",
+            )
         })?;
     }
     let sessions: Vec<Value> = app

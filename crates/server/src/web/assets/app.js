@@ -853,30 +853,38 @@ function quotaText(q) {
   return parts.join(', ') || 'no limit';
 }
 
+// A node takes new jobs: the server's own machine, or a joined node that is ready with a runtime.
+function takesJobs(n) { return !n.joined || (n.state === 'ready' && !!n.runtime); }
+// A node's use (running jobs and live engines) of what it offers, as bars with their numbers.
+function coresBar(n) {
+  return `<progress max="${n.cores}" value="${n.used_cores}" aria-label="cores used on ${esc(n.name)}"></progress> <span class="use">${n.used_cores} / ${n.cores}</span>`;
+}
+function memoryBar(n) {
+  return `<progress max="${n.memory_mib}" value="${n.used_memory_mib}" aria-label="memory used on ${esc(n.name)}"></progress> <span class="use">${esc(mib(n.used_memory_mib))} / ${esc(mib(n.memory_mib))}</span>`;
+}
+
 async function pageCluster() {
   async function load() {
     const [nodes, queues, usage] = await Promise.all([api('GET', '/api/v1/nodes'), api('GET', '/api/v1/queues'),
       api('GET', '/api/v1/usage?seconds=' + clusterView.hours * 3600)]);
     return { nodes, queues, usage };
   }
-  // Joined nodes report in but run no jobs yet: what jobs can use is the server's own
-  // machine alone, and a joined node has no sandbox of Hearth's to be on or off.
+  // What jobs can use: the nodes that take work (the server's own machine, and joined nodes
+  // that are ready with a Spark runtime). Every node shows what jobs and engines hold there.
   function nodesHtml(nodes) {
-    const local = nodes.filter(n => !n.joined), joined = nodes.filter(n => n.joined);
+    const working = nodes.filter(takesJobs), idle = nodes.filter(n => !takesJobs(n));
     const sum = (list, k) => list.reduce((a, n) => a + n[k], 0);
-    const ready = joined.filter(n => n.state === 'ready').length;
-    const capacity = `<p id="capacity">Jobs can use <strong>${cores(sum(local, 'cores'))}</strong> and <strong>${esc(mib(sum(local, 'memory_mib')))}</strong>
-      (${cores(sum(local, 'used_cores'))} and ${esc(mib(sum(local, 'used_memory_mib')))} in use).${joined.length
-        ? ` <span id="capacity-joined">${joined.length} joined node${joined.length === 1 ? '' : 's'} (${ready} ready) offer${joined.length === 1 ? 's' : ''} ${cores(sum(joined, 'cores'))} and ${esc(mib(sum(joined, 'memory_mib')))} more, but ${joined.length === 1 ? 'runs' : 'run'} no jobs yet.</span>` : ''}
+    const ready = idle.filter(n => n.state === 'ready').length;
+    const capacity = `<p id="capacity">Jobs can use <strong>${cores(sum(working, 'cores'))}</strong> and <strong>${esc(mib(sum(working, 'memory_mib')))}</strong>
+      on ${working.length} node${working.length === 1 ? '' : 's'} (${cores(sum(nodes, 'used_cores'))} and ${esc(mib(sum(nodes, 'used_memory_mib')))} in use, ${sum(nodes, 'running_jobs')} running job${sum(nodes, 'running_jobs') === 1 ? '' : 's'}).${idle.length
+        ? ` <span id="capacity-joined">${idle.length} joined node${idle.length === 1 ? '' : 's'} (${ready} ready) offer${idle.length === 1 ? 's' : ''} ${cores(sum(idle, 'cores'))} and ${esc(mib(sum(idle, 'memory_mib')))} more, but ${idle.length === 1 ? 'takes' : 'take'} no jobs now (no Spark runtime, or not ready).</span>` : ''}
       ${S.me.admin ? ' <a href="#/admin/nodes">Manage nodes</a>' : ''}</p>`;
-    return capacity + `<table id="nodes-table"><caption class="visually-hidden">Nodes</caption><thead><tr><th scope="col">Node</th><th scope="col">State</th><th scope="col">Cores used</th><th scope="col">Memory used</th><th scope="col">Isolation</th><th scope="col">Problems</th></tr></thead>
-    <tbody>${nodes.map(n => n.joined ? `<tr data-node="${esc(n.name)}" data-joined="true"><td>${esc(n.name)} <span class="muted">(joined)</span></td><td>${badge(n.state)}</td>
-      <td colspan="2" class="muted">offers ${cores(n.cores)}, ${esc(mib(n.memory_mib))}; runs no jobs yet</td>
-      <td class="muted">—</td><td>${n.problems.map(esc).join('<br>') || '—'}</td></tr>`
-      : `<tr data-node="${esc(n.name)}"><td>${esc(n.name)}</td><td>${badge(n.state || 'ready')}</td>
-      <td class="bar-cell"><progress max="${n.cores}" value="${n.used_cores}" aria-label="cores used on ${esc(n.name)}"></progress> ${n.used_cores} / ${n.cores}</td>
-      <td class="bar-cell"><progress max="${n.memory_mib}" value="${n.used_memory_mib}" aria-label="memory used on ${esc(n.name)}"></progress> ${esc(mib(n.used_memory_mib))} / ${esc(mib(n.memory_mib))}</td>
-      <td>${n.isolation ? 'on' : '<strong>off</strong>'}</td><td>${n.problems.map(esc).join('<br>') || '—'}</td></tr>`).join('')}</tbody></table>`;
+    return capacity + `<table id="nodes-table"><caption class="visually-hidden">Nodes</caption><thead><tr><th scope="col">Node</th><th scope="col">State</th><th scope="col">Cores used</th><th scope="col">Memory used</th><th scope="col" class="num">Jobs</th><th scope="col">Isolation</th><th scope="col">Problems</th></tr></thead>
+    <tbody>${nodes.map(n => `<tr data-node="${esc(n.name)}"${n.joined ? ' data-joined="true"' : ''} data-jobs="${n.running_jobs || 0}"><td>${esc(n.name)}${n.joined ? ' <span class="muted">(joined)</span>' : ''}</td><td>${badge(n.state || 'ready')}</td>
+      ${takesJobs(n) || n.used_cores || n.running_jobs ? `<td class="bar-cell">${coresBar(n)}</td><td class="bar-cell">${memoryBar(n)}</td>`
+        : `<td colspan="2" class="muted">offers ${cores(n.cores)}, ${esc(mib(n.memory_mib))}; takes no jobs now${n.runtime ? '' : ' (no Spark runtime)'}</td>`}
+      <td class="num">${n.running_jobs || 0}</td>
+      <td>${n.joined ? '<span class="muted">—</span>' : n.isolation ? 'on' : '<strong>off</strong>'}</td><td>${n.problems.map(esc).join('<br>') || '—'}</td></tr>`).join('')}</tbody></table>`;
   }
   function queuesHtml(queues) {
     return `<table id="queues-table"><thead><tr><th scope="col">Queue</th><th scope="col" class="num">Weight</th><th scope="col" class="num">Running</th><th scope="col" class="num">Queued</th>
@@ -959,11 +967,14 @@ async function pageTokens() {
 // second while one is starting); rows are kept, and only changed cells are rewritten.
 const KIND_NAMES = { 'spark-connect': 'Spark Connect engine', notebook: 'Notebook' };
 function notebookLab(url) { return url.replace(/\/?$/, '/') + 'lab'; }
+// Admins may list everyone's sessions (and stop any); the choice lasts while the console is open.
+const sessionsView = { all: false };
+function sessionsPath() { return '/api/v1/sessions' + (S.me.admin && sessionsView.all ? '?all=true' : ''); }
 
 async function pageSessions() {
   const gen = S.gen;
   const [first, connect] = await Promise.all([
-    api('GET', '/api/v1/sessions'),
+    api('GET', sessionsPath()),
     api('GET', '/api/v1/connect').catch(e => { if (e.status === 404) return { off: e.message }; throw e; }),
   ]);
   if (gen !== S.gen) return;   // another page was opened meanwhile
@@ -972,9 +983,10 @@ async function pageSessions() {
   setMain(`
     <h1>Sessions</h1>
     <p class="muted">Your interactive Spark: a Spark Connect engine, started by your first query and stopped when idle, and a JupyterLab notebook whose <code>spark</code> is already connected to it. Each runs under your own account; only you can reach them.</p>
-    <p class="row"><button type="button" id="notebook-start">Start notebook</button></p>
+    <p class="row"><button type="button" id="notebook-start">Start notebook</button>${S.me.admin
+      ? `<span class="field inline"><input type="checkbox" id="sessions-all"${sessionsView.all ? ' checked' : ''}><label for="sessions-all">All users</label></span>` : ''}</p>
     <p id="session-status" class="muted" aria-live="polite"></p>
-    <table id="sessions-table"><caption class="visually-hidden">Your sessions</caption><thead><tr><th scope="col" class="num">ID</th><th scope="col">Kind</th><th scope="col">State</th>
+    <table id="sessions-table"><caption class="visually-hidden" id="sessions-caption">Your sessions</caption><thead><tr><th scope="col" class="num">ID</th><th scope="col" id="sessions-owner-h" hidden>User</th><th scope="col">Kind</th><th scope="col">State</th>
       <th scope="col" class="num">Uptime</th><th scope="col" class="num">Idle</th><th scope="col" class="num hide-narrow">Cores</th><th scope="col" class="num hide-narrow">Memory</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
       <tbody id="sessions-body"></tbody></table>
     <section class="card" aria-labelledby="connect-h" id="connect-box"><h2 id="connect-h">Connect with PySpark</h2>
@@ -993,20 +1005,26 @@ async function pageSessions() {
   }
   const body = $('#sessions-body'), status = $('#session-status'), start = $('#notebook-start');
   let sessions = first.sessions, timer = null, stopped = false, wanted = false;
+  const all = () => S.me.admin && sessionsView.all;
+  const mine = s => s.user === S.me.name;
   function draw() {
     if (!$('#sessions-body')) return;
+    const everyone = all();
+    $('#sessions-owner-h').hidden = !everyone;
+    $('#sessions-caption').textContent = everyone ? "Every user's sessions" : 'Your sessions';
     syncRows(body, sessions, s => s.id, s => {
       const running = s.state === 'running';
-      const open = s.kind === 'notebook' && running && s.url
+      const open = s.kind === 'notebook' && running && s.url && mine(s)
         ? `<a class="button" href="${esc(notebookLab(s.url))}" target="_blank" rel="noopener" data-open="${s.id}" aria-label="Open your notebook (new tab)">Open</a>` : '';
       const ui = s.ui_url && running ? `<a class="button secondary" href="${esc(s.ui_url)}" target="_blank" rel="noopener" data-ui="${s.id}" aria-label="Spark UI of session ${s.id} (new tab)">Spark UI</a>` : '';
       const stop = s.state === 'stopped' ? '' : `<button type="button" class="danger" data-stop="${s.id}" aria-label="Stop ${esc(KIND_NAMES[s.kind] || s.kind)} ${s.id}">Stop</button>`;
-      return [['num', String(s.id)], esc(KIND_NAMES[s.kind] || s.kind), badge(s.state), ['num', esc(dur(s.uptime_ms))],
+      return [['num', String(s.id)], ...(everyone ? [esc(s.user)] : []), esc(KIND_NAMES[s.kind] || s.kind), badge(s.state), ['num', esc(dur(s.uptime_ms))],
         ['num', esc(s.active_requests ? 'in use' : dur(s.idle_ms))], ['num hide-narrow', String(s.cores)],
         ['num hide-narrow', esc(mib(s.memory_limit_mib))], ['actions', open + ui + stop]];
-    }, s => ({ session: s.id, kind: s.kind, state: s.state }),
-    [8, 'No sessions. Start a notebook above, or connect with PySpark below: your engine starts with your first query.']);
-    const nb = sessions.find(s => s.kind === 'notebook');
+    }, s => ({ session: s.id, kind: s.kind, state: s.state, user: s.user }),
+    everyone ? [9, 'Nobody has a session running.']
+      : [8, 'No sessions. Start a notebook above, or connect with PySpark below: your engine starts with your first query.']);
+    const nb = sessions.find(s => s.kind === 'notebook' && mine(s));
     start.disabled = !!nb && nb.state !== 'stopped';
     const msg = !nb ? (wanted ? 'Your notebook stopped.' : '')
       : nb.state === 'starting' ? 'Starting your notebook (JupyterLab takes a few seconds)…'
@@ -1016,10 +1034,10 @@ async function pageSessions() {
   // Only the newest answer is drawn: one asked for before a change must not undo it.
   let asked = 0;
   async function refresh() {
-    const mine = ++asked;
+    const ask = ++asked;
     try {
-      const r = await api('GET', '/api/v1/sessions');
-      if (mine === asked && !stopped) { sessions = r.sessions; draw(); }
+      const r = await api('GET', sessionsPath());
+      if (ask === asked && !stopped) { sessions = r.sessions; draw(); }
     } catch (_) { /* next time */ }
   }
   function loop() {
@@ -1044,7 +1062,8 @@ async function pageSessions() {
     const b = ev.target.closest('button[data-stop]');
     if (!b) return;
     const s = sessions.find(x => String(x.id) === b.dataset.stop);
-    const what = s ? (s.kind === 'notebook' ? 'your notebook (your files stay in your workspace)' : 'your Spark Connect engine (its temporary views and cached data are lost)') : 'this session';
+    const what = s && !mine(s) ? `${s.user}'s ${KIND_NAMES[s.kind] || s.kind} ${s.id} (whatever it holds is lost)`
+      : s ? (s.kind === 'notebook' ? 'your notebook (your files stay in your workspace)' : 'your Spark Connect engine (its temporary views and cached data are lost)') : 'this session';
     if (!confirm(`Stop ${what}?`)) return;
     b.disabled = true;
     try {
@@ -1053,6 +1072,13 @@ async function pageSessions() {
     } catch (e) { toast(e.message, true); b.disabled = false; }
     await refresh();
   });
+  const allBox = $('#sessions-all');
+  if (allBox) {
+    allBox.addEventListener('change', async () => {
+      sessionsView.all = allBox.checked;
+      await refresh();
+    });
+  }
   draw();
   loop();
   S.cleanup = () => { stopped = true; clearTimeout(timer); };
@@ -1215,9 +1241,9 @@ async function adminNodes() {
   if (gen !== S.gen) return;   // another page was opened meanwhile
   setMain(`
     <h1>Admin: nodes</h1>${adminNav('nodes')}
-    <p class="muted">Machines join with a command from <a href="#/admin/join-tokens">Join tokens</a>. Joined nodes report in and can be drained and removed, but <strong>run no jobs yet</strong>: jobs run on the server's own machine (<code>local</code>).</p>
+    <p class="muted">Machines join with a command from <a href="#/admin/join-tokens">Join tokens</a>. A joined node with a Spark runtime runs jobs like the server's own machine (<code>local</code>); drain keeps new work off it, remove cuts it off. Use counts running jobs and live Spark Connect engines and notebooks.</p>
     <table id="admin-nodes-table"><caption class="visually-hidden">Nodes</caption><thead><tr><th scope="col">Node</th><th scope="col">State</th><th scope="col">Labels</th>
-      <th scope="col">Last seen</th><th scope="col" class="num">Cores</th><th scope="col" class="num">Memory</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+      <th scope="col">Last seen</th><th scope="col">Cores used</th><th scope="col">Memory used</th><th scope="col" class="num">Jobs</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
       <tbody id="admin-nodes-body"></tbody></table>`, 'Nodes');
   const body = $('#admin-nodes-body');
   let nodes = first, timer = null, stopped = false;
@@ -1229,10 +1255,10 @@ async function adminNodes() {
           ? `<button type="button" class="secondary" data-action="undrain" data-name="${who}" aria-label="Undrain node ${who}">Undrain</button>`
           : `<button type="button" class="secondary" data-action="drain" data-name="${who}" aria-label="Drain node ${who}">Drain</button>`)
           + `<button type="button" class="danger" data-action="remove" data-name="${who}" aria-label="Remove node ${who}">Remove</button>`;
-      return [`${who}${n.joined ? '' : ' <span class="muted">(local)</span>'}`, badge(n.state || 'ready'), esc(labelsText(n.labels) || '—'),
+      return [`${who}${n.joined ? (n.runtime ? '' : ' <span class="muted">(no Spark runtime: no jobs)</span>') : ' <span class="muted">(local)</span>'}`, badge(n.state || 'ready'), esc(labelsText(n.labels) || '—'),
         n.joined ? `<span title="${esc(when(n.last_seen_ms))}">${esc(n.last_seen_ms ? ago(n.last_seen_ms) : 'never')}</span>` : '<span class="muted">now (this server)</span>',
-        ['num', String(n.cores)], ['num', esc(mib(n.memory_mib))], ['actions', actions]];
-    }, n => ({ node: n.name, state: n.state || 'ready', joined: !!n.joined }));
+        ['bar-cell', coresBar(n)], ['bar-cell', memoryBar(n)], ['num', String(n.running_jobs || 0)], ['actions', actions]];
+    }, n => ({ node: n.name, state: n.state || 'ready', joined: !!n.joined, jobs: n.running_jobs || 0 }));
   }
   // Only the newest answer is drawn: one asked for before a drain must not undo it.
   let asked = 0;
