@@ -4,7 +4,7 @@
 //! Also the JSON-line framing both ends of the cluster port use.
 
 use hearth_model::cluster::{
-    self, decode, encode, AgentMessage, NodeOffer, ServerMessage, MAX_FRAME, SERVER_NAME,
+    self, decode, encode, AgentMessage, NodeOffer, ServerMessage, TaskRef, MAX_FRAME, SERVER_NAME,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -623,6 +623,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let (runner, mut outgoing) =
         crate::remote::Runner::new(cfg.data_dir.clone(), cfg.shim.clone(), runtime_root);
     let mut backoff = Duration::from_secs(1);
+    // Retries come at least once a heartbeat interval, so a server that comes back hears
+    // from its nodes within its node timeout (it loses their jobs after that).
+    let mut max_backoff = Duration::from_secs(10);
     loop {
         let err = match Session::open(&server, tls.clone(), &offer).await {
             Ok(mut s) => {
@@ -632,8 +635,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                     s.heartbeat.as_millis()
                 );
                 backoff = Duration::from_secs(1);
-                runner.resend_unreported();
-                serve(&mut s, &runner, &mut outgoing).await
+                max_backoff = s.heartbeat.clamp(Duration::from_secs(1), max_backoff);
+                let err = serve(&mut s, &runner, &mut outgoing).await;
+                runner.disconnected();
+                err
             }
             Err(e) => e,
         };
@@ -644,7 +649,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                     backoff.as_secs()
                 );
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff = (backoff * 2).min(max_backoff);
             }
             fatal => return Err(fatal),
         }
@@ -663,6 +668,10 @@ async fn serve(
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let patience = (s.heartbeat * 3).max(CONNECT_TIMEOUT);
     let mut last_ack = Instant::now();
+    // First what the node holds: the server adopts it, or tells the node to forget it.
+    if let Err(e) = write_frame(&mut s.writer, &runner.connected()).await {
+        return AgentError::Transient(format!("the connection broke: {e}"));
+    }
     loop {
         tokio::select! {
             _ = beat.tick() => {
@@ -686,6 +695,15 @@ async fn serve(
                     ServerMessage::StopTask { job, attempt, grace_ms } => {
                         runner.stop(job, attempt, Duration::from_millis(grace_ms))
                     }
+                    ServerMessage::Resume { job, attempt, offset } => {
+                        runner.resume(TaskRef { job, attempt }, offset)
+                    }
+                    ServerMessage::Logged { job, attempt, offset } => {
+                        runner.logged(TaskRef { job, attempt }, offset)
+                    }
+                    ServerMessage::Forget { job, attempt, grace_ms } => {
+                        runner.forget(TaskRef { job, attempt }, Duration::from_millis(grace_ms))
+                    }
                     ServerMessage::Chunk { sha256, offset, data, eof, error } => {
                         let data = match error {
                             Some(why) => Err(why),
@@ -700,8 +718,9 @@ async fn serve(
                 let Some(msg) = msg else {
                     return AgentError::Fatal("the node's task queue closed".into());
                 };
+                // What fails to go out is not lost: output and ends are sent again, from
+                // the server's own offsets, on the next connection.
                 if let Err(e) = write_frame(&mut s.writer, &msg).await {
-                    runner.keep_unreported(msg);
                     return AgentError::Transient(format!("the connection broke: {e}"));
                 }
             }

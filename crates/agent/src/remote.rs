@@ -2,11 +2,14 @@
 //! cache (digests verified), lay out the task's directory, make the user with the server's
 //! uid, launch through the sandbox like any local task, stream its output back and report
 //! its end. The messages go out through one queue that the connection loop drains.
+//! A task is held until the server forgets it: its output is resent from the server's own
+//! offset and its end reported again after any reconnect, so a server that restarted or a
+//! connection that broke loses neither a line nor an end.
 
-use crate::sandbox::{self, ShimCommand, Task, TaskSpec};
+use crate::sandbox::{self, ShimCommand, Task, TaskExit, TaskSpec};
 use crate::{users, LinuxUser};
 use hearth_model::cluster::{
-    check_file_name, check_sha256, node_workspace, AgentMessage, StartTask, TaskLayout,
+    check_file_name, check_sha256, node_workspace, AgentMessage, StartTask, TaskLayout, TaskRef,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -20,17 +23,42 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How long one part of a file may take to arrive.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often a running task's log is read for new lines.
+/// How often running tasks' logs are read for new lines.
 const TAIL_EVERY: Duration = Duration::from_millis(300);
 /// A longer output line is cut (the whole line stays in the node's own copy of the log).
 const MAX_LINE: usize = 4096;
-/// Output lines sent in one message, in bytes: well under the frame cap.
-const MAX_BATCH: usize = 32 * 1024;
+/// Log bytes sent in one message: JSON may escape a byte as six, and the message must stay
+/// under the frame cap.
+const MAX_BATCH: usize = 8 * 1024;
+/// Log bytes of one task sent but not yet acknowledged: what bounds the node's memory (and
+/// its queue to the server) whatever the task prints and however slow the server is.
+const WINDOW: u64 = 256 * 1024;
 
 /// A part of a file as the server sent it.
 pub struct Chunk {
     pub data: Result<Vec<u8>, String>,
     pub eof: bool,
+}
+
+/// An attempt this node holds: from its start until the server forgets it (its end
+/// recorded, or given up on). Its output is the log file on disk; only offsets live here.
+struct Held {
+    /// The shim's control files.
+    task_dir: PathBuf,
+    log: PathBuf,
+    stopping: bool,
+    /// The server asked for this attempt's output on the current connection.
+    resumed: bool,
+    /// Where the next batch of the log begins.
+    sent: u64,
+    /// What the server's log holds.
+    acked: u64,
+    /// How the process ended, once it did.
+    ended: Option<AgentMessage>,
+    /// The end went out on the current connection.
+    end_sent: bool,
+    /// The server wants nothing more of it: dropped once its process is gone.
+    forgotten: bool,
 }
 
 /// Runs the server's tasks on this node.
@@ -41,10 +69,7 @@ pub struct Runner {
     runtime_root: Option<PathBuf>,
     out: mpsc::UnboundedSender<AgentMessage>,
     fetches: Mutex<HashMap<(String, u64), oneshot::Sender<Chunk>>>,
-    /// Task directories of running tasks, by job: (attempt, task dir, being stopped).
-    tasks: Mutex<HashMap<i64, (u32, PathBuf, bool)>>,
-    /// Ends not yet written to a connection (the server was away): sent on the next one.
-    unreported: Mutex<Vec<AgentMessage>>,
+    held: Mutex<HashMap<TaskRef, Held>>,
     next_tmp: AtomicU64,
 }
 
@@ -55,34 +80,127 @@ impl Runner {
         runtime_root: Option<PathBuf>,
     ) -> (Arc<Runner>, mpsc::UnboundedReceiver<AgentMessage>) {
         let (out, rx) = mpsc::unbounded_channel();
-        let runner = Runner {
+        let runner = Arc::new(Runner {
             data_dir,
             shim,
             runtime_root,
             out,
             fetches: Mutex::new(HashMap::new()),
-            tasks: Mutex::new(HashMap::new()),
-            unreported: Mutex::new(Vec::new()),
+            held: Mutex::new(HashMap::new()),
             next_tmp: AtomicU64::new(1),
-        };
-        (Arc::new(runner), rx)
+        });
+        let pump = Arc::downgrade(&runner);
+        tokio::spawn(async move {
+            while let Some(runner) = pump.upgrade() {
+                runner.pump();
+                drop(runner);
+                tokio::time::sleep(TAIL_EVERY).await;
+            }
+        });
+        (runner, rx)
     }
 
     fn send(&self, msg: AgentMessage) {
         let _ = self.out.send(msg);
     }
 
-    /// Keeps a task's end for the next connection (writing it failed).
-    pub fn keep_unreported(&self, msg: AgentMessage) {
-        if matches!(msg, AgentMessage::Ended { .. }) {
-            lock(&self.unreported).push(msg);
+    /// A new connection: what to report first. Nothing goes out for a task until the server
+    /// says from where (`Resume`).
+    pub fn connected(&self) -> AgentMessage {
+        let mut held = lock(&self.held);
+        for h in held.values_mut() {
+            h.resumed = false;
+            h.end_sent = false;
+        }
+        AgentMessage::Tasks {
+            tasks: held.keys().copied().collect(),
         }
     }
 
-    /// Queues again the ends that could not be written before.
-    pub fn resend_unreported(&self) {
-        for msg in std::mem::take(&mut *lock(&self.unreported)) {
-            self.send(msg);
+    /// The connection broke: send nothing more until the next one asks.
+    pub fn disconnected(&self) {
+        for h in lock(&self.held).values_mut() {
+            h.resumed = false;
+        }
+    }
+
+    /// The server waits for this attempt's output from `offset`.
+    pub fn resume(&self, task: TaskRef, offset: u64) {
+        if let Some(h) = lock(&self.held).get_mut(&task) {
+            h.resumed = true;
+            h.sent = offset;
+            h.acked = offset;
+        }
+        self.pump();
+    }
+
+    /// The server's log holds the output up to `offset`.
+    pub fn logged(&self, task: TaskRef, offset: u64) {
+        if let Some(h) = lock(&self.held).get_mut(&task) {
+            h.acked = h.acked.max(offset);
+            h.sent = h.sent.max(h.acked);
+        }
+        self.pump();
+    }
+
+    /// The server wants nothing more of this attempt: stopped if it runs, then dropped.
+    pub fn forget(&self, task: TaskRef, grace: Duration) {
+        let mut held = lock(&self.held);
+        let Some(h) = held.get_mut(&task) else {
+            return;
+        };
+        h.forgotten = true;
+        if h.ended.is_some() {
+            held.remove(&task);
+        } else if !h.stopping {
+            h.stopping = true;
+            let dir = h.task_dir.clone();
+            tokio::spawn(async move { sandbox::stop(&dir, grace).await });
+        }
+    }
+
+    /// Sends what each resumed task's log holds beyond what was sent, within the window,
+    /// and the end of a task whose whole log the server has.
+    fn pump(&self) {
+        let work: Vec<(TaskRef, PathBuf, u64, u64, bool)> = lock(&self.held)
+            .iter()
+            .filter(|(_, h)| h.resumed && !h.forgotten)
+            .map(|(k, h)| (*k, h.log.clone(), h.sent, h.acked, h.ended.is_some()))
+            .collect();
+        for (task, log, mut sent, acked, ended) in work {
+            let mut batches = Vec::new();
+            while sent.saturating_sub(acked) < WINDOW {
+                let Some((lines, next)) = read_batch(&log, sent, ended) else {
+                    break;
+                };
+                batches.push((sent, next, lines));
+                sent = next;
+            }
+            let len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            let mut held = lock(&self.held);
+            let Some(h) = held.get_mut(&task) else {
+                continue;
+            };
+            // A resume or an acknowledgement moved the offsets meanwhile: read again next time.
+            if !h.resumed || h.acked != acked || batches.first().is_some_and(|b| b.0 != h.sent) {
+                continue;
+            }
+            for (offset, next, lines) in batches {
+                h.sent = next;
+                self.send(AgentMessage::Output {
+                    job: task.job,
+                    attempt: task.attempt,
+                    offset,
+                    next,
+                    lines,
+                });
+            }
+            if h.acked >= len && !h.end_sent {
+                if let Some(end) = h.ended.clone() {
+                    h.end_sent = true;
+                    self.send(end);
+                }
+            }
         }
     }
 
@@ -96,47 +214,96 @@ impl Runner {
     /// Stops a task the server no longer wants (cancelled, preempted).
     pub fn stop(&self, job: i64, attempt: u32, grace: Duration) {
         // The server repeats a stop while the task still talks; one is enough.
-        let dir = match lock(&self.tasks).get_mut(&job) {
-            Some((a, dir, stopping)) if *a == attempt && !*stopping => {
-                *stopping = true;
-                dir.clone()
+        let dir = match lock(&self.held).get_mut(&TaskRef { job, attempt }) {
+            Some(h) if !h.stopping && h.ended.is_none() => {
+                h.stopping = true;
+                h.task_dir.clone()
             }
             _ => return,
         };
         tokio::spawn(async move { sandbox::stop(&dir, grace).await });
     }
 
-    /// Runs a task to its end in the background.
+    /// Runs a task to its end in the background; held from now until the server forgets it.
     pub fn start(self: &Arc<Self>, task: StartTask) {
-        if lock(&self.tasks).contains_key(&task.job) {
-            tracing::warn!(job = task.job, "asked to start a job already running here");
-            return;
+        let key = TaskRef {
+            job: task.job,
+            attempt: task.attempt,
+        };
+        let layout = TaskLayout::new(&self.data_dir, task.job, task.attempt);
+        {
+            let mut held = lock(&self.held);
+            if held.contains_key(&key) {
+                tracing::warn!(job = task.job, "asked to start a job already running here");
+                return;
+            }
+            held.insert(
+                key,
+                Held {
+                    task_dir: layout.task.clone(),
+                    log: layout.log.clone(),
+                    stopping: false,
+                    // The server that sent the task waits for it on this connection.
+                    resumed: true,
+                    sent: 0,
+                    acked: 0,
+                    ended: None,
+                    end_sent: false,
+                    forgotten: false,
+                },
+            );
         }
         let runner = self.clone();
         tokio::spawn(async move {
-            let (job, attempt) = (task.job, task.attempt);
-            if let Err(why) = runner.run(task).await {
-                eprintln!("hearth agent: job {job} (attempt {attempt}) could not start: {why}");
-                lock(&runner.tasks).remove(&job);
-                runner.send(AgentMessage::Ended {
-                    job,
-                    attempt,
-                    code: None,
-                    signal: None,
-                    oom_killed: false,
-                    error: Some(why),
-                });
+            let end = match runner.run(task, &layout).await {
+                Ok(exit) => AgentMessage::Ended {
+                    job: key.job,
+                    attempt: key.attempt,
+                    code: exit.code,
+                    signal: exit.signal,
+                    oom_killed: exit.oom_killed,
+                    error: None,
+                },
+                Err(why) => {
+                    eprintln!(
+                        "hearth agent: job {} (attempt {}) could not start: {why}",
+                        key.job, key.attempt
+                    );
+                    AgentMessage::Ended {
+                        job: key.job,
+                        attempt: key.attempt,
+                        code: None,
+                        signal: None,
+                        oom_killed: false,
+                        error: Some(why),
+                    }
+                }
+            };
+            let _ = std::fs::remove_dir_all(&layout.tmp);
+            let _ = std::fs::remove_dir_all(&layout.conf);
+            {
+                let mut held = lock(&runner.held);
+                match held.get_mut(&key) {
+                    Some(h) if h.forgotten => {
+                        held.remove(&key);
+                    }
+                    Some(h) => h.ended = Some(end),
+                    None => {}
+                }
             }
+            runner.pump();
         });
     }
 
-    async fn run(self: &Arc<Self>, task: StartTask) -> Result<(), String> {
+    async fn run(
+        self: &Arc<Self>,
+        task: StartTask,
+        layout: &TaskLayout,
+    ) -> Result<TaskExit, String> {
         for f in &task.files {
             check_file_name(&f.name)?;
             check_sha256(&f.sha256)?;
         }
-        let layout = TaskLayout::new(&self.data_dir, task.job, task.attempt);
-        lock(&self.tasks).insert(task.job, (task.attempt, layout.task.clone(), false));
         let home = node_workspace(&self.data_dir, &task.user.name);
         let (name, uid) = (task.user.linux_name.clone(), task.user.uid);
         let user = tokio::task::spawn_blocking(move || {
@@ -163,7 +330,24 @@ impl Runner {
         mkdir(&layout.tmp, 0o700, owner)?;
         mkdir(&layout.conf, 0o700, owner)?;
         write_secret(&layout.properties, &task.properties, owner)?;
-        let spec = self.spec(&task, &layout, user);
+        let spec = self.spec(&task, layout, user);
+        // Stopped or forgotten while its files came: there was no process to stop yet, so
+        // the stop is honoured here, as if it had run and been stopped.
+        let key = TaskRef {
+            job: task.job,
+            attempt: task.attempt,
+        };
+        if lock(&self.held)
+            .get(&key)
+            .is_none_or(|h| h.stopping || h.forgotten)
+        {
+            return Ok(TaskExit {
+                code: None,
+                signal: Some(libc::SIGTERM),
+                oom_killed: false,
+                finished_ms: crate::taskdir::now_ms(),
+            });
+        }
         let mut launched = Task::launch(&spec, &self.shim)
             .await
             .map_err(|e| format!("could not start the job's process: {e}"))?;
@@ -171,26 +355,7 @@ impl Runner {
             job: task.job,
             attempt: task.attempt,
         });
-        let waiter = tokio::spawn(async move { launched.wait().await });
-        let mut tail = Tail::new(layout.log.clone());
-        while !waiter.is_finished() {
-            tokio::time::sleep(TAIL_EVERY).await;
-            self.send_lines(task.job, task.attempt, tail.read(false));
-        }
-        let exit = waiter.await.map_err(|e| e.to_string())?;
-        self.send_lines(task.job, task.attempt, tail.read(true));
-        let _ = std::fs::remove_dir_all(&layout.tmp);
-        let _ = std::fs::remove_dir_all(&layout.conf);
-        lock(&self.tasks).remove(&task.job);
-        self.send(AgentMessage::Ended {
-            job: task.job,
-            attempt: task.attempt,
-            code: exit.code,
-            signal: exit.signal,
-            oom_killed: exit.oom_killed,
-            error: None,
-        });
-        Ok(())
+        Ok(launched.wait().await)
     }
 
     fn spec(&self, task: &StartTask, layout: &TaskLayout, user: LinuxUser) -> TaskSpec {
@@ -212,30 +377,6 @@ impl Runner {
             memory_limit_mib: task.memory_limit_mib,
             cpu_cores: task.cpu_cores,
             pids_max: task.pids_max,
-        }
-    }
-
-    fn send_lines(&self, job: i64, attempt: u32, lines: Vec<String>) {
-        let mut batch = Vec::new();
-        let mut size = 0;
-        for line in lines {
-            size += line.len() + 8;
-            batch.push(line);
-            if size >= MAX_BATCH {
-                self.send(AgentMessage::Output {
-                    job,
-                    attempt,
-                    lines: std::mem::take(&mut batch),
-                });
-                size = 0;
-            }
-        }
-        if !batch.is_empty() {
-            self.send(AgentMessage::Output {
-                job,
-                attempt,
-                lines: batch,
-            });
         }
     }
 
@@ -342,43 +483,26 @@ fn write_secret(path: &Path, content: &str, owner: Option<(u32, u32)>) -> Result
     Ok(())
 }
 
-/// Reads the lines a task appends to its log.
-struct Tail {
-    path: PathBuf,
-    offset: u64,
-    partial: Vec<u8>,
-}
-
-impl Tail {
-    fn new(path: PathBuf) -> Tail {
-        Tail {
-            path,
-            offset: 0,
-            partial: Vec::new(),
-        }
-    }
-
-    /// The complete lines written since the last read (and the unfinished one at the end).
-    fn read(&mut self, end: bool) -> Vec<String> {
-        let mut bytes = Vec::new();
-        if let Ok(mut f) = std::fs::File::open(&self.path) {
-            if f.seek(SeekFrom::Start(self.offset)).is_ok() {
-                let _ = f.read_to_end(&mut bytes);
-            }
-        }
-        self.offset += bytes.len() as u64;
-        self.partial.extend_from_slice(&bytes);
-        let mut lines = Vec::new();
-        while let Some(i) = self.partial.iter().position(|b| *b == b'\n') {
-            let rest = self.partial.split_off(i + 1);
-            let line = std::mem::replace(&mut self.partial, rest);
-            lines.push(cut(&line[..i]));
-        }
-        if end && !self.partial.is_empty() {
-            lines.push(cut(&std::mem::take(&mut self.partial)));
-        }
-        lines
-    }
+/// The whole lines of the log from `offset`, at most [`MAX_BATCH`] bytes, and the offset
+/// after them; None when no whole line is there yet. Once the task has `ended`, an
+/// unfinished last line counts too; so does a line longer than a batch (cut in parts).
+fn read_batch(log: &Path, offset: u64, ended: bool) -> Option<(Vec<String>, u64)> {
+    let mut f = std::fs::File::open(log).ok()?;
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    let mut bytes = Vec::with_capacity(MAX_BATCH);
+    f.take(MAX_BATCH as u64).read_to_end(&mut bytes).ok()?;
+    let take = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(i) => i + 1,
+        None if !bytes.is_empty() && (ended || bytes.len() == MAX_BATCH) => bytes.len(),
+        None => return None,
+    };
+    let lines = bytes[..take]
+        .strip_suffix(b"\n")
+        .unwrap_or(&bytes[..take])
+        .split(|b| *b == b'\n')
+        .map(cut)
+        .collect();
+    Some((lines, offset + take as u64))
 }
 
 fn cut(line: &[u8]) -> String {
@@ -398,21 +522,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_tail_gives_whole_lines_and_the_last_one_at_the_end() {
+    fn batches_are_whole_lines_and_the_last_one_once_the_task_ended() {
         let dir = std::env::temp_dir().join(format!("hearth-tail-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let log = dir.join("log");
         std::fs::write(&log, "one\ntw").expect("write");
-        let mut t = Tail::new(log.clone());
-        assert_eq!(t.read(false), vec!["one"]);
+        assert_eq!(read_batch(&log, 0, false), Some((vec!["one".into()], 4)));
+        assert_eq!(read_batch(&log, 4, false), None);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&log)
             .expect("open");
         f.write_all(b"o\nthree").expect("append");
-        assert_eq!(t.read(false), vec!["two"]);
-        assert_eq!(t.read(true), vec!["three"]);
-        assert_eq!(cut(&[b'x'; 5000]).len(), MAX_LINE + '…'.len_utf8());
+        assert_eq!(read_batch(&log, 4, false), Some((vec!["two".into()], 8)));
+        assert_eq!(read_batch(&log, 8, true), Some((vec!["three".into()], 13)));
+        assert_eq!(read_batch(&log, 13, true), None);
+        // A line longer than a batch goes in parts rather than stalling the log.
+        std::fs::write(&log, vec![b'x'; MAX_BATCH + 10]).expect("write");
+        let (lines, next) = read_batch(&log, 0, false).expect("a part");
+        assert_eq!(next, MAX_BATCH as u64);
+        assert_eq!(lines[0].len(), MAX_LINE + '…'.len_utf8());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -789,3 +789,106 @@ fn a_killed_node_loses_its_job_which_runs_again_on_another_and_succeeds_once() {
     assert_eq!(again["attempts"].as_array().map(|a| a.len()), Some(1));
     assert_eq!(again["finished_at_ms"], job["finished_at_ms"], "{again}");
 }
+
+/// How many lines of `log` are exactly `line`.
+fn count_lines(log: &str, line: &str) -> usize {
+    log.lines().filter(|l| *l == line).count()
+}
+
+/// Waits until the node's own log of the task holds `more` lines beyond what it held when
+/// called: the job runs on while the server is away.
+fn wait_node_lines(log_on_node: &std::path::Path, more: usize) {
+    let count = || {
+        std::fs::read_to_string(log_on_node)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let want = count() + more;
+    let deadline = Instant::now() + LONG;
+    while count() < want {
+        assert!(Instant::now() < deadline, "the job printed nothing more");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_server_killed_or_stopped_mid_job_adopts_it_from_its_node_and_loses_no_line() {
+    // A node timeout longer than the server is away: the node is not lost meanwhile.
+    let mut h = Hearth::start_with(&[
+        "--node-timeout",
+        "20s",
+        "--cores",
+        "1",
+        "--engine-cores",
+        "1",
+    ]);
+    let alice = h.add_user("alice");
+    let j = create_token(&h, "1h");
+    let agent = worker(&h, &j, "steady", "2", "2g", &[]);
+    let sleepy = common::apps().join("sleepy.py").display().to_string();
+    let lines = 60;
+    let id = h.submit(
+        &alice,
+        &[
+            "--num-executors",
+            "0",
+            "--driver-cores",
+            "2",
+            "--driver-memory",
+            "512m",
+            &sleepy,
+            &lines.to_string(),
+            "1",
+        ],
+    );
+    let server_has = |h: &Hearth, line: &str| {
+        wait_log_within(LONG, "the job's log", line, || {
+            let out = h.cli(&alice, &["logs", &id.to_string()]);
+            text(&out.stdout)
+        })
+    };
+    let log_on_node = agent
+        .data_dir
+        .join("jobs")
+        .join(format!("{id}-1"))
+        .join("output.log");
+    server_has(&h, "[steady] line 00002");
+    // A crash: the job keeps printing while the server is away (its node keeps the lines).
+    h.kill9();
+    wait_node_lines(&log_on_node, 3);
+    h.boot();
+    server_has(&h, "[steady] line 00015");
+    // A graceful stop leaves jobs on joined nodes running, for the next start to adopt.
+    assert!(h.stop().success());
+    wait_node_lines(&log_on_node, 3);
+    h.boot();
+    let job = h.wait_job(&alice, id, LONG);
+    let log = h.logs(&alice, id);
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{log}\nagent:\n{}\nserver:\n{}",
+        agent.log(),
+        h.server_log()
+    );
+    assert_eq!(job["node"], "steady", "{job}");
+    // Adopted, not retried: no lost attempt, and it ran once.
+    assert_eq!(
+        job["attempts"].as_array().map(|a| a.len()),
+        Some(0),
+        "{job}"
+    );
+    assert!(!log.contains("attempt 2"), "{log}");
+    for i in 0..lines {
+        let line = format!("[steady] line {i:05}");
+        assert_eq!(count_lines(&log, &line), 1, "`{line}`:\n{log}");
+    }
+    assert_eq!(count_lines(&log, "[steady] sleepy done"), 1, "{log}");
+    // Recorded once: the same end a while later.
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, again) = h.api(&alice, "GET", &format!("/api/v1/jobs/{id}"), None);
+    assert_eq!(again["state"], "succeeded", "{again}");
+    assert_eq!(again["finished_at_ms"], job["finished_at_ms"], "{again}");
+    assert_eq!(again["attempts"].as_array().map(|a| a.len()), Some(0));
+}

@@ -170,6 +170,14 @@ pub struct TaskFile {
     pub sha256: String,
 }
 
+/// One attempt of a job, as a node reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRef {
+    pub job: i64,
+    pub attempt: u32,
+}
+
 /// The user a task runs as: the node makes the same Linux user (same uid) if it lacks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -259,13 +267,24 @@ pub enum AgentMessage {
         job: i64,
         attempt: u32,
     },
-    /// Lines a task wrote (each at most a few KiB; a message stays under the cap).
+    /// Every attempt the node holds (running, or ended but not yet forgotten by the
+    /// server): sent first on each connection, so a restarted server adopts what still
+    /// runs and a reconnected node's missing starts are known at once.
+    Tasks {
+        tasks: Vec<TaskRef>,
+    },
+    /// Lines a task wrote (each at most a few KiB; a message stays under the cap): the
+    /// bytes `offset..next` of the node's copy of the task's log. The server appends a batch
+    /// only at the offset it expects, so a batch sent twice is logged once.
     Output {
         job: i64,
         attempt: u32,
+        offset: u64,
+        next: u64,
         lines: Vec<String>,
     },
-    /// A task ended, or could not start (`error` says why).
+    /// A task ended, or could not start (`error` says why). Sent only once the server
+    /// acknowledged all its output, and again on each connection until it says `Forget`.
     Ended {
         job: i64,
         attempt: u32,
@@ -297,6 +316,19 @@ pub enum ServerMessage {
     StartTask(Box<StartTask>),
     /// Stop a task (cancelled or preempted), within `grace_ms`.
     StopTask {
+        job: i64,
+        attempt: u32,
+        grace_ms: u64,
+    },
+    /// The server waits for this attempt: send its output from `offset` (what the server's
+    /// log holds), on this connection. The answer to `Tasks`, and to a batch that came at
+    /// another offset than expected.
+    Resume { job: i64, attempt: u32, offset: u64 },
+    /// The task's output up to `offset` is in the server's log.
+    Logged { job: i64, attempt: u32, offset: u64 },
+    /// The server wants nothing more of this attempt (its end is recorded, or it was
+    /// given up on): stop it within `grace_ms` if it still runs, and forget it.
+    Forget {
         job: i64,
         attempt: u32,
         grace_ms: u64,

@@ -10,7 +10,7 @@ use crate::tls::{cert_sha256, ClusterTls};
 use hearth_agent::node::{read_frame, write_frame};
 use hearth_model::cluster::{
     self, decode, heartbeat_interval_ms, node_state, AgentMessage, NodeOffer, NodeRuntime,
-    NodeState, ServerMessage, CHUNK_BYTES,
+    NodeState, ServerMessage, TaskRef, CHUNK_BYTES,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -39,6 +39,9 @@ pub struct Cluster {
     next_conn: AtomicU64,
     /// Jobs running on joined nodes, by job: which node and attempt the server waits on.
     tasks: Mutex<HashMap<i64, RemoteTask>>,
+    /// When this server started: every node gets a node timeout from then to report the
+    /// jobs it runs before they count as lost.
+    pub started_ms: i64,
 }
 
 /// A connected node.
@@ -69,8 +72,12 @@ pub struct RemoteTask {
     pub attempt: u32,
     /// The blobs this task may fetch (the job's files), by SHA-256.
     pub files: std::collections::HashSet<String>,
-    /// The node's connection the task was sent on (set by [`Cluster::start_task`]).
+    /// The node's connection the task was sent on (set by [`Cluster::start_task`]), or
+    /// that the node reported it on; 0 for a task restored at a restart, not yet reported.
     pub conn: u64,
+    /// How far into the node's log of the task the server's log holds its output; None
+    /// until known (after a restart, read back when the node reports the task).
+    pub logged: Option<u64>,
 }
 
 impl Cluster {
@@ -82,6 +89,7 @@ impl Cluster {
             live: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             tasks: Mutex::new(HashMap::new()),
+            started_ms: now_ms(),
         }
     }
 
@@ -129,12 +137,55 @@ impl Cluster {
         true
     }
 
-    /// Whether the node reconnected since the task was sent: a start it never confirmed
-    /// may have been lost with the old connection.
-    pub fn reconnected_since(&self, task: &RemoteTask) -> bool {
-        self.live()
-            .get(&task.node_id)
-            .is_some_and(|l| l.conn != task.conn)
+    /// Waits for a task that was running when the server restarted, until its node reports
+    /// it (or goes down).
+    pub fn restore(&self, job: i64, task: RemoteTask) {
+        self.tasks().insert(job, task);
+    }
+
+    /// The node reported the task on connection `conn`: if it is the attempt the server
+    /// waits on, it is adopted (what the server's log holds of it returned, if known).
+    pub fn adopt(&self, job: i64, node_id: i64, attempt: u32, conn: u64) -> Option<Option<u64>> {
+        let mut tasks = self.tasks();
+        let t = tasks
+            .get_mut(&job)
+            .filter(|t| t.node_id == node_id && t.attempt == attempt)?;
+        t.conn = conn;
+        Some(t.logged)
+    }
+
+    /// The jobs the server waits for on `node_id` that were sent before connection `conn`
+    /// and that the node did not report on it: it never got them.
+    pub fn unreported(&self, node_id: i64, conn: u64, reported: &[TaskRef]) -> Vec<i64> {
+        self.tasks()
+            .iter()
+            .filter(|(job, t)| {
+                t.node_id == node_id
+                    && t.conn != conn
+                    && !reported
+                        .iter()
+                        .any(|r| r.job == **job && r.attempt == t.attempt)
+            })
+            .map(|(job, _)| *job)
+            .collect()
+    }
+
+    /// What the server's log holds of the task's output (an offset in the node's log).
+    pub fn logged(&self, job: i64, node_id: i64, attempt: u32) -> Option<u64> {
+        self.tasks()
+            .get(&job)
+            .filter(|t| t.node_id == node_id && t.attempt == attempt)
+            .and_then(|t| t.logged)
+    }
+
+    pub fn set_logged(&self, job: i64, node_id: i64, attempt: u32, offset: u64) {
+        if let Some(t) = self
+            .tasks()
+            .get_mut(&job)
+            .filter(|t| t.node_id == node_id && t.attempt == attempt)
+        {
+            t.logged = Some(offset);
+        }
     }
 
     /// The attempt of `job` the server waits for, if it runs on a joined node.
@@ -572,8 +623,12 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
                         Ok(AgentMessage::Started { job, attempt }) => {
                             crate::remote::started(app, node.id, job, attempt);
                         }
-                        Ok(AgentMessage::Output { job, attempt, lines }) => {
-                            crate::remote::output(app, node.id, &node.name, job, attempt, &lines);
+                        Ok(AgentMessage::Tasks { tasks }) => {
+                            crate::remote::report(app, node.id, &node.name, conn, &tasks);
+                        }
+                        Ok(AgentMessage::Output { job, attempt, offset, next, lines }) => {
+                            let task = TaskRef { job, attempt };
+                            crate::remote::output(app, node.id, &node.name, task, offset..next, &lines);
                         }
                         Ok(AgentMessage::Ended { job, attempt, code, signal, oom_killed, error }) => {
                             let exit = hearth_agent::sandbox::TaskExit { code, signal, oom_killed, finished_ms: now_ms() };

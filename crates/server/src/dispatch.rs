@@ -473,7 +473,11 @@ pub(crate) fn record_end(app: &App, id: i64, exit: &TaskExit) {
             reason: Some("cancelled by its owner or an admin".into()),
             oom_killed: false,
         }
-    } else if app.is_shutting_down() && exit.code != Some(0) {
+    } else if app.is_shutting_down()
+        && exit.code != Some(0)
+        && job.node.as_deref().is_none_or(|n| n == LOCAL_NODE)
+    {
+        // Only local jobs are stopped at shutdown; one on a joined node ended by itself.
         JobEnd {
             state: JobState::Cancelled,
             exit_code: exit.code,
@@ -561,11 +565,11 @@ pub async fn reconcile(app: &Arc<App>) -> Result<(), rusqlite::Error> {
         .jobs_in(&[JobState::Starting, JobState::Running])?
     {
         if let Some(node) = job.node.as_deref().filter(|n| *n != LOCAL_NODE) {
-            // Not yet: reconnecting to jobs that kept running on joined nodes. Such a job
-            // counts as lost (requeued while retries remain); its node's late report is
-            // ignored.
-            let why = format!("lost: Hearth restarted while the job ran on node {node}");
-            app.store.lose_job(job.id, &why, app.cfg.max_retries)?;
+            // Jobs on joined nodes kept running (a graceful stop leaves them be too): their
+            // nodes report them when they reconnect, and the server adopts them.
+            if let Err(why) = crate::remote::restore(app, &job, node) {
+                app.store.lose_job(job.id, &why, app.cfg.max_retries)?;
+            }
             continue;
         }
         let dir = task_dir(app, job.id);

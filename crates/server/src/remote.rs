@@ -2,7 +2,10 @@
 //! the node's paths), sends it over the node's connection, keeps the job's one log from the
 //! lines the node streams back, and records the end once. A node that goes down loses its
 //! jobs: they are requeued while retries remain, else failed; a late report from such a
-//! node finds nothing to record.
+//! node finds nothing to record. After a restart the server waits, a node timeout long,
+//! for nodes to report the jobs they still run, and adopts them (no retry); output is
+//! appended at the offset the server expects only, and that offset is kept beside the
+//! log, so a line comes into the log once whatever broke in between.
 
 use crate::cluster::{Cluster, RemoteTask};
 use crate::dispatch;
@@ -11,13 +14,101 @@ use crate::{spark, App, LOCAL_NODE};
 use hearth_agent::sandbox::TaskExit;
 use hearth_agent::LinuxUser;
 use hearth_model::api::FileRef;
+use hearth_model::api::SubmitJob;
 use hearth_model::cluster::{
-    node_workspace, NodeState, ServerMessage, StartTask, TaskFile, TaskLayout, TaskUser,
+    node_workspace, NodeState, ServerMessage, StartTask, TaskFile, TaskLayout, TaskRef, TaskUser,
 };
 use hearth_model::JobState;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Where the server's log stands with a remote attempt's output, kept beside the log: when
+/// the log was `log_len` bytes long it held the node's output up to `offset`. Written after
+/// each append, so after a crash between the two the log is cut back to `log_len` and the
+/// node sends the rest again: each line lands once.
+#[derive(Debug, Serialize, Deserialize)]
+struct LogMark {
+    attempt: u32,
+    log_len: u64,
+    offset: u64,
+}
+
+fn mark_path(app: &App, id: i64) -> PathBuf {
+    app.cfg.job_dir(id).join("remote.json")
+}
+
+fn save_mark(app: &App, id: i64, attempt: u32, offset: u64) {
+    let saved = save_mark_at(
+        &mark_path(app, id),
+        &dispatch::log_path(app, id),
+        attempt,
+        offset,
+    );
+    if let Err(e) = saved {
+        tracing::warn!(job = id, "recording how far the job's log goes: {e}");
+    }
+}
+
+fn save_mark_at(mark: &Path, log: &Path, attempt: u32, offset: u64) -> std::io::Result<()> {
+    let log_len = std::fs::metadata(log).map_or(0, |m| m.len());
+    let json = serde_json::to_vec(&LogMark {
+        attempt,
+        log_len,
+        offset,
+    })
+    .map_err(std::io::Error::other)?;
+    // Renamed into place: a crash leaves the old mark or the new one, never half of one.
+    let tmp = mark.with_extension("tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, mark)
+}
+
+/// How far into the node's log of `attempt` the server's log goes, after a restart.
+fn load_mark(app: &App, id: i64, attempt: u32) -> u64 {
+    load_mark_at(&mark_path(app, id), &dispatch::log_path(app, id), attempt)
+}
+
+/// The mark's offset, with the log cut back to the mark if an append outran it (the node
+/// sends those lines again). No mark for this attempt: nothing of it was logged yet.
+fn load_mark_at(mark_file: &Path, log: &Path, attempt: u32) -> u64 {
+    let mark = std::fs::read(mark_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<LogMark>(&b).ok())
+        .filter(|m| m.attempt == attempt);
+    let Some(mark) = mark else {
+        if let Err(e) = save_mark_at(mark_file, log, attempt, 0) {
+            tracing::warn!("recording how far {} goes: {e}", log.display());
+        }
+        return 0;
+    };
+    if std::fs::metadata(log).is_ok_and(|m| m.len() > mark.log_len) {
+        let cut = std::fs::OpenOptions::new()
+            .write(true)
+            .open(log)
+            .and_then(|f| f.set_len(mark.log_len));
+        if let Err(e) = cut {
+            tracing::warn!("cutting {} back to its last mark: {e}", log.display());
+        }
+    }
+    mark.offset
+}
+
+/// The files a job's task needs, by name and digest.
+fn task_files(spec: &SubmitJob) -> Vec<TaskFile> {
+    std::iter::once(&spec.main)
+        .chain(&spec.py_files)
+        .chain(&spec.files)
+        .chain(&spec.archives)
+        .chain(&spec.jars)
+        .map(|f| TaskFile {
+            name: f.name.clone(),
+            sha256: f.sha256.clone(),
+        })
+        .collect()
+}
 
 /// Appends lines to the job's one log (the server's copy).
 fn log_lines(app: &App, id: i64, lines: &[String]) {
@@ -91,16 +182,7 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow, node: String) {
         archives: all(&spec.archives),
         jars: all(&spec.jars),
     };
-    let files: Vec<TaskFile> = std::iter::once(&spec.main)
-        .chain(&spec.py_files)
-        .chain(&spec.files)
-        .chain(&spec.archives)
-        .chain(&spec.jars)
-        .map(|f| TaskFile {
-            name: f.name.clone(),
-            sha256: f.sha256.clone(),
-        })
-        .collect();
+    let files = task_files(spec);
     let task = StartTask {
         job: id,
         attempt,
@@ -131,6 +213,7 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow, node: String) {
         )
     };
     log_lines(&app, id, &[note]);
+    save_mark(&app, id, attempt, 0);
     // A cancel, or Hearth's shutdown, that came while the job was being admitted.
     if crate::dispatch::stopped_before_start(&app, id, || {}) {
         return;
@@ -141,6 +224,7 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow, node: String) {
         attempt,
         files: files.into_iter().map(|f| f.sha256).collect(),
         conn: 0,
+        logged: Some(0),
     };
     if !cluster.start_task(id, remote, ServerMessage::StartTask(Box::new(task))) {
         let _ = app.store.requeue(
@@ -163,8 +247,9 @@ pub fn started(app: &App, node_id: i64, job: i64, attempt: u32) {
     }
 }
 
-/// Whether the server waits for this attempt. One it gave up on (its node was down, or the
-/// server restarted) but that still runs is stopped: the job runs elsewhere now.
+/// Whether the server waits for this attempt. The node is told to forget one the server
+/// gave up on (its node was down, or it never confirmed its start), stopping it if it
+/// still runs: the job runs elsewhere now.
 fn still_wanted(app: &App, node_id: i64, job: i64, attempt: u32) -> bool {
     let Some(cluster) = app.cluster.as_ref() else {
         return false;
@@ -172,24 +257,121 @@ fn still_wanted(app: &App, node_id: i64, job: i64, attempt: u32) -> bool {
     if cluster.is_current(job, node_id, attempt) {
         return true;
     }
+    forget(app, cluster, node_id, job, attempt);
+    false
+}
+
+fn forget(app: &App, cluster: &Cluster, node_id: i64, job: i64, attempt: u32) {
     cluster.send(
         node_id,
-        ServerMessage::StopTask {
+        ServerMessage::Forget {
             job,
             attempt,
             grace_ms: app.cfg.stop_grace.as_millis() as u64,
         },
     );
-    false
 }
 
-/// Lines the task wrote, into the job's one log, each marked with the node.
-pub fn output(app: &App, node_id: i64, node: &str, job: i64, attempt: u32, lines: &[String]) {
+/// What a node holds, reported first on each of its connections: the attempts the server
+/// waits on are adopted (the node sends their output from where the server's log stands),
+/// the others forgotten; and an attempt sent to the node earlier that it does not hold
+/// never reached it: lost, so it runs again.
+pub fn report(app: &App, node_id: i64, node: &str, conn: u64, tasks: &[TaskRef]) {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return;
+    };
+    for t in tasks {
+        let Some(logged) = cluster.adopt(t.job, node_id, t.attempt, conn) else {
+            tracing::info!(
+                job = t.job,
+                node,
+                attempt = t.attempt,
+                "told the node to forget an attempt given up on"
+            );
+            forget(app, cluster, node_id, t.job, t.attempt);
+            continue;
+        };
+        let offset = logged.unwrap_or_else(|| load_mark(app, t.job, t.attempt));
+        cluster.set_logged(t.job, node_id, t.attempt, offset);
+        if logged.is_none() {
+            tracing::info!(
+                job = t.job,
+                node,
+                attempt = t.attempt,
+                "adopted a job still running on its node after a restart"
+            );
+        }
+        // It runs (or ran) there, whether or not its start was heard.
+        if let Err(e) = app.store.mark_running(t.job) {
+            tracing::error!(job = t.job, "recording the start: {e}");
+        }
+        cluster.send(
+            node_id,
+            ServerMessage::Resume {
+                job: t.job,
+                attempt: t.attempt,
+                offset,
+            },
+        );
+        // A cancel or a preemption asked for while the node was away reaches it now.
+        if matches!(app.store.job(t.job), Ok(Some(j)) if j.cancel_requested || j.preempt_reason.is_some())
+        {
+            stop(app, t.job, app.cfg.stop_grace);
+        }
+    }
+    for job in cluster.unreported(node_id, conn, tasks) {
+        let why = format!("lost: node {node} reconnected without it (the start never reached it)");
+        if let Err(e) = lose(app, cluster, job, &why) {
+            tracing::error!(job, "recording a lost job: {e}");
+        }
+    }
+}
+
+/// Lines the task wrote, into the job's one log, each marked with the node: appended only
+/// at the offset the server expects, so a batch sent twice (after a reconnect) lands once.
+pub fn output(
+    app: &App,
+    node_id: i64,
+    node: &str,
+    task: TaskRef,
+    bytes: std::ops::Range<u64>,
+    lines: &[String],
+) {
+    let TaskRef { job, attempt } = task;
     if !still_wanted(app, node_id, job, attempt) {
+        return;
+    }
+    let Some(cluster) = app.cluster.as_ref() else {
+        return;
+    };
+    let Some(expected) = cluster.logged(job, node_id, attempt) else {
+        // Not adopted yet: the node's report comes first, and a resume with it.
+        return;
+    };
+    if bytes.start != expected || bytes.end < bytes.start {
+        // Sent before a reconnect, or after one that was lost: from where the log stands.
+        cluster.send(
+            node_id,
+            ServerMessage::Resume {
+                job,
+                attempt,
+                offset: expected,
+            },
+        );
         return;
     }
     let marked: Vec<String> = lines.iter().map(|l| format!("[{node}] {l}")).collect();
     log_lines(app, job, &marked);
+    save_mark(app, job, attempt, bytes.end);
+    cluster.set_logged(job, node_id, attempt, bytes.end);
+    cluster.send(
+        node_id,
+        ServerMessage::Logged {
+            job,
+            attempt,
+            offset: bytes.end,
+        },
+    );
 }
 
 /// The task ended (or could not start): recorded once, and only if the server still waits
@@ -203,10 +385,12 @@ pub fn ended(
     exit: TaskExit,
     error: Option<String>,
 ) {
-    let current = app
-        .cluster
-        .as_ref()
-        .is_some_and(|c| c.untrack(job, Some((node_id, attempt))));
+    let Some(cluster) = app.cluster.as_ref() else {
+        return;
+    };
+    let current = cluster.untrack(job, Some((node_id, attempt)));
+    // Recorded now or before: the node need not hold it any longer.
+    forget(app, cluster, node_id, job, attempt);
     if !current {
         tracing::info!(
             job,
@@ -249,7 +433,8 @@ pub fn stop(app: &App, job: i64, grace: Duration) -> bool {
 }
 
 /// Jobs on nodes that are down (or removed, or unknown) are lost: requeued while retries
-/// remain, else failed. Their nodes' late reports are then ignored.
+/// remain, else failed. Their nodes' late reports are then ignored. For a node timeout after
+/// a restart, a silent node is given time to reconnect and report what it runs.
 pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusqlite::Error> {
     let active = app
         .store
@@ -263,6 +448,8 @@ pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusql
     }
     let nodes = app.store.nodes()?;
     let now = crate::store::now_ms();
+    let timeout = cluster.node_timeout.as_millis() as i64;
+    let waking = now.saturating_sub(cluster.started_ms) <= timeout;
     for job in remote {
         let name = job.node.as_deref().unwrap_or_default();
         let why = match nodes
@@ -270,32 +457,99 @@ pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusql
             .find(|n| n.name == name && n.removed_at.is_none())
         {
             None => format!("lost: node {name} was removed"),
-            Some(n) if cluster.state(n, now) == NodeState::Down => format!(
+            Some(n) if cluster.state(n, now) == NodeState::Down && !waking => format!(
                 "lost: node {name} sent no heartbeat for {}s",
                 cluster.node_timeout.as_secs()
             ),
-            // The start may have gone down with the node's old connection: rather than wait
-            // for ever, run it again (a start the node did get is stopped when it reports).
-            Some(_)
-                if job.state == JobState::Starting
-                    && cluster
-                        .task(job.id)
-                        .is_some_and(|t| cluster.reconnected_since(&t)) =>
-            {
-                format!("lost: node {name} reconnected before it confirmed the start")
-            }
             Some(_) => continue,
         };
-        cluster.untrack(job.id, None);
-        log_lines(app, job.id, &[format!("=== hearth: {why} ===")]);
-        match app.store.lose_job(job.id, &why, app.cfg.max_retries)? {
-            Some(JobState::Queued) => {
-                tracing::warn!(job = job.id, "{why}; requeued");
-                app.wake.notify_one();
-            }
-            Some(state) => tracing::warn!(job = job.id, "{why}; {}", state.as_str()),
-            None => {}
-        }
+        lose(app, cluster, job.id, &why)?;
     }
     Ok(())
+}
+
+/// Gives up on a job's attempt on a joined node: requeued while retries remain, else failed.
+fn lose(app: &App, cluster: &Cluster, id: i64, why: &str) -> Result<(), rusqlite::Error> {
+    cluster.untrack(id, None);
+    log_lines(app, id, &[format!("=== hearth: {why} ===")]);
+    match app.store.lose_job(id, why, app.cfg.max_retries)? {
+        Some(JobState::Queued) => {
+            tracing::warn!(job = id, "{why}; requeued");
+            app.wake.notify_one();
+        }
+        Some(state) => tracing::warn!(job = id, "{why}; {}", state.as_str()),
+        None => {}
+    }
+    Ok(())
+}
+
+/// After a restart: waits for the node running `job` to report it (see [`report`]); Err
+/// with the reason it is lost instead.
+pub fn restore(app: &App, job: &JobRow, node: &str) -> Result<(), String> {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return Err(format!(
+            "lost: Hearth restarted with the cluster port off while the job ran on node {node}"
+        ));
+    };
+    let found = app
+        .store
+        .nodes()
+        .map_err(|e| format!("lost: reading the nodes after a restart: {e}"))?
+        .into_iter()
+        .find(|n| n.name == node && n.removed_at.is_none());
+    let Some(n) = found else {
+        return Err(format!("lost: node {node} was removed"));
+    };
+    cluster.restore(
+        job.id,
+        RemoteTask {
+            node_id: n.id,
+            node: node.to_string(),
+            attempt: job.attempts.len() as u32 + 1,
+            files: task_files(&job.spec)
+                .into_iter()
+                .map(|f| f.sha256)
+                .collect(),
+            conn: 0,
+            logged: None,
+        },
+    );
+    tracing::info!(
+        job = job.id,
+        node,
+        "waiting for the node to report the job it ran"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_append_the_mark_did_not_catch_up_with_is_cut_and_comes_again() {
+        let dir = std::env::temp_dir().join(format!("hearth-mark-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (mark, log) = (dir.join("remote.json"), dir.join("output.log"));
+        std::fs::write(&log, "=== hearth: running on node n ===\n[n] one\n").expect("log");
+        save_mark_at(&mark, &log, 1, 4).expect("mark");
+        // A crash after this append, before its mark.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(b"[n] two\n"))
+            .expect("append");
+        assert_eq!(load_mark_at(&mark, &log, 1), 4);
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("log"),
+            "=== hearth: running on node n ===\n[n] one\n"
+        );
+        // Another attempt starts from nothing, and keeps what the log holds.
+        assert_eq!(load_mark_at(&mark, &log, 2), 0);
+        assert_eq!(load_mark_at(&mark, &log, 2), 0);
+        assert!(std::fs::read_to_string(&log)
+            .expect("log")
+            .ends_with("[n] one\n"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
