@@ -106,12 +106,7 @@ where
             return relay::relay(app, user, token, stream, first).await;
         }
     }
-    serve_connection(
-        app,
-        upstream,
-        TokioIo::new(relay::Rewind::new(first, stream)),
-    )
-    .await
+    serve_connection(app, upstream, TokioIo::new(stream.replay(first))).await
 }
 
 async fn serve_connection<I>(app: Arc<App>, upstream: Upstream, io: I)

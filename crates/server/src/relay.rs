@@ -364,6 +364,16 @@ pub struct StripAck<S> {
 }
 
 impl<S> StripAck<S> {
+    /// Hands `first` (what was read so far) to the next reader again, before the rest: the
+    /// ordinary path reads the connection from its start.
+    pub fn replay(mut self, first: Vec<u8>) -> StripAck<S> {
+        let rest = self.out.split_off(self.out_at);
+        self.out = first;
+        self.out.extend(rest);
+        self.out_at = 0;
+        self
+    }
+
     pub fn new(inner: S) -> StripAck<S> {
         StripAck {
             inner,
@@ -450,57 +460,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for StripAck<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for StripAck<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// The first bytes, replayed before the rest of the connection: for the ordinary path when
-/// the relay did not take it.
-pub struct Rewind<S> {
-    first: Vec<u8>,
-    at: usize,
-    inner: S,
-}
-
-impl<S> Rewind<S> {
-    pub fn new(first: Vec<u8>, inner: S) -> Rewind<S> {
-        Rewind {
-            first,
-            at: 0,
-            inner,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let me = self.get_mut();
-        if me.at < me.first.len() {
-            let n = (me.first.len() - me.at).min(buf.remaining());
-            buf.put_slice(&me.first[me.at..me.at + n]);
-            me.at += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut me.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
