@@ -440,18 +440,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for StripAck<S> {
                 me.out_at += n;
                 return Poll::Ready(Ok(()));
             }
+            if me.stripped {
+                // Nothing more to take out: straight through, no copy.
+                return Pin::new(&mut me.inner).poll_read(cx, buf);
+            }
             me.out.clear();
             me.out_at = 0;
             let mut chunk = [0u8; 8192];
             let mut rb = ReadBuf::new(&mut chunk);
             match Pin::new(&mut me.inner).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) => {
-                    let got = rb.filled();
-                    if got.is_empty() {
+                    let n = rb.filled().len();
+                    if n == 0 {
                         return Poll::Ready(Ok(()));
                     }
-                    let got = got.to_vec();
-                    me.filter(&got);
+                    me.filter(&chunk[..n]);
                 }
                 other => return other,
             }
