@@ -259,8 +259,9 @@ pub fn notebook_argv(n: &NotebookServer) -> Vec<String> {
         // Requests arrive through the door with the site's own Host header, which Jupyter
         // would otherwise refuse as "remote"; the port itself is reachable by Hearth alone.
         "--ServerApp.allow_remote_access=True".into(),
-        // Nothing to announce or fetch on a closed network.
         "--ServerApp.terminals_enabled=True".into(),
+        // Nothing to fetch on a closed network (the runtime's overrides.json also turns off
+        // JupyterLab's news prompt).
         "--LabApp.news_url=".into(),
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate".into(),
     ]

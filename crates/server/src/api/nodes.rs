@@ -174,11 +174,7 @@ pub async fn drain(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
-    if !app.store.set_node_draining(&name, true)? {
-        return Err(no_node(&name));
-    }
-    Ok(StatusCode::NO_CONTENT)
+    set_draining(&app, &caller, &name, true)
 }
 
 pub async fn undrain(
@@ -186,9 +182,18 @@ pub async fn undrain(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    set_draining(&app, &caller, &name, false)
+}
+
+fn set_draining(
+    app: &AppState,
+    caller: &Caller,
+    name: &str,
+    draining: bool,
+) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    if !app.store.set_node_draining(&name, false)? {
-        return Err(no_node(&name));
+    if !app.store.set_node_draining(name, draining)? {
+        return Err(no_node(name));
     }
     Ok(StatusCode::NO_CONTENT)
 }
