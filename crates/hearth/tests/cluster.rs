@@ -716,6 +716,84 @@ fn a_job_constrained_to_a_label_runs_on_the_joined_node_with_it_and_its_log_says
 }
 
 #[test]
+fn a_job_too_big_for_any_node_runs_on_its_own_standalone_cluster_across_nodes() {
+    // Every node has one core: a driver and two executors of one core each fit none.
+    let mut h = Hearth::start_with(&[
+        "--node-timeout",
+        "5s",
+        "--cores",
+        "1",
+        "--engine-cores",
+        "1",
+    ]);
+    let alice = h.add_user("alice");
+    let j = create_token(&h, "1h");
+    let a = worker(&h, &j, "wa", "1", "3g", &[]);
+    let b = worker(&h, &j, "wb", "1", "3g", &[]);
+    let app = common::apps().join("spread.py").display().to_string();
+    let id = h.submit(
+        &alice,
+        &[
+            "--num-executors",
+            "2",
+            "--executor-cores",
+            "1",
+            "--executor-memory",
+            "512m",
+            "--driver-memory",
+            "512m",
+            &app,
+            "8",
+        ],
+    );
+    let job = h.wait_job(&alice, id, LONG);
+    let log = h.logs(&alice, id);
+    let agents = format!("agent wa:\n{}\nagent wb:\n{}", a.log(), b.log());
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}\n{agents}");
+    assert!(log.contains("a standalone cluster of its own"), "{log}");
+    // The right answer, from two executors, and the log shows each node's executor.
+    assert!(log.contains("sum: 5000050000"), "{log}");
+    assert!(log.contains("executors: 2"), "{log}");
+    for node in ["wa", "wb"] {
+        assert!(
+            log.contains(&format!("[{node}] [executor ")),
+            "no executor output from {node}:\n{log}"
+        );
+        assert!(log.contains(&format!("[{node}] [worker] ")), "{log}");
+    }
+    assert!(log.contains("[master] "), "{log}");
+    assert!(log.contains("partition 0 computed on"), "{log}");
+    // Torn down with the job: no task of it is left on either node.
+    let deadline = Instant::now() + DEADLINE;
+    for agent in [&a, &b] {
+        let needle = agent.data_dir.display().to_string();
+        loop {
+            let left = std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline"))
+                        .map(|c| {
+                            String::from_utf8_lossy(&c).contains(&needle)
+                                && String::from_utf8_lossy(&c).contains("spark")
+                        })
+                        .unwrap_or(false)
+                })
+                .count();
+            if left == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{left} processes left on {needle}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+#[test]
 fn a_killed_node_loses_its_job_which_runs_again_on_another_and_succeeds_once() {
     let mut h = Hearth::start_with(&[
         "--node-timeout",

@@ -14,7 +14,7 @@ use hearth_model::cluster::{
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +39,13 @@ pub struct Cluster {
     next_conn: AtomicU64,
     /// Jobs running on joined nodes, by job: which node and attempt the server waits on.
     tasks: Mutex<HashMap<i64, RemoteTask>>,
+    /// The workers of spread jobs (a standalone cluster of their own) on joined nodes
+    /// other than the driver's, by (job, node id): their output goes into the job's log,
+    /// their end is not the job's.
+    workers: Mutex<HashMap<(i64, i64), RemoteTask>>,
+    /// This server's address as joined nodes reach it (the local end of their
+    /// connections): where the local node's part of a spread job is reached.
+    server_ip: Mutex<Option<IpAddr>>,
     /// When this server started: every node gets a node timeout from then to report the
     /// jobs it runs before they count as lost.
     pub started_ms: i64,
@@ -55,6 +62,8 @@ struct Live {
     tx: tokio::sync::mpsc::UnboundedSender<ServerMessage>,
     /// Where the node keeps its runtime and its tasks; a node without both runs no jobs.
     paths: Option<NodePaths>,
+    /// The node's address as the server sees it: where Spark's traffic reaches it.
+    ip: IpAddr,
 }
 
 /// Where things are on a node, as it reported them.
@@ -89,6 +98,8 @@ impl Cluster {
             live: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             tasks: Mutex::new(HashMap::new()),
+            workers: Mutex::new(HashMap::new()),
+            server_ip: Mutex::new(None),
             started_ms: now_ms(),
         }
     }
@@ -214,6 +225,102 @@ impl Cluster {
         current
     }
 
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, i64), RemoteTask>> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a spread job's worker to its node and follows it there; false if the node is
+    /// not connected.
+    pub fn start_worker(&self, job: i64, mut task: RemoteTask, msg: ServerMessage) -> bool {
+        let live = self.live();
+        let Some(l) = live.get(&task.node_id) else {
+            return false;
+        };
+        task.conn = l.conn;
+        let key = (job, task.node_id);
+        self.workers().insert(key, task);
+        if l.tx.send(msg).is_err() {
+            self.workers().remove(&key);
+            return false;
+        }
+        true
+    }
+
+    /// Every worker followed: (job, node id, attempt).
+    pub fn worker_keys(&self) -> Vec<(i64, i64, u32)> {
+        self.workers()
+            .iter()
+            .map(|((job, node), w)| (*job, *node, w.attempt))
+            .collect()
+    }
+
+    /// Follows a worker that was running when the server restarted.
+    pub fn restore_worker(&self, job: i64, task: RemoteTask) {
+        self.workers().insert((job, task.node_id), task);
+    }
+
+    /// Whether `node_id`'s `attempt` of `job` is one of the job's workers; if so, what the
+    /// server's log holds of its output (None: not known yet), and the connection it is
+    /// now reported on, if `conn` is given.
+    pub fn worker(
+        &self,
+        job: i64,
+        node_id: i64,
+        attempt: u32,
+        conn: Option<u64>,
+    ) -> Option<Option<u64>> {
+        let mut workers = self.workers();
+        let w = workers
+            .get_mut(&(job, node_id))
+            .filter(|w| w.attempt == attempt)?;
+        if let Some(conn) = conn {
+            w.conn = conn;
+        }
+        Some(w.logged)
+    }
+
+    pub fn set_worker_logged(&self, job: i64, node_id: i64, offset: u64) {
+        if let Some(w) = self.workers().get_mut(&(job, node_id)) {
+            w.logged = Some(offset);
+        }
+    }
+
+    /// Stops following `job`'s workers (on `node_id` only, if given); returns them.
+    pub fn untrack_workers(&self, job: i64, node_id: Option<i64>) -> Vec<RemoteTask> {
+        let mut workers = self.workers();
+        let keys: Vec<(i64, i64)> = workers
+            .keys()
+            .filter(|(j, n)| *j == job && node_id.is_none_or(|id| id == *n))
+            .copied()
+            .collect();
+        keys.iter().filter_map(|k| workers.remove(k)).collect()
+    }
+
+    /// The workers sent to `node_id` before connection `conn` that it did not report.
+    pub fn unreported_workers(&self, node_id: i64, conn: u64, reported: &[TaskRef]) -> Vec<i64> {
+        self.workers()
+            .iter()
+            .filter(|((job, n), w)| {
+                *n == node_id
+                    && w.conn != conn
+                    && !reported
+                        .iter()
+                        .any(|r| r.job == *job && r.attempt == w.attempt)
+            })
+            .map(|((job, _), _)| *job)
+            .collect()
+    }
+
+    /// A connected node's address, by name.
+    pub fn node_ip(&self, node: &str) -> Option<IpAddr> {
+        self.live().values().find(|l| l.name == node).map(|l| l.ip)
+    }
+
+    /// This server's address as nodes reach it, once one has connected.
+    pub fn server_ip(&self) -> Option<IpAddr> {
+        *self.server_ip.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Live>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -315,6 +422,9 @@ async fn connection(app: AppState, cluster: Arc<Cluster>, tcp: TcpStream, peer: 
             return;
         }
         _ => return,
+    }
+    if let Ok(local) = tcp.local_addr() {
+        *cluster.server_ip.lock().unwrap_or_else(|p| p.into_inner()) = Some(local.ip());
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(cluster.tls.server.clone());
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -578,6 +688,7 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
             kick: kick.clone(),
             tx,
             paths,
+            ip: peer.ip(),
         },
     );
     // One connection per node: a reconnect replaces a connection that has not noticed yet.

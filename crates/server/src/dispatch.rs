@@ -4,7 +4,8 @@
 
 use crate::layout::{mkdir, private_dirs};
 use crate::spark;
-use crate::store::{now_ms, JobEnd, JobRow, UserRow};
+use crate::standalone::Part;
+use crate::store::{now_ms, JobEnd, JobRow, UserRow, Workers};
 use crate::{App, LOCAL_NODE};
 use hearth_agent::sandbox::{self, Task, TaskExit, TaskSpec};
 use hearth_model::api::FileRef;
@@ -19,11 +20,54 @@ const TICK: Duration = Duration::from_secs(2);
 /// How often a missing runtime is looked for again (e.g. after `hearth runtime install`).
 const RUNTIME_RECHECK: Duration = Duration::from_secs(10);
 
+/// Everything a job holds (or, queued, would hold in local mode), over all its nodes.
 pub fn gang(job: &JobRow) -> Resources {
-    Resources::new(
-        job.resources.total_cores(),
-        job.resources.memory_limit_mib(),
-    )
+    holdings(job)
+        .iter()
+        .fold(Resources::ZERO, |sum, (_, r)| sum.add(r))
+}
+
+/// What a job holds on each node, the driver's node first: all of it there in local mode;
+/// spread, the driver's part on its node and each node's executors' parts.
+pub fn holdings(job: &JobRow) -> Vec<(String, Resources)> {
+    let node = job.node.clone().unwrap_or_else(|| LOCAL_NODE.into());
+    if job.workers.is_empty() {
+        let local = Resources::new(
+            job.resources.total_cores(),
+            job.resources.memory_limit_mib(),
+        );
+        return vec![(node, local)];
+    }
+    let g = spread_gang(&job.resources);
+    let mut out = vec![(node, g.driver)];
+    for w in &job.workers {
+        let part = g.executor.times(w.count);
+        match out.iter_mut().find(|(n, _)| *n == w.node) {
+            Some((_, held)) => *held = held.add(&part),
+            None => out.push((w.node.clone(), part)),
+        }
+    }
+    out
+}
+
+/// A job's gang as a standalone cluster of its own: the driver with the master beside it,
+/// and executors each with its share of a worker. Each JVM gets Spark's usual overhead
+/// (`memory_limit_mib`), each daemon `spark::DAEMON_MIB` (a node's worker is counted with
+/// each of its executors: a little more than it needs when a node runs several).
+pub fn spread_gang(r: &hearth_model::JobResources) -> hearth_sched::Gang {
+    let daemon = crate::spark::DAEMON_MIB;
+    hearth_sched::Gang {
+        driver: Resources::new(
+            r.driver_cores,
+            hearth_model::memory_limit_mib(r.driver_memory_mib) + daemon,
+        ),
+        executor: Resources::new(
+            r.executor_cores,
+            hearth_model::memory_limit_mib(r.executor_memory_mib) + daemon,
+        ),
+        executors: r.num_executors,
+        spread: true,
+    }
 }
 
 pub fn node_capacity(app: &App) -> Resources {
@@ -59,18 +103,26 @@ pub fn runtime(app: &App) -> Result<crate::runtime::Runtime, Vec<String>> {
     fresh
 }
 
-fn options(j: &JobRow) -> hearth_sched::JobOptions {
+/// How the scheduler sees a job. A job that fits one node (by its capacity) runs in local
+/// mode; one with executors that fits none may be spread over several nodes, on a
+/// standalone cluster of its own (`spread_gang`). Constrained jobs run whole on one node.
+fn options(j: &JobRow, largest: &[Resources]) -> hearth_sched::JobOptions {
+    let constraints: Vec<(String, String)> = j
+        .spec
+        .constraints
+        .iter()
+        .filter_map(|c| hearth_model::cluster::parse_label(c).ok())
+        .collect();
+    let local = gang(j);
+    let spread = j.resources.num_executors > 0
+        && constraints.is_empty()
+        && (!j.workers.is_empty() || !largest.iter().any(|c| local.fits_in(c)));
     hearth_sched::JobOptions {
         queue: Some(j.queue.clone()),
         priority: j.priority.parse().unwrap_or_default(),
         preemptible: j.preemptible,
-        gang: None,
-        constraints: j
-            .spec
-            .constraints
-            .iter()
-            .filter_map(|c| hearth_model::cluster::parse_label(c).ok())
-            .collect(),
+        gang: spread.then(|| spread_gang(&j.resources)),
+        constraints,
     }
 }
 
@@ -80,11 +132,6 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
     let active = app
         .store
         .jobs_in(&[JobState::Starting, JobState::Running])?;
-    let job_options = queued
-        .iter()
-        .chain(active.iter())
-        .map(|j| (j.id as u64, options(j)))
-        .collect();
     let mut nodes = vec![Node {
         name: LOCAL_NODE.into(),
         capacity: node_capacity(app),
@@ -104,7 +151,9 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
             }
             let open = ready.contains_key(&n.id)
                 && cluster.state(&n, now) == hearth_model::cluster::NodeState::Ready;
-            let busy = active.iter().any(|j| j.node.as_deref() == Some(&n.name));
+            let busy = active
+                .iter()
+                .any(|j| holdings(j).iter().any(|(node, _)| *node == n.name));
             if open || busy {
                 nodes.push(Node {
                     name: n.name.clone(),
@@ -115,16 +164,28 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
             }
         }
     }
+    let capacities: Vec<Resources> = nodes
+        .iter()
+        .filter(|n| n.schedulable)
+        .map(|n| n.capacity)
+        .collect();
+    let job_options = queued
+        .iter()
+        .chain(active.iter())
+        .map(|j| (j.id as u64, options(j, &capacities)))
+        .collect();
     Ok(Snapshot {
         now_ms: now_ms(),
         nodes,
         running: active
             .iter()
-            .map(|j| Allocation {
-                job: j.id as u64,
-                user: j.owner.clone(),
-                node: j.node.clone().unwrap_or_else(|| LOCAL_NODE.into()),
-                resources: gang(j),
+            .flat_map(|j| {
+                holdings(j).into_iter().map(|(node, resources)| Allocation {
+                    job: j.id as u64,
+                    user: j.owner.clone(),
+                    node,
+                    resources,
+                })
             })
             // Spark Connect engines (issue 5): a live engine holds its user's resources
             // like a running, non-preemptible job (ids >= engines::ENGINE_ALLOCATION_BASE).
@@ -154,6 +215,10 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
 fn pass(app: &Arc<App>) -> Result<(), rusqlite::Error> {
     if let Some(cluster) = &app.cluster {
         crate::remote::lose_jobs_of_down_nodes(app, cluster)?;
+        let active = app
+            .store
+            .jobs_in(&[JobState::Starting, JobState::Running])?;
+        crate::standalone::sweep(app, &active);
     }
     let policy = app.policy();
     let snapshot = snapshot(app, &policy)?;
@@ -189,10 +254,20 @@ fn pass(app: &Arc<App>) -> Result<(), rusqlite::Error> {
             }
         }
     }
-    let placements: Vec<(i64, String)> = plan
+    let placements: Vec<(i64, String, Vec<Workers>)> = plan
         .placements
         .iter()
-        .map(|p| (p.job as i64, p.node.clone()))
+        .map(|p| {
+            let workers = p
+                .executors
+                .iter()
+                .map(|e| Workers {
+                    node: e.node.clone(),
+                    count: e.count,
+                })
+                .collect();
+            (p.job as i64, p.node.clone(), workers)
+        })
         .collect();
     let waiting: Vec<(i64, String)> = plan
         .waiting
@@ -220,7 +295,12 @@ pub fn log_path(app: &App, id: i64) -> PathBuf {
 
 /// Lays out the job's directory and describes its task. Root-owned except `tmp` and `conf`,
 /// which belong to the job's uid (`conf` holds the job's Spark secret, for its eyes only).
-fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> {
+fn prepare(
+    app: &App,
+    job: &JobRow,
+    user: &UserRow,
+    part: Option<&Part>,
+) -> Result<Prepared, String> {
     let rt = runtime(app).map_err(|p| p.join("; "))?;
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
     let dir = app.cfg.job_dir(job.id);
@@ -249,8 +329,14 @@ fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> 
         list(&spec.jars)?,
     );
     // The job's UI gets a guarded port, recorded so that the door finds it (also after a
-    // restart); without one the job runs without a UI.
-    let ui = match app.reserve_port() {
+    // restart); without one the job runs without a UI. A worker has no driver, so no UI.
+    let ui = match app.reserve_port().and_then(|port| match part {
+        Some(p) if !p.driver => {
+            app.release_port(port);
+            Err("a worker runs no driver".into())
+        }
+        _ => Ok(port),
+    }) {
         Ok(port) => {
             std::fs::write(ui_port_file(app, job.id), port.to_string())
                 .map_err(|e| io("recording the UI port", e))?;
@@ -264,18 +350,25 @@ fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> 
             spark::UiPlace::Off
         }
     };
-    let private = private_dirs(
-        &dir,
-        owner,
-        &spark::properties_file(&crate::auth::random_hex(32), &ui),
-    )?;
+    let properties = match part {
+        Some(p) => p.properties(&ui),
+        None => spark::properties_file(&crate::auth::random_hex(32), &ui),
+    };
+    let private = private_dirs(&dir, owner, &properties)?;
     hearth_agent::users::ensure_workspace(&linux).map_err(|e| e.to_string())?;
 
+    let (cores, heap_mib) = match part {
+        Some(_) => (job.resources.driver_cores, job.resources.driver_memory_mib),
+        None => (
+            job.resources.total_cores(),
+            job.resources.total_memory_mib(),
+        ),
+    };
     let app_spec = spark::LocalApp {
         spark_home: &rt.spark_home,
         name: &job.name,
-        cores: job.resources.total_cores(),
-        heap_mib: job.resources.total_memory_mib(),
+        cores,
+        heap_mib,
         properties_file: &private.properties,
         main,
         class: spec.class.as_deref(),
@@ -301,8 +394,26 @@ fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> 
                 )
             });
     }
-    let argv = spark::local_submit_argv(&app_spec);
-    let env = spark::job_env(&rt, &linux, &user.name, job.id);
+    let mut env = spark::job_env(&rt, &linux, &user.name, job.id);
+    let (argv, memory_limit_mib, cpu_cores) = match part {
+        None => (
+            spark::local_submit_argv(&app_spec),
+            job.resources.memory_limit_mib(),
+            job.resources.total_cores(),
+        ),
+        Some(p) => {
+            spark::standalone_env(&mut env);
+            let driver = p
+                .driver
+                .then(|| spark::standalone_submit_argv(&app_spec, &p.cluster));
+            let prefix = if p.driver { "" } else { "[local] " };
+            (
+                p.argv(&rt, &private.properties, driver, prefix.into()),
+                p.held.memory_mib,
+                p.held.cores,
+            )
+        }
+    };
     Ok(Prepared {
         spec: TaskSpec {
             id: format!("{}-job-{}", app.instance, job.id),
@@ -316,8 +427,8 @@ fn prepare(app: &App, job: &JobRow, user: &UserRow) -> Result<Prepared, String> 
             hidden_paths: vec![app.cfg.data_dir.clone()],
             tmp_dir: private.tmp,
             log_path: log_path(app, job.id),
-            memory_limit_mib: job.resources.memory_limit_mib(),
-            cpu_cores: job.resources.total_cores(),
+            memory_limit_mib,
+            cpu_cores,
             pids_max: 4096,
         },
     })
@@ -374,12 +485,22 @@ async fn start(app: Arc<App>, id: i64) {
         Ok(None) => return fail(&app, id, "the job's owner no longer exists".into()),
         Err(e) => return fail(&app, id, format!("reading the job: {e}")),
     };
+    if !job.workers.is_empty() {
+        return crate::standalone::start(app, job, user).await;
+    }
     if let Some(node) = job.node.clone().filter(|n| n != LOCAL_NODE) {
         return crate::remote::start(app, job, user, node).await;
     }
+    start_local(app, job, user, None).await
+}
+
+/// Starts a job's task on this machine (the driver's part of a spread job with `part`)
+/// and watches it to the end.
+pub(crate) async fn start_local(app: Arc<App>, job: JobRow, user: UserRow, part: Option<Part>) {
+    let id = job.id;
     let prepared = {
         let app = app.clone();
-        tokio::task::spawn_blocking(move || prepare(&app, &job, &user)).await
+        tokio::task::spawn_blocking(move || prepare(&app, &job, &user, part.as_ref())).await
     };
     let spec = match prepared {
         Ok(Ok(p)) => p.spec,
@@ -437,6 +558,89 @@ pub(crate) fn stopped_before_start(app: &App, id: i64, clean_up: impl FnOnce()) 
             true
         }
         _ => false,
+    }
+}
+
+/// Starts a spread job's worker on this machine (its driver runs on another node), and
+/// watches it: a worker that ends while its job runs stops the job.
+pub(crate) async fn start_local_worker(
+    app: &Arc<App>,
+    job: &JobRow,
+    user: &UserRow,
+    part: Part,
+) -> Result<(), String> {
+    let id = job.id;
+    let attempt = job.attempts.len() as u32 + 1;
+    let prepared = {
+        let (app, job, user) = (app.clone(), job.clone(), user.clone());
+        tokio::task::spawn_blocking(move || prepare(&app, &job, &user, Some(&part)))
+            .await
+            .map_err(|e| e.to_string())?
+    }?;
+    let dir = prepared.spec.dir.clone();
+    workers(app).insert(id, (attempt, dir.clone()));
+    let mut task = match Task::launch(&prepared.spec, &app.cfg.shim).await {
+        Ok(t) => t,
+        Err(e) => {
+            workers(app).remove(&id);
+            clean_up(app, id);
+            return Err(e.to_string());
+        }
+    };
+    let app = app.clone();
+    tokio::spawn(async move {
+        let exit = task.wait().await;
+        let ours = matches!(workers(&app).get(&id), Some((a, d)) if *a == attempt && *d == dir);
+        if ours {
+            workers(&app).remove(&id);
+            let how = match (exit.code, exit.signal) {
+                (Some(c), _) => format!("exit code {c}"),
+                (None, Some(s)) => format!("signal {s}"),
+                _ => "no exit status".into(),
+            };
+            crate::standalone::worker_ended(&app, LOCAL_NODE, id, &how);
+        }
+        clean_up(&app, id);
+    });
+    Ok(())
+}
+
+fn workers(app: &App) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, (u32, PathBuf)>> {
+    app.local_workers.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Stops `job`'s worker on this machine, if it runs one.
+pub(crate) fn stop_local_worker(app: &App, job: i64) {
+    if let Some((_, dir)) = workers(app).remove(&job) {
+        let grace = app.cfg.stop_grace;
+        tokio::spawn(async move { sandbox::stop(&dir, grace).await });
+    }
+}
+
+/// Stops this machine's workers of jobs that are over or on another attempt.
+pub(crate) fn sweep_local_workers(app: &App, active: &[JobRow]) {
+    let stale: Vec<i64> = workers(app)
+        .iter()
+        .filter(|(id, (attempt, _))| {
+            !active
+                .iter()
+                .any(|j| j.id == **id && j.attempts.len() as u32 + 1 == *attempt)
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    for id in stale {
+        stop_local_worker(app, id);
+    }
+}
+
+/// Stops a running job's driver (not a cancel: its end is recorded as it comes).
+pub(crate) fn stop_job(app: &App, id: i64, grace: Duration) {
+    if crate::remote::stop(app, id, grace) {
+        return;
+    }
+    let dir = lock(app).get(&id).cloned();
+    if let Some(dir) = dir {
+        tokio::spawn(async move { sandbox::stop(&dir, grace).await });
     }
 }
 
@@ -569,9 +773,19 @@ pub async fn reconcile(app: &Arc<App>) -> Result<(), rusqlite::Error> {
             // nodes report them when they reconnect, and the server adopts them.
             if let Err(why) = crate::remote::restore(app, &job, node) {
                 app.store.lose_job(job.id, &why, app.cfg.max_retries)?;
+                continue;
+            }
+            crate::standalone::restore(app, &job);
+            // This machine's worker of a job whose driver runs elsewhere: stopped with it.
+            if job.workers.iter().any(|w| w.node == LOCAL_NODE) {
+                let dir = task_dir(app, job.id);
+                if let Ok(Some(_)) = Task::reattach(&dir) {
+                    workers(app).insert(job.id, (job.attempts.len() as u32 + 1, dir));
+                }
             }
             continue;
         }
+        crate::standalone::restore(app, &job);
         let dir = task_dir(app, job.id);
         match Task::reattach(&dir) {
             Ok(Some(task)) => {

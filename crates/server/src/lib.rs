@@ -18,6 +18,7 @@ pub mod relay;
 pub mod remote;
 pub mod runtime;
 pub mod spark;
+pub mod standalone;
 pub mod store;
 pub mod tls;
 pub mod usage;
@@ -49,6 +50,8 @@ pub struct App {
     pub wake: tokio::sync::Notify,
     /// Task directories of jobs whose processes this server watches.
     pub running: Mutex<HashMap<i64, PathBuf>>,
+    /// Workers of spread jobs whose driver runs on another node: (attempt, task dir) by job.
+    pub local_workers: Mutex<HashMap<i64, (u32, PathBuf)>>,
     pub shutting_down: AtomicBool,
     /// The scheduling policy, replaced whole when an admin changes it.
     pub policy: RwLock<Arc<policy::Policy>>,
@@ -216,6 +219,7 @@ pub async fn run(
         runtime: RwLock::new((runtime, std::time::Instant::now())),
         wake: tokio::sync::Notify::new(),
         running: Mutex::new(HashMap::new()),
+        local_workers: Mutex::new(HashMap::new()),
         shutting_down: AtomicBool::new(false),
         hashing: tokio::sync::Semaphore::new(2),
         policy: RwLock::new(Arc::new(policy)),

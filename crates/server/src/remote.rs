@@ -29,11 +29,17 @@ use std::time::Duration;
 /// the log was `log_len` bytes long it held the node's output up to `offset`. Written after
 /// each append, so after a crash between the two the log is cut back to `log_len` and the
 /// node sends the rest again: each line lands once.
-#[derive(Debug, Serialize, Deserialize)]
+///
+/// A spread job's workers on joined nodes stream into the same log: `workers` holds how far
+/// each one's output is logged (by node id), saved with every append of either kind, so a
+/// cut after a crash takes every stream back to the same point.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct LogMark {
     attempt: u32,
     log_len: u64,
     offset: u64,
+    #[serde(default)]
+    workers: std::collections::BTreeMap<i64, u64>,
 }
 
 fn mark_path(app: &App, id: i64) -> PathBuf {
@@ -41,23 +47,69 @@ fn mark_path(app: &App, id: i64) -> PathBuf {
 }
 
 fn save_mark(app: &App, id: i64, attempt: u32, offset: u64) {
+    let workers = worker_offsets(app, id, attempt);
     let saved = save_mark_at(
         &mark_path(app, id),
         &dispatch::log_path(app, id),
         attempt,
         offset,
+        workers,
     );
     if let Err(e) = saved {
         tracing::warn!(job = id, "recording how far the job's log goes: {e}");
     }
 }
 
-fn save_mark_at(mark: &Path, log: &Path, attempt: u32, offset: u64) -> std::io::Result<()> {
+/// How far each of a spread job's workers' output is logged: what the server follows now,
+/// over what the mark held (a worker not yet reported again after a restart).
+fn worker_offsets(app: &App, id: i64, attempt: u32) -> std::collections::BTreeMap<i64, u64> {
+    let mut workers = read_mark(&mark_path(app, id))
+        .filter(|m| m.attempt == attempt)
+        .map(|m| m.workers)
+        .unwrap_or_default();
+    if let Some(cluster) = &app.cluster {
+        for (job, node_id, a) in cluster.worker_keys() {
+            if job == id && a == attempt {
+                if let Some(Some(offset)) = cluster.worker(job, node_id, a, None) {
+                    workers.insert(node_id, offset);
+                }
+            }
+        }
+    }
+    workers
+}
+
+fn read_mark(mark_file: &Path) -> Option<LogMark> {
+    std::fs::read(mark_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<LogMark>(&b).ok())
+}
+
+/// How far a spread job's worker on `node_id` is logged, as the mark says (0: nothing yet).
+pub fn load_worker_mark(app: &App, id: i64, node_id: i64) -> u64 {
+    let attempt = match app.store.job(id) {
+        Ok(Some(j)) => j.attempts.len() as u32 + 1,
+        _ => return 0,
+    };
+    read_mark(&mark_path(app, id))
+        .filter(|m| m.attempt == attempt)
+        .and_then(|m| m.workers.get(&node_id).copied())
+        .unwrap_or(0)
+}
+
+fn save_mark_at(
+    mark: &Path,
+    log: &Path,
+    attempt: u32,
+    offset: u64,
+    workers: std::collections::BTreeMap<i64, u64>,
+) -> std::io::Result<()> {
     let log_len = std::fs::metadata(log).map_or(0, |m| m.len());
     let json = serde_json::to_vec(&LogMark {
         attempt,
         log_len,
         offset,
+        workers,
     })
     .map_err(std::io::Error::other)?;
     // Renamed into place: a crash leaves the old mark or the new one, never half of one.
@@ -74,12 +126,9 @@ fn load_mark(app: &App, id: i64, attempt: u32) -> u64 {
 /// The mark's offset, with the log cut back to the mark if an append outran it (the node
 /// sends those lines again). No mark for this attempt: nothing of it was logged yet.
 fn load_mark_at(mark_file: &Path, log: &Path, attempt: u32) -> u64 {
-    let mark = std::fs::read(mark_file)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<LogMark>(&b).ok())
-        .filter(|m| m.attempt == attempt);
+    let mark = read_mark(mark_file).filter(|m| m.attempt == attempt);
     let Some(mark) = mark else {
-        if let Err(e) = save_mark_at(mark_file, log, attempt, 0) {
+        if let Err(e) = save_mark_at(mark_file, log, attempt, 0, Default::default()) {
             tracing::warn!("recording how far {} goes: {e}", log.display());
         }
         return 0;
@@ -111,7 +160,7 @@ fn task_files(spec: &SubmitJob) -> Vec<TaskFile> {
 }
 
 /// Appends lines to the job's one log (the server's copy).
-fn log_lines(app: &App, id: i64, lines: &[String]) {
+pub(crate) fn log_lines(app: &App, id: i64, lines: &[String]) {
     let dir = app.cfg.job_dir(id);
     let _ = crate::layout::mkdir(&dir, 0o700, None);
     let file = std::fs::OpenOptions::new()
@@ -135,6 +184,152 @@ fn log_lines(app: &App, id: i64, lines: &[String]) {
 
 /// Starts an admitted job on the joined node the scheduler placed it on.
 pub async fn start(app: Arc<App>, job: JobRow, user: UserRow, node: String) {
+    start_part(app, job, user, node, None).await
+}
+
+/// Sends a spread job's worker to a joined node other than the driver's, and follows it.
+pub fn start_worker(
+    app: &App,
+    job: &JobRow,
+    user: &UserRow,
+    node: &str,
+    part: crate::standalone::Part,
+) -> Result<(), String> {
+    let cluster = app.cluster.as_ref().ok_or("the cluster port is off")?;
+    let (node_id, paths) = cluster
+        .paths(node)
+        .ok_or_else(|| format!("node {node} is not connected"))?;
+    let attempt = job.attempts.len() as u32 + 1;
+    let task = task_for(app, job, user, &paths, attempt, Some(&part));
+    let remote = RemoteTask {
+        node_id,
+        node: node.to_string(),
+        attempt,
+        files: Default::default(),
+        conn: 0,
+        logged: Some(0),
+    };
+    if cluster.start_worker(job.id, remote, ServerMessage::StartTask(Box::new(task))) {
+        tracing::info!(
+            job = job.id,
+            node,
+            attempt,
+            "started a worker on a joined node"
+        );
+        Ok(())
+    } else {
+        Err(format!("node {node} disconnected"))
+    }
+}
+
+/// The task a node runs for `job`: the whole job in local mode, or its part of a spread
+/// job (`part`), with the node's paths.
+fn task_for(
+    app: &App,
+    job: &JobRow,
+    user: &UserRow,
+    paths: &crate::cluster::NodePaths,
+    attempt: u32,
+    part: Option<&crate::standalone::Part>,
+) -> StartTask {
+    let id = job.id;
+    let layout = TaskLayout::new(&paths.data_dir, id, attempt);
+    let linux = user.linux(app);
+    let linux = LinuxUser {
+        home: node_workspace(&paths.data_dir, &user.name),
+        ..linux
+    };
+    let rt = crate::runtime::Runtime {
+        root: paths.runtime.root.clone().into(),
+        spark_home: paths.runtime.spark_home.clone().into(),
+        python: paths.runtime.python.clone().into(),
+        java: String::new(),
+    };
+    let spec = &job.spec;
+    let on_node = |f: &FileRef| layout.files.join(&f.name);
+    let all = |refs: &[FileRef]| refs.iter().map(on_node).collect::<Vec<_>>();
+    let (cores, heap_mib) = match part {
+        Some(_) => (job.resources.driver_cores, job.resources.driver_memory_mib),
+        None => (
+            job.resources.total_cores(),
+            job.resources.total_memory_mib(),
+        ),
+    };
+    let app_spec = spark::LocalApp {
+        spark_home: &rt.spark_home,
+        name: &job.name,
+        cores,
+        heap_mib,
+        properties_file: &layout.properties,
+        main: on_node(&spec.main),
+        class: spec.class.as_deref(),
+        args: &spec.args,
+        conf: &spec.conf,
+        py_files: all(&spec.py_files),
+        files: all(&spec.files),
+        archives: all(&spec.archives),
+        jars: all(&spec.jars),
+    };
+    let mut env = spark::job_env(&rt, &linux, &user.name, id);
+    // The door to Spark UIs is on the server's machine only: remote jobs have none yet.
+    let ui = spark::UiPlace::Off;
+    let (argv, properties, files, memory_limit_mib, cpu_cores, kind) = match part {
+        None => (
+            spark::local_submit_argv(&app_spec),
+            spark::properties_file(&crate::auth::random_hex(32), &ui),
+            task_files(spec),
+            job.resources.memory_limit_mib(),
+            job.resources.total_cores(),
+            "job",
+        ),
+        Some(p) => {
+            spark::standalone_env(&mut env);
+            let driver = p
+                .driver
+                .then(|| spark::standalone_submit_argv(&app_spec, &p.cluster));
+            (
+                p.argv(&rt, &layout.properties, driver, String::new()),
+                p.properties(&ui),
+                // A worker needs none of the job's files: the driver serves them.
+                if p.driver {
+                    task_files(spec)
+                } else {
+                    Vec::new()
+                },
+                p.held.memory_mib,
+                p.held.cores,
+                if p.driver { "job" } else { "worker" },
+            )
+        }
+    };
+    StartTask {
+        job: id,
+        attempt,
+        task_id: format!("{}-{kind}-{id}-{attempt}", app.instance),
+        user: TaskUser {
+            name: user.name.clone(),
+            linux_name: linux.name.clone(),
+            uid: linux.uid,
+            gid: linux.gid,
+        },
+        argv,
+        env,
+        files,
+        properties,
+        memory_limit_mib,
+        cpu_cores,
+        pids_max: 4096,
+    }
+}
+
+/// Starts a job's task (the driver's part of a spread job with `part`) on a joined node.
+pub async fn start_part(
+    app: Arc<App>,
+    job: JobRow,
+    user: UserRow,
+    node: String,
+    part: Option<crate::standalone::Part>,
+) {
     let id = job.id;
     let Some(cluster) = app.cluster.clone() else {
         return dispatch::fail(
@@ -152,56 +347,8 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow, node: String) {
         return;
     };
     let attempt = job.attempts.len() as u32 + 1;
-    let layout = TaskLayout::new(&paths.data_dir, id, attempt);
-    let linux = user.linux(&app);
-    let linux = LinuxUser {
-        home: node_workspace(&paths.data_dir, &user.name),
-        ..linux
-    };
-    let rt = crate::runtime::Runtime {
-        root: paths.runtime.root.clone().into(),
-        spark_home: paths.runtime.spark_home.clone().into(),
-        python: paths.runtime.python.clone().into(),
-        java: String::new(),
-    };
-    let spec = &job.spec;
-    let on_node = |f: &FileRef| layout.files.join(&f.name);
-    let all = |refs: &[FileRef]| refs.iter().map(on_node).collect::<Vec<_>>();
-    let app_spec = spark::LocalApp {
-        spark_home: &rt.spark_home,
-        name: &job.name,
-        cores: job.resources.total_cores(),
-        heap_mib: job.resources.total_memory_mib(),
-        properties_file: &layout.properties,
-        main: on_node(&spec.main),
-        class: spec.class.as_deref(),
-        args: &spec.args,
-        conf: &spec.conf,
-        py_files: all(&spec.py_files),
-        files: all(&spec.files),
-        archives: all(&spec.archives),
-        jars: all(&spec.jars),
-    };
-    let files = task_files(spec);
-    let task = StartTask {
-        job: id,
-        attempt,
-        task_id: format!("{}-job-{id}-{attempt}", app.instance),
-        user: TaskUser {
-            name: user.name.clone(),
-            linux_name: linux.name.clone(),
-            uid: linux.uid,
-            gid: linux.gid,
-        },
-        argv: spark::local_submit_argv(&app_spec),
-        env: spark::job_env(&rt, &linux, &user.name, id),
-        files: files.clone(),
-        // The door to Spark UIs is on the server's machine only: remote jobs have none yet.
-        properties: spark::properties_file(&crate::auth::random_hex(32), &spark::UiPlace::Off),
-        memory_limit_mib: job.resources.memory_limit_mib(),
-        cpu_cores: job.resources.total_cores(),
-        pids_max: 4096,
-    };
+    let task = task_for(&app, &job, &user, &paths, attempt, part.as_ref());
+    let files = task.files.clone();
     let note = if job.attempts.is_empty() {
         format!("=== hearth: running on node {node} ===")
     } else {
@@ -239,12 +386,22 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow, node: String) {
 
 /// The node says the task's process runs.
 pub fn started(app: &App, node_id: i64, job: i64, attempt: u32) {
+    if is_worker(app, job, node_id, attempt) {
+        return;
+    }
     if !still_wanted(app, node_id, job, attempt) {
         return;
     }
     if let Err(e) = app.store.mark_running(job) {
         tracing::error!(job, "recording the start: {e}");
     }
+}
+
+/// Whether this is a spread job's worker the server follows.
+fn is_worker(app: &App, job: i64, node_id: i64, attempt: u32) -> bool {
+    app.cluster
+        .as_ref()
+        .is_some_and(|c| c.worker(job, node_id, attempt, None).is_some())
 }
 
 /// Whether the server waits for this attempt. The node is told to forget one the server
@@ -280,6 +437,28 @@ pub fn report(app: &App, node_id: i64, node: &str, conn: u64, tasks: &[TaskRef])
     let Some(cluster) = app.cluster.as_ref() else {
         return;
     };
+    let (workers, tasks) = crate::standalone::adopt_reported(app, node_id, conn, tasks);
+    for (t, offset) in &workers {
+        cluster.send(
+            node_id,
+            ServerMessage::Resume {
+                job: t.job,
+                attempt: t.attempt,
+                offset: *offset,
+            },
+        );
+    }
+    let reported: Vec<TaskRef> = workers.iter().map(|(t, _)| *t).collect();
+    for job in cluster.unreported_workers(node_id, conn, &reported) {
+        crate::standalone::stop_workers(app, job, Some(node_id));
+        crate::standalone::worker_ended(
+            app,
+            node,
+            job,
+            "the node reconnected without it: the start never reached it",
+        );
+    }
+    let tasks = &tasks[..];
     for t in tasks {
         let Some(logged) = cluster.adopt(t.job, node_id, t.attempt, conn) else {
             tracing::info!(
@@ -338,6 +517,9 @@ pub fn output(
     lines: &[String],
 ) {
     let TaskRef { job, attempt } = task;
+    if is_worker(app, job, node_id, attempt) {
+        return worker_output(app, node_id, node, task, bytes, lines);
+    }
     if !still_wanted(app, node_id, job, attempt) {
         return;
     }
@@ -374,6 +556,53 @@ pub fn output(
     );
 }
 
+/// A worker's lines, like a job's: appended at the offset expected only, acknowledged.
+fn worker_output(
+    app: &App,
+    node_id: i64,
+    node: &str,
+    task: TaskRef,
+    bytes: std::ops::Range<u64>,
+    lines: &[String],
+) {
+    let TaskRef { job, attempt } = task;
+    let Some(cluster) = app.cluster.as_ref() else {
+        return;
+    };
+    let Some(Some(expected)) = cluster.worker(job, node_id, attempt, None) else {
+        return;
+    };
+    if bytes.start != expected || bytes.end < bytes.start {
+        cluster.send(
+            node_id,
+            ServerMessage::Resume {
+                job,
+                attempt,
+                offset: expected,
+            },
+        );
+        return;
+    }
+    let marked: Vec<String> = lines.iter().map(|l| format!("[{node}] {l}")).collect();
+    log_lines(app, job, &marked);
+    cluster.set_worker_logged(job, node_id, bytes.end);
+    let driver = cluster.task(job).and_then(|t| t.logged);
+    let offset = driver.unwrap_or_else(|| {
+        read_mark(&mark_path(app, job))
+            .filter(|m| m.attempt == attempt)
+            .map_or(0, |m| m.offset)
+    });
+    save_mark(app, job, attempt, offset);
+    cluster.send(
+        node_id,
+        ServerMessage::Logged {
+            job,
+            attempt,
+            offset: bytes.end,
+        },
+    );
+}
+
 /// The task ended (or could not start): recorded once, and only if the server still waits
 /// for this node's attempt (a node declared down has lost it already).
 pub fn ended(
@@ -388,6 +617,17 @@ pub fn ended(
     let Some(cluster) = app.cluster.as_ref() else {
         return;
     };
+    if is_worker(app, job, node_id, attempt) {
+        crate::standalone::stop_workers(app, job, Some(node_id));
+        let how = match (error, exit.code, exit.signal) {
+            (Some(why), _, _) => format!("it could not start: {why}"),
+            (None, Some(c), _) => format!("exit code {c}"),
+            (None, None, Some(s)) => format!("signal {s}"),
+            _ => "no exit status".into(),
+        };
+        crate::standalone::worker_ended(app, node, job, &how);
+        return;
+    }
     let current = cluster.untrack(job, Some((node_id, attempt)));
     // Recorded now or before: the node need not hold it any longer.
     forget(app, cluster, node_id, job, attempt);
@@ -439,9 +679,18 @@ pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusql
     let active = app
         .store
         .jobs_in(&[JobState::Starting, JobState::Running])?;
-    let remote: Vec<&JobRow> = active
+    // Every joined node a job holds something on: a spread job's workers' nodes too.
+    let remote: Vec<(&JobRow, Vec<String>)> = active
         .iter()
-        .filter(|j| j.node.as_deref().is_some_and(|n| n != LOCAL_NODE))
+        .map(|j| {
+            let nodes = dispatch::holdings(j)
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| n != LOCAL_NODE)
+                .collect::<Vec<_>>();
+            (j, nodes)
+        })
+        .filter(|(_, nodes)| !nodes.is_empty())
         .collect();
     if remote.is_empty() {
         return Ok(());
@@ -450,19 +699,44 @@ pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusql
     let now = crate::store::now_ms();
     let timeout = cluster.node_timeout.as_millis() as i64;
     let waking = now.saturating_sub(cluster.started_ms) <= timeout;
-    for job in remote {
-        let name = job.node.as_deref().unwrap_or_default();
-        let why = match nodes
-            .iter()
-            .find(|n| n.name == name && n.removed_at.is_none())
-        {
-            None => format!("lost: node {name} was removed"),
-            Some(n) if cluster.state(n, now) == NodeState::Down && !waking => format!(
-                "lost: node {name} sent no heartbeat for {}s",
-                cluster.node_timeout.as_secs()
-            ),
-            Some(_) => continue,
+    for (job, names) in remote {
+        let gone = names.iter().find_map(|name| {
+            match nodes
+                .iter()
+                .find(|n| n.name == *name && n.removed_at.is_none())
+            {
+                None => Some((name, None, format!("lost: node {name} was removed"))),
+                Some(n) if cluster.state(n, now) == NodeState::Down && !waking => Some((
+                    name,
+                    Some(n.id),
+                    format!(
+                        "lost: node {name} sent no heartbeat for {}s",
+                        cluster.node_timeout.as_secs()
+                    ),
+                )),
+                Some(_) => None,
+            }
+        });
+        let Some((name, node_id, why)) = gone else {
+            continue;
         };
+        let driver = job.node.as_deref().unwrap_or(LOCAL_NODE);
+        if name != driver {
+            // A worker's node: its executors are gone. Once (the worker is followed until
+            // now): a driver on this machine is stopped and fails; one on a joined node is
+            // told to stop, and the job is lost like its node's own jobs.
+            let followed =
+                node_id.is_some_and(|id| !cluster.untrack_workers(job.id, Some(id)).is_empty());
+            if driver == LOCAL_NODE {
+                if followed {
+                    crate::standalone::worker_ended(app, name, job.id, &why);
+                }
+                continue;
+            }
+            if let Some(t) = cluster.task(job.id) {
+                forget(app, cluster, t.node_id, job.id, t.attempt);
+            }
+        }
         lose(app, cluster, job.id, &why)?;
     }
     Ok(())
@@ -500,6 +774,9 @@ pub fn restore(app: &App, job: &JobRow, node: &str) -> Result<(), String> {
     let Some(n) = found else {
         return Err(format!("lost: node {node} was removed"));
     };
+    // The log goes back to its last mark now, before any stream of the job (its driver's,
+    // a spread job's workers') is adopted and appends again.
+    let _ = load_mark(app, job.id, job.attempts.len() as u32 + 1);
     cluster.restore(
         job.id,
         RemoteTask {
@@ -532,7 +809,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let (mark, log) = (dir.join("remote.json"), dir.join("output.log"));
         std::fs::write(&log, "=== hearth: running on node n ===\n[n] one\n").expect("log");
-        save_mark_at(&mark, &log, 1, 4).expect("mark");
+        save_mark_at(&mark, &log, 1, 4, Default::default()).expect("mark");
         // A crash after this append, before its mark.
         std::fs::OpenOptions::new()
             .append(true)

@@ -76,6 +76,32 @@ fn join(paths: &[PathBuf]) -> String {
 
 /// `spark-submit --master local[N] ...` for the app.
 pub fn local_submit_argv(app: &LocalApp) -> Vec<String> {
+    submit_argv(app, format!("local[{}]", app.cores), &[])
+}
+
+/// The driver of a job spread over several nodes: the app in client mode on its own
+/// standalone cluster, `--driver-memory` the driver's alone (`app.heap_mib`).
+pub fn standalone_submit_argv(app: &LocalApp, cluster: &Standalone) -> Vec<String> {
+    let conf = [
+        ("spark.submit.deployMode", "client".to_string()),
+        // Executors on other nodes connect back to the driver: its node's address.
+        ("spark.driver.host", cluster.host.clone()),
+        ("spark.driver.bindAddress", cluster.host.clone()),
+        ("spark.executor.cores", cluster.executor_cores.to_string()),
+        (
+            "spark.executor.memory",
+            format!("{}m", cluster.executor_memory_mib),
+        ),
+        // Exactly the executors granted: each worker offers room for its own count only.
+        (
+            "spark.cores.max",
+            (cluster.executor_cores * cluster.executors).to_string(),
+        ),
+    ];
+    submit_argv(app, cluster.master_url(), &conf)
+}
+
+fn submit_argv(app: &LocalApp, master: String, hearth_conf: &[(&str, String)]) -> Vec<String> {
     let mut argv = vec![
         app.spark_home
             .join("bin")
@@ -83,7 +109,7 @@ pub fn local_submit_argv(app: &LocalApp) -> Vec<String> {
             .display()
             .to_string(),
         "--master".into(),
-        format!("local[{}]", app.cores),
+        master,
         "--name".into(),
         app.name.to_string(),
         "--properties-file".into(),
@@ -91,6 +117,10 @@ pub fn local_submit_argv(app: &LocalApp) -> Vec<String> {
         "--driver-memory".into(),
         format!("{}m", app.heap_mib),
     ];
+    for (k, v) in hearth_conf {
+        argv.push("--conf".into());
+        argv.push(format!("{k}={v}"));
+    }
     for (flag, list) in [
         ("--py-files", &app.py_files),
         ("--files", &app.files),
@@ -118,6 +148,130 @@ pub fn local_submit_argv(app: &LocalApp) -> Vec<String> {
 /// A Spark properties file: one `key=value` line each.
 fn properties(pairs: &[(&str, String)]) -> String {
     pairs.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+/// A job's own Spark standalone cluster, for a job whose executors need several nodes:
+/// the master on the driver's node, a worker on each node with executors, all sharing the
+/// job's `spark.authenticate` secret with RPC encryption on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standalone {
+    /// The master's node's address for Spark's traffic, and its port there.
+    pub master_host: String,
+    pub master_port: u16,
+    /// This node's address for Spark's traffic (what its daemons and the driver bind to).
+    pub host: String,
+    pub executor_cores: u32,
+    pub executor_memory_mib: u64,
+    /// Executors of the whole job.
+    pub executors: u32,
+}
+
+impl Standalone {
+    pub fn master_url(&self) -> String {
+        format!("spark://{}:{}", self.master_host, self.master_port)
+    }
+}
+
+/// What Hearth counts, beside the JVMs it serves, for each standalone daemon (a master or
+/// a worker): its heap is `DAEMON_HEAP`, and a JVM needs about as much again besides.
+pub const DAEMON_MIB: u64 = 256;
+const DAEMON_HEAP: &str = "128m";
+
+/// One node's part of a job's standalone cluster: which daemons run there and, on the
+/// driver's node, the driver's command line.
+#[derive(Debug, Clone)]
+pub struct StandalonePart<'a> {
+    pub python: &'a Path,
+    pub spark_home: &'a Path,
+    pub properties_file: &'a Path,
+    pub cluster: &'a Standalone,
+    pub runs_master: bool,
+    /// A worker offering this many executors (of the cluster's size) here.
+    pub worker_executors: u32,
+    pub driver: Option<Vec<String>>,
+    /// Put before each line of the daemons' and executors' output, e.g. `[n2] `.
+    pub prefix: String,
+}
+
+/// The embedded launcher (`standalone.py`) with this part's daemons and driver.
+pub fn standalone_argv(p: &StandalonePart) -> Vec<String> {
+    let class = p
+        .spark_home
+        .join("bin")
+        .join("spark-class")
+        .display()
+        .to_string();
+    let props = p.properties_file.display().to_string();
+    let c = p.cluster;
+    let master = p.runs_master.then(|| {
+        vec![
+            class.clone(),
+            "org.apache.spark.deploy.master.Master".into(),
+            "--host".into(),
+            c.host.clone(),
+            "--port".into(),
+            c.master_port.to_string(),
+            // Any free port: its UI binds to loopback only (SPARK_LOCAL_IP).
+            "--webui-port".into(),
+            "0".into(),
+            "--properties-file".into(),
+            props.clone(),
+        ]
+    });
+    let worker = (p.worker_executors > 0).then(|| {
+        vec![
+            class.clone(),
+            "org.apache.spark.deploy.worker.Worker".into(),
+            "--host".into(),
+            c.host.clone(),
+            "--webui-port".into(),
+            "0".into(),
+            "--cores".into(),
+            (c.executor_cores * p.worker_executors).to_string(),
+            "--memory".into(),
+            format!("{}m", c.executor_memory_mib * u64::from(p.worker_executors)),
+            "--work-dir".into(),
+            STANDALONE_WORK_DIR.into(),
+            "--properties-file".into(),
+            props.clone(),
+            c.master_url(),
+        ]
+    });
+    let spec = serde_json::json!({
+        "prefix": p.prefix,
+        "master": master,
+        "worker": worker,
+        "work_dir": STANDALONE_WORK_DIR,
+        "driver": p.driver,
+    });
+    vec![
+        p.python.display().to_string(),
+        "-c".into(),
+        include_str!("standalone.py").into(),
+        spec.to_string(),
+    ]
+}
+
+/// Where a worker keeps its executors' directories and logs: in the task's private /tmp.
+const STANDALONE_WORK_DIR: &str = "/tmp/spark-work";
+
+/// The extra environment of a standalone part: small daemon heaps (what `DAEMON_MIB` counts).
+pub fn standalone_env(env: &mut Vec<(String, String)>) {
+    env.push(("SPARK_DAEMON_MEMORY".into(), DAEMON_HEAP.into()));
+}
+
+/// The properties file of every part of a job's standalone cluster: the job's one secret,
+/// with the RPC encryption that it keys, and none of the master's ways in but Spark's RPC.
+pub fn standalone_properties_file(secret: &str, ui: &UiPlace) -> String {
+    let mut text = properties_file(secret, ui);
+    text.push_str(&properties(&[
+        ("spark.network.crypto.enabled", "true".into()),
+        ("spark.master.rest.enabled", "false".into()),
+        ("spark.ui.killEnabled", "false".into()),
+        // The master's port was chosen for it: never wander to the next one.
+        ("spark.port.maxRetries", "0".into()),
+    ]));
+    text
 }
 
 /// Where a task's Spark UI listens, if it has one.

@@ -99,6 +99,11 @@ CREATE TABLE nodes (
 );
 CREATE UNIQUE INDEX nodes_by_live_name ON nodes(name) WHERE removed_at IS NULL;
 "#,
+    // A job spread over several nodes: how many executors run on which (JSON), beside
+    // `node`, the driver's.
+    r#"
+ALTER TABLE jobs ADD COLUMN workers TEXT;
+"#,
 ];
 
 pub fn now_ms() -> i64 {
@@ -186,6 +191,16 @@ pub struct JobRow {
     pub attempts: Vec<Attempt>,
     /// Set while a preemption stops the job: why, for its attempt history.
     pub preempt_reason: Option<String>,
+    /// A job spread over several nodes (a standalone cluster of its own): executors by
+    /// node, the driver's `node` among them if it runs some. Empty in local mode.
+    pub workers: Vec<Workers>,
+}
+
+/// `count` executors of a spread job on `node`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Workers {
+    pub node: String,
+    pub count: u32,
 }
 
 /// Which jobs a listing shows; every field narrows it, None does not.
@@ -225,7 +240,7 @@ const USER_COLS: &str = "id, name, admin, password_hash, uid, gid, linux_name, c
 const TOKEN_COLS: &str = "id, user_id, name, secret_hash, created_at, expires_at, last_used_at";
 const JOB_COLS: &str = "id, user_id, owner, name, state, spec, resources, submitted_at, \
      started_at, running_at, finished_at, exit_code, reason, oom_killed, node, cancel_requested, \
-     queue, priority, preemptible, attempts, preempt_reason";
+     queue, priority, preemptible, attempts, preempt_reason, workers";
 
 const NODE_TOKEN_COLS: &str =
     "id, secret_sha256, created_by, created_at, expires_at, revoked_at, uses";
@@ -316,6 +331,10 @@ fn job_row(r: &Row) -> Result<JobRow> {
         preemptible: r.get(18)?,
         attempts: serde_json::from_str(&r.get::<_, String>(19)?).map_err(bad_json)?,
         preempt_reason: r.get(20)?,
+        workers: match r.get::<_, Option<String>>(21)? {
+            Some(text) => serde_json::from_str(&text).map_err(bad_json)?,
+            None => Vec::new(),
+        },
     })
 }
 
@@ -757,7 +776,7 @@ impl Store {
             reason: reason.clone(),
         });
         let n = tx.execute(
-            "UPDATE jobs SET state = 'queued', started_at = NULL, running_at = NULL, node = NULL,
+            "UPDATE jobs SET state = 'queued', started_at = NULL, running_at = NULL, node = NULL, workers = NULL,
              preempt_reason = NULL, attempts = ?2, reason = ?3
              WHERE id = ?1 AND state IN ('starting', 'running')",
             params![
@@ -799,7 +818,7 @@ impl Store {
         let attempts = serde_json::to_string(&attempts).map_err(bad_json)?;
         let state = if lost_before < max_retries as usize && !job.cancel_requested {
             tx.execute(
-                "UPDATE jobs SET state = 'queued', started_at = NULL, running_at = NULL, node = NULL,
+                "UPDATE jobs SET state = 'queued', started_at = NULL, running_at = NULL, node = NULL, workers = NULL,
                  preempt_reason = NULL, attempts = ?2, reason = ?3
                  WHERE id = ?1 AND state IN ('starting', 'running')",
                 params![id, attempts, format!("requeued: {reason}")],
@@ -888,18 +907,24 @@ impl Store {
     /// (a job cancelled meanwhile is not).
     pub fn apply_plan(
         &self,
-        placements: &[(i64, String)],
+        placements: &[(i64, String, Vec<Workers>)],
         waiting: &[(i64, String)],
     ) -> Result<Vec<i64>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let now = now_ms();
         let mut admitted = Vec::new();
-        for (id, node) in placements {
+        for (id, node, workers) in placements {
+            let workers = if workers.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(workers).map_err(bad_json)?)
+            };
             let n = tx.execute(
-                "UPDATE jobs SET state = 'starting', started_at = ?2, node = ?3, reason = NULL
+                "UPDATE jobs SET state = 'starting', started_at = ?2, node = ?3, workers = ?4,
+                 reason = NULL
                  WHERE id = ?1 AND state = 'queued'",
-                params![id, now, node],
+                params![id, now, node, workers],
             )?;
             if n == 1 {
                 admitted.push(*id);
@@ -928,7 +953,7 @@ impl Store {
     /// Puts a job that never started back in the queue.
     pub fn requeue(&self, id: i64, reason: &str) -> Result<()> {
         self.conn().execute(
-            "UPDATE jobs SET state = 'queued', started_at = NULL, node = NULL, reason = ?2
+            "UPDATE jobs SET state = 'queued', started_at = NULL, node = NULL, workers = NULL, reason = ?2
              WHERE id = ?1 AND state = 'starting'",
             params![id, reason],
         )?;
@@ -1084,7 +1109,11 @@ mod tests {
     fn a_lost_job_runs_again_while_retries_remain_then_fails_with_the_reason() {
         let (store, dir) = temp_store();
         let id = queued_job(&store);
-        let place = || store.apply_plan(&[(id, "n1".into())], &[]).expect("plan");
+        let place = || {
+            store
+                .apply_plan(&[(id, "n1".into(), Vec::new())], &[])
+                .expect("plan")
+        };
         assert_eq!(place(), vec![id]);
         store.mark_running(id).expect("running");
         assert_eq!(
@@ -1125,7 +1154,7 @@ mod tests {
         let id = queued_job(&store);
         assert_eq!(
             store
-                .apply_plan(&[(id, "local".into())], &[])
+                .apply_plan(&[(id, "local".into(), Vec::new())], &[])
                 .expect("plan"),
             vec![id]
         );

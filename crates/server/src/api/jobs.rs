@@ -208,7 +208,31 @@ fn validate(app: &AppState, caller: &Caller, req: &SubmitJob) -> ApiResult<JobRe
     let fits_joined = joined.iter().any(|n| {
         n.removed_at.is_none() && need.fits_in(&hearth_sched::Resources::new(n.cores, n.memory_mib))
     });
-    if !need.fits_in(&offer) && !fits_joined {
+    // Too big for any one node, a job with executors may still run spread over several
+    // (a standalone cluster of its own): each part must fit a node and the whole the
+    // nodes together. The scheduler says more precisely why one waits.
+    let spreads = || {
+        if resources.num_executors == 0 || !req.constraints.is_empty() {
+            return false;
+        }
+        let caps: Vec<hearth_sched::Resources> = std::iter::once(offer)
+            .chain(
+                joined
+                    .iter()
+                    .filter(|n| n.removed_at.is_none())
+                    .map(|n| hearth_sched::Resources::new(n.cores, n.memory_mib)),
+            )
+            .collect();
+        let g = crate::dispatch::spread_gang(&resources);
+        let sum = caps
+            .iter()
+            .fold(hearth_sched::Resources::ZERO, |s, c| s.add(c));
+        [g.driver, g.executor]
+            .iter()
+            .all(|part| caps.iter().any(|c| part.fits_in(c)))
+            && g.total().fits_in(&sum)
+    };
+    if !need.fits_in(&offer) && !fits_joined && !spreads() {
         let nodes = if joined.iter().any(|n| n.removed_at.is_none()) {
             ", and no joined node offers that much either"
         } else {

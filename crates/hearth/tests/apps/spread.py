@@ -1,0 +1,24 @@
+# A job meant to run on several nodes: its executors say where they run (in their own
+# output, which Spark's workers keep in files that Hearth copies into the job's log),
+# and the driver prints a sum that is right only if every partition was computed.
+import socket
+import sys
+
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.appName("spread").getOrCreate()
+sc = spark.sparkContext
+
+
+def tagged(index, rows):
+    rows = list(rows)
+    print("partition %d computed on %s" % (index, socket.gethostname()), flush=True)
+    return [sum(rows)]
+
+
+partitions = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+total = sc.parallelize(range(1, 100001), partitions).mapPartitionsWithIndex(tagged).sum()
+executors = sc._jsc.sc().getExecutorMemoryStatus().size() - 1
+print("sum: %d" % total)
+print("executors: %d" % executors)
+spark.stop()
