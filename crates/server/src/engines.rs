@@ -621,6 +621,9 @@ async fn follow(app: Arc<App>, e: Arc<Engine>, mut task: Task, owner_uid: u32) {
     };
     let exit = tokio::select! {
         _ = ready => {
+            // Idle from now, not from when it began starting: on a busy machine a start
+            // can take longer than a short idle timeout, and whoever asked comes next.
+            e.touch();
             e.set_state(EngineState::Running);
             tracing::info!(engine = e.id, user = %e.user, "engine ready");
             task.wait().await
