@@ -9,6 +9,20 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
+/// How long the rest of an upload over the limit is read and dropped before the refusal
+/// goes out (most clients only read an answer once they sent everything).
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the rest of a refused upload (for at most `DRAIN_FOR`) and drops it: a client
+/// still sending when the connection closes sees a broken pipe, not the refusal.
+pub async fn drain<S, E>(stream: &mut S)
+where
+    S: tokio_stream::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+{
+    let rest = async { while let Some(Ok(_)) = stream.next().await {} };
+    let _ = tokio::time::timeout(DRAIN_FOR, rest).await;
+}
+
 pub struct BlobStore {
     root: PathBuf,
 }
@@ -60,6 +74,7 @@ impl BlobStore {
             })?;
             size += chunk.len() as u64;
             if size > max {
+                drain(&mut stream).await;
                 return Err(ApiError::new(
                     axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                     "upload_too_large",

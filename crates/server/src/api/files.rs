@@ -184,6 +184,7 @@ pub async fn put(
         };
         size += chunk.len() as u64;
         if size > max {
+            crate::blobs::drain(&mut stream).await;
             result = Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "upload_too_large",
