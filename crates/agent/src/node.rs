@@ -510,6 +510,18 @@ fn load_or_make_key(path: &Path) -> Result<rcgen::KeyPair, AgentError> {
 /// that might pass.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     cluster::check_node_name(&cfg.offer.name).map_err(AgentError::Fatal)?;
+    // Said once at start, like the server does: a node that cannot isolate runs its tasks
+    // without namespaces or cgroup limits (e.g. under `ip netns exec`, whose fresh /sys
+    // hides the cgroup mounts).
+    let isolation = crate::sandbox::probe();
+    if !isolation.enabled {
+        eprintln!(
+            "WARNING: isolation is OFF on this node. Jobs of different users are not separated:"
+        );
+        for p in &isolation.problems {
+            eprintln!("  - {p}");
+        }
+    }
     let key_path = cfg.data_dir.join("node.key");
     let cert_path = cfg.data_dir.join("node.pem");
     let state_path = cfg.data_dir.join("node.json");

@@ -178,7 +178,19 @@ pub fn print_job(j: &api::Job, format: Format) -> Result<()> {
         if j.preemptible { ", preemptible" } else { "" }
     );
     if let Some(node) = &j.node {
-        println!("  node:       {node}");
+        if j.executors_by_node.is_empty() {
+            println!("  node:       {node}");
+        } else {
+            let executors: Vec<String> = j
+                .executors_by_node
+                .iter()
+                .map(|e| format!("{} on {}", e.count, e.node))
+                .collect();
+            println!(
+                "  nodes:      driver and master on {node}; executors {} (a standalone cluster of its own)",
+                executors.join(", ")
+            );
+        }
     }
     if let Some(ui) = &j.ui_url {
         println!("  spark ui:   {ui}");

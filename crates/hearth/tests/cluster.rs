@@ -540,31 +540,9 @@ impl Drop for Netns {
 
 #[test]
 fn an_agent_in_another_network_namespace_joins_by_the_servers_address() {
-    if Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        eprintln!("SKIPPED: `ip netns` is not available here");
+    let Some((n, ns)) = free_netns() else {
+        eprintln!("SKIPPED: no network namespace");
         return;
-    }
-    // A /24 no interface of this machine uses yet (another run of this test may hold one).
-    let used = Command::new("ip")
-        .args(["-4", "addr", "show"])
-        .output()
-        .map(|o| text(&o.stdout))
-        .unwrap_or_default();
-    let n = (0..200)
-        .map(|i| 20 + (std::process::id() + i) % 200)
-        .find(|n| !used.contains(&format!("10.203.{n}.")))
-        .expect("a free 10.203.N.0/24");
-    let ns = match Netns::create(n) {
-        Ok(ns) => ns,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot make a network namespace: {e}");
-            return;
-        }
     };
     let addr = format!("10.203.{n}.1");
     let port = std::net::TcpListener::bind(format!("{addr}:0"))
@@ -600,6 +578,48 @@ fn worker(h: &Hearth, j: &Join, name: &str, cores: &str, memory: &str, more: &[&
     let agent = Agent::start(h, &common::unique(name), &args, &[]);
     wait_node_state(h, name, "ready", &agent);
     agent
+}
+
+/// Like [`worker`], run through `wrap` (`ip netns exec NS`).
+fn worker_wrapped(
+    h: &Hearth,
+    j: &Join,
+    name: &str,
+    cores: &str,
+    memory: &str,
+    wrap: &[&str],
+) -> Agent {
+    let runtime = common::runtime().display().to_string();
+    let mut args = join_args(j, name, cores, memory);
+    args.extend(["--runtime", &runtime]);
+    let agent = Agent::start(h, &common::unique(name), &args, wrap);
+    wait_node_state(h, name, "ready", &agent);
+    agent
+}
+
+/// A network namespace on a /24 no interface of this machine uses yet, with its number;
+/// None where namespaces cannot be made (the test then runs on loopback alone).
+fn free_netns() -> Option<(u32, Netns)> {
+    let listed = Command::new("ip").args(["netns", "list"]).output();
+    if !listed.is_ok_and(|o| o.status.success()) {
+        eprintln!("`ip netns` is not available here: every node on loopback");
+        return None;
+    }
+    let used = Command::new("ip")
+        .args(["-4", "addr", "show"])
+        .output()
+        .map(|o| text(&o.stdout))
+        .unwrap_or_default();
+    let n = (0..200)
+        .map(|i| 20 + (std::process::id() + i) % 200)
+        .find(|n| !used.contains(&format!("10.203.{n}.")))?;
+    match Netns::create(n) {
+        Ok(ns) => Some((n, ns)),
+        Err(e) => {
+            eprintln!("cannot make a network namespace ({e}): every node on loopback");
+            None
+        }
+    }
 }
 
 /// Kills what is left of a task on an agent killed with -9 (its shim outlives it, like
@@ -717,19 +737,44 @@ fn a_job_constrained_to_a_label_runs_on_the_joined_node_with_it_and_its_log_says
 
 #[test]
 fn a_job_too_big_for_any_node_runs_on_its_own_standalone_cluster_across_nodes() {
+    // One agent in a network namespace of its own, if this machine can make one: then no
+    // part of the cluster reaches another over loopback.
+    let ns = free_netns();
+    let listen = ns.as_ref().map(|(n, _)| {
+        let addr = format!("10.203.{n}.1");
+        let port = std::net::TcpListener::bind(format!("{addr}:0"))
+            .and_then(|l| l.local_addr())
+            .expect("a free port on the veth address")
+            .port();
+        format!("{addr}:{port}")
+    });
     // Every node has one core: a driver and two executors of one core each fit none.
-    let mut h = Hearth::start_with(&[
+    let mut args = vec![
         "--node-timeout",
         "5s",
         "--cores",
         "1",
         "--engine-cores",
         "1",
-    ]);
+    ];
+    if let Some(listen) = &listen {
+        args.extend(["--cluster-listen", listen]);
+    }
+    let mut h = Hearth::start_with(&args);
     let alice = h.add_user("alice");
     let j = create_token(&h, "1h");
     let a = worker(&h, &j, "wa", "1", "3g", &[]);
-    let b = worker(&h, &j, "wb", "1", "3g", &[]);
+    // nsenter, not `ip netns exec`: that mounts a fresh /sys, which hides the cgroups
+    // and would leave the node without isolation.
+    let netns_path = ns
+        .as_ref()
+        .map(|(_, ns)| format!("--net=/var/run/netns/{}", ns.name));
+    let wrap: Vec<&str> = match &netns_path {
+        Some(path) => vec!["nsenter", path.as_str()],
+        None => Vec::new(),
+    };
+    let b = worker_wrapped(&h, &j, "wb", "1", "3g", &wrap);
+    assert!(!b.log().contains("isolation is OFF"), "{}", b.log());
     let app = common::apps().join("spread.py").display().to_string();
     let id = h.submit(
         &alice,
@@ -751,9 +796,23 @@ fn a_job_too_big_for_any_node_runs_on_its_own_standalone_cluster_across_nodes() 
     let agents = format!("agent wa:\n{}\nagent wb:\n{}", a.log(), b.log());
     assert_eq!(job["state"], "succeeded", "{job}\n{log}\n{agents}");
     assert!(log.contains("a standalone cluster of its own"), "{log}");
+    let spread: Vec<String> = job["executors_by_node"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| format!("{}={}", e["node"].as_str().unwrap_or("?"), e["count"]))
+        .collect();
+    assert_eq!(spread, ["wa=1", "wb=1"], "{job}");
+    let show = h.cli(&alice, &["job", "show", &id.to_string()]);
+    assert!(
+        text(&show.stdout).contains("executors 1 on wa, 1 on wb"),
+        "{}",
+        text(&show.stdout)
+    );
     // The right answer, from two executors, and the log shows each node's executor.
     assert!(log.contains("sum: 5000050000"), "{log}");
     assert!(log.contains("executors: 2"), "{log}");
+    assert!(log.contains("groups: 10 of [100]"), "{log}");
     for node in ["wa", "wb"] {
         assert!(
             log.contains(&format!("[{node}] [executor ")),

@@ -153,6 +153,13 @@ pub struct SubmitJob {
 }
 
 /// A job as the API shows it.
+/// `count` of something (executors) on `node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCount {
+    pub node: String,
+    pub count: u32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub id: u64,
@@ -178,7 +185,11 @@ pub struct Job {
     pub reason: Option<String>,
     /// The job's process tree was killed for exceeding its memory limit.
     pub oom_killed: bool,
+    /// Where it runs: the whole job, or a spread job's driver.
     pub node: Option<String>,
+    /// A job spread over several nodes: how many executors run on which.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub executors_by_node: Vec<NodeCount>,
     pub queue: String,
     pub priority: String,
     pub preemptible: bool,

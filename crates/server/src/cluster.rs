@@ -424,7 +424,12 @@ async fn connection(app: AppState, cluster: Arc<Cluster>, tcp: TcpStream, peer: 
         _ => return,
     }
     if let Ok(local) = tcp.local_addr() {
-        *cluster.server_ip.lock().unwrap_or_else(|p| p.into_inner()) = Some(local.ip());
+        // An address other machines can reach beats loopback (a test's agent on this
+        // machine may connect over either).
+        let mut ip = cluster.server_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if ip.is_none_or(|ip| ip.is_loopback()) {
+            *ip = Some(local.ip());
+        }
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(cluster.tls.server.clone());
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

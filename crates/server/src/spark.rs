@@ -242,6 +242,7 @@ pub fn standalone_argv(p: &StandalonePart) -> Vec<String> {
         "master": master,
         "worker": worker,
         "work_dir": STANDALONE_WORK_DIR,
+        "master_addr": [c.master_host, c.master_port],
         "driver": p.driver,
     });
     vec![
@@ -603,5 +604,68 @@ mod tests {
         assert!(props.contains("spark.authenticate.secret=s3cr3t\n"));
         assert!(props.contains("spark.ui.port=4050\nspark.ui.proxyBase=/ui/jobs/7\n"));
         assert!(props.contains("spark.port.maxRetries=0\n"));
+    }
+
+    #[test]
+    fn a_spread_jobs_parts_share_one_secret_off_the_command_line_with_encryption_on() {
+        let cluster = Standalone {
+            master_host: "10.0.0.1".into(),
+            master_port: 23456,
+            host: "10.0.0.1".into(),
+            executor_cores: 2,
+            executor_memory_mib: 1024,
+            executors: 3,
+        };
+        let props = standalone_properties_file("s3cr3t", &UiPlace::Off);
+        for line in [
+            "spark.authenticate.secret=s3cr3t\n",
+            "spark.network.crypto.enabled=true\n",
+            "spark.master.rest.enabled=false\n",
+            "spark.ui.killEnabled=false\n",
+        ] {
+            assert!(props.contains(line), "{line} in {props}");
+        }
+        let conf = BTreeMap::new();
+        let app = LocalApp {
+            spark_home: Path::new("/rt/spark"),
+            name: "wide",
+            cores: 1,
+            heap_mib: 512,
+            properties_file: Path::new("/job/conf/spark.properties"),
+            main: "/job/files/app.py".into(),
+            class: None,
+            args: &[],
+            conf: &conf,
+            py_files: vec![],
+            files: vec![],
+            archives: vec![],
+            jars: vec![],
+        };
+        let driver = standalone_submit_argv(&app, &cluster);
+        let line = driver.join(" ");
+        assert!(line.contains("--master spark://10.0.0.1:23456"), "{line}");
+        assert!(line.contains("--driver-memory 512m"), "{line}");
+        assert!(line.contains("spark.cores.max=6"), "{line}");
+        assert!(line.contains("spark.executor.memory=1024m"), "{line}");
+        assert!(line.contains("spark.driver.bindAddress=10.0.0.1"), "{line}");
+        let argv = standalone_argv(&StandalonePart {
+            python: Path::new("/rt/bin/python"),
+            spark_home: Path::new("/rt/spark"),
+            properties_file: Path::new("/job/conf/spark.properties"),
+            cluster: &cluster,
+            runs_master: true,
+            worker_executors: 2,
+            driver: Some(driver),
+            prefix: String::new(),
+        });
+        assert_eq!(argv[0], "/rt/bin/python");
+        assert_eq!(argv[1], "-c");
+        let spec: serde_json::Value = serde_json::from_str(&argv[3]).expect("the launcher's spec");
+        let worker = spec["worker"].to_string();
+        // The worker offers exactly its executors' cores and memory.
+        assert!(worker.contains(r#""--cores","4""#), "{worker}");
+        assert!(worker.contains(r#""--memory","2048m""#), "{worker}");
+        assert!(spec["master"].to_string().contains(r#""--port","23456""#));
+        assert!(!argv.join(" ").contains("s3cr3t"));
     }
 }

@@ -11,6 +11,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -107,6 +108,16 @@ worker = None
 follow = None
 if spec.get("worker"):
     os.makedirs(spec["work_dir"], mode=0o700, exist_ok=True)
+    # A worker that starts before its master logs a stack trace per failed try: wait
+    # until the master's port answers (the driver's node may be slower to start it).
+    host, port = spec["master_addr"]
+    deadline = time.time() + 600
+    while not stopping.is_set() and time.time() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            break
+        except OSError:
+            time.sleep(0.5)
     worker, _ = daemon(spec["worker"], prefix + "[worker] ")
     follow = Follow(spec["work_dir"], prefix)
 

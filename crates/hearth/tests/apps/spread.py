@@ -18,6 +18,11 @@ def tagged(index, rows):
 
 partitions = int(sys.argv[1]) if len(sys.argv) > 1 else 8
 total = sc.parallelize(range(1, 100001), partitions).mapPartitionsWithIndex(tagged).sum()
+# A shuffle: executors fetch each other's blocks, across nodes.
+groups = dict(
+    sc.parallelize(range(1000), partitions).map(lambda x: (x % 10, 1)).reduceByKey(lambda a, b: a + b, 4).collect()
+)
+print("groups: %d of %s" % (len(groups), sorted(set(groups.values()))))
 executors = sc._jsc.sc().getExecutorMemoryStatus().size() - 1
 print("sum: %d" % total)
 print("executors: %d" % executors)

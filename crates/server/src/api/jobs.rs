@@ -37,6 +37,14 @@ pub fn job_view(j: &JobRow) -> api::Job {
         reason: j.reason.clone(),
         oom_killed: j.oom_killed,
         node: j.node.clone(),
+        executors_by_node: j
+            .workers
+            .iter()
+            .map(|w| api::NodeCount {
+                node: w.node.clone(),
+                count: w.count,
+            })
+            .collect(),
         queue: j.queue.clone(),
         priority: j.priority.clone(),
         preemptible: j.preemptible,
