@@ -497,7 +497,7 @@ async fn start(app: Arc<App>, id: i64) {
 /// Starts a job's task on this machine (the driver's part of a spread job with `part`)
 /// and watches it to the end.
 pub(crate) async fn start_local(app: Arc<App>, job: JobRow, user: UserRow, part: Option<Part>) {
-    let id = job.id;
+    let (id, attempts) = (job.id, job.attempts.len());
     let prepared = {
         let app = app.clone();
         tokio::task::spawn_blocking(move || prepare(&app, &job, &user, part.as_ref())).await
@@ -527,7 +527,7 @@ pub(crate) async fn start_local(app: Arc<App>, job: JobRow, user: UserRow, part:
         let (dir, grace) = (spec.dir.clone(), app.cfg.stop_grace);
         tokio::spawn(async move { sandbox::stop(&dir, grace).await });
     }
-    watch(app, id, task).await;
+    watch(app, id, attempts, task).await;
 }
 
 /// Whether a cancel, or Hearth's shutdown, came while a job was being admitted or
@@ -648,9 +648,18 @@ fn lock(app: &App) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, P
     app.running.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn watch(app: Arc<App>, id: i64, mut task: Task) {
+async fn watch(app: Arc<App>, id: i64, attempt: usize, mut task: Task) {
     let exit = task.wait().await;
-    record_end(&app, id, &exit);
+    // Unless the job was given up on meanwhile (a spread job lost with a worker's node):
+    // that attempt's end is not the job's, and while the job is retried its directory and
+    // its place here are the next attempt's.
+    let job = app.store.job(id).ok().flatten();
+    if job.as_ref().is_some_and(|j| j.attempts.len() == attempt) {
+        record_end(&app, id, &exit);
+    } else if job.is_some_and(|j| !j.state.is_terminal()) {
+        app.wake.notify_one();
+        return;
+    }
     lock(&app).remove(&id);
     let app2 = app.clone();
     let _ = tokio::task::spawn_blocking(move || clean_up(&app2, id)).await;
@@ -801,7 +810,7 @@ pub async fn reconcile(app: &Arc<App>) -> Result<(), rusqlite::Error> {
                     let grace = app.cfg.stop_grace;
                     tokio::spawn(async move { sandbox::stop(&dir, grace).await });
                 }
-                tokio::spawn(watch(app.clone(), job.id, task));
+                tokio::spawn(watch(app.clone(), job.id, job.attempts.len(), task));
             }
             Ok(None) if job.state == JobState::Starting => {
                 clean_up(app, job.id);

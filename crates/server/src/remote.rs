@@ -722,20 +722,21 @@ pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusql
         };
         let driver = job.node.as_deref().unwrap_or(LOCAL_NODE);
         if name != driver {
-            // A worker's node: its executors are gone. Once (the worker is followed until
-            // now): a driver on this machine is stopped and fails; one on a joined node is
-            // told to stop, and the job is lost like its node's own jobs.
-            let followed =
-                node_id.is_some_and(|id| !cluster.untrack_workers(job.id, Some(id)).is_empty());
-            if driver == LOCAL_NODE {
-                if followed {
-                    crate::standalone::worker_ended(app, name, job.id, &why);
-                }
-                continue;
+            // A worker's node: its executors are gone. The job is lost like its node's own
+            // jobs (requeued while retries remain), and its driver stopped: told to forget
+            // on a joined node; on this machine after the loss is recorded, so that its
+            // end is not taken for the job's (see `dispatch::watch`).
+            if let Some(id) = node_id {
+                cluster.untrack_workers(job.id, Some(id));
             }
             if let Some(t) = cluster.task(job.id) {
                 forget(app, cluster, t.node_id, job.id, t.attempt);
             }
+            lose(app, cluster, job.id, &why)?;
+            if driver == LOCAL_NODE {
+                dispatch::stop_job(app, job.id, Duration::ZERO);
+            }
+            continue;
         }
         lose(app, cluster, job.id, &why)?;
     }

@@ -1,7 +1,7 @@
 //! Jobs: submit, list, show, cancel, and their logs (tail, follow, resume from an offset).
 
 use super::{parse_id, ApiJson, AppState, Caller};
-use crate::dispatch::{self, gang, log_path, node_capacity};
+use crate::dispatch::{self, log_path, node_capacity};
 use crate::error::{ApiError, ApiResult};
 use crate::store::JobRow;
 use crate::{spark, LOCAL_NODE};
@@ -537,10 +537,13 @@ pub async fn nodes(
         .store
         .jobs_in(&[JobState::Starting, JobState::Running])?;
     let engines = crate::engines::allocations(&app);
-    // A job with no node yet counts on the local one, as the scheduler's snapshot counts it.
-    let placed = jobs
+    // A job with no node yet counts on the local one, as the scheduler's snapshot counts it;
+    // a spread job on each node it holds something on.
+    let held: Vec<(String, hearth_sched::Resources)> =
+        jobs.iter().flat_map(dispatch::holdings).collect();
+    let placed = held
         .iter()
-        .map(|j| (j.node.as_deref().unwrap_or(LOCAL_NODE), gang(j), 1))
+        .map(|(node, r)| (node.as_str(), *r, 1))
         .chain(engines.iter().map(|a| (a.node.as_str(), a.resources, 0)));
     fill_use(&mut nodes, placed);
     Ok(Json(nodes))
