@@ -140,6 +140,8 @@ async fn run(args: HashMap<String, String>) {
                 version: "load".into(),
                 runtime: None,
                 data_dir: None,
+                isolation_problems: None,
+                workspace_mark: None,
             };
             let pem = join(&server, pin, &token, &key, &offer)
                 .await

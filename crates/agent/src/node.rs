@@ -573,6 +573,15 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let key = load_or_make_key(&key_path)?;
 
     let mut offer = cfg.offer.clone();
+    offer.isolation_problems = Some(isolation.problems.clone());
+    // Read at start: mount the server's workspaces here before starting the agent.
+    offer.workspace_mark = std::fs::read_to_string(
+        cfg.data_dir
+            .join("workspaces")
+            .join(cluster::WORKSPACE_MARK),
+    )
+    .ok()
+    .map(|s| s.trim().to_string());
     let cert_pem = match (&joined, std::fs::read_to_string(&cert_path)) {
         (Some(j), Ok(pem)) => {
             if cfg.token.is_some() {

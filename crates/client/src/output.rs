@@ -455,7 +455,8 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
                         (true, Some(t)) => ago(t),
                         (true, None) => "never".into(),
                     },
-                    if n.joined {
+                    if n.joined && n.problems.is_empty() && !n.isolation {
+                        // Not connected now, or an agent that does not say.
                         "-"
                     } else if n.isolation {
                         "on"
@@ -468,6 +469,14 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
             })
             .collect(),
     );
+    let unshared: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.shared_workspace == Some(false))
+        .map(|n| n.name.as_str())
+        .collect();
+    if !unshared.is_empty() {
+        println!("Note: the workspaces of {} are their own, not the server's: jobs there see only that node's files, and jobs spread over several nodes cannot share files through the workspace. Mount the server's workspaces directory at AGENT_DATA_DIR/workspaces and restart the agent.", unshared.join(", "));
+    }
     if nodes.iter().any(|n| n.joined && n.runtime.is_none()) {
         println!("Note: joined nodes without a Spark runtime (or not connected now) run no jobs yet: `hearth agent --runtime DIR`, or `hearth runtime install` on that machine.");
     }

@@ -275,6 +275,8 @@ fn agent_config(args: AgentArgs) -> Result<hearth_agent::node::AgentConfig> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             runtime,
             data_dir: None,
+            isolation_problems: None,
+            workspace_mark: None,
         },
         shim: ShimCommand {
             program: std::env::current_exe().context("finding the hearth binary")?,

@@ -471,6 +471,29 @@ fn a_removed_node_is_cut_off_and_stays_refused_across_restarts() {
     );
 }
 
+/// `mount --bind FROM TO` (TO made if missing), unmounted when dropped.
+struct BindMount(PathBuf);
+
+impl BindMount {
+    fn new(from: &std::path::Path, to: &std::path::Path) -> BindMount {
+        std::fs::create_dir_all(to).expect("mount point");
+        let ok = Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(to)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount --bind {} {}", from.display(), to.display());
+        BindMount(to.to_path_buf())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// A network namespace joined to the host by a veth pair; removed when dropped.
 struct Netns {
     name: String,
@@ -763,7 +786,15 @@ fn a_job_too_big_for_any_node_runs_on_its_own_standalone_cluster_across_nodes() 
     let mut h = Hearth::start_with(&args);
     let alice = h.add_user("alice");
     let j = create_token(&h, "1h");
-    let a = worker(&h, &j, "wa", "1", "3g", &[]);
+    // wa's workspaces are the server's (a bind mount, as an admin would mount a shared
+    // filesystem); wb's are its own.
+    let wa_dir = h.work_dir().join(common::unique("wa"));
+    let _shared = BindMount::new(&h.data_dir.join("workspaces"), &wa_dir.join("workspaces"));
+    let runtime = common::runtime().display().to_string();
+    let mut wa_args = join_args(&j, "wa", "1", "3g");
+    wa_args.extend(["--runtime", &runtime]);
+    let a = Agent::start_at(wa_dir, &wa_args, &[]);
+    wait_node_state(&h, "wa", "ready", &a);
     // nsenter, not `ip netns exec`: that mounts a fresh /sys, which hides the cgroups
     // and would leave the node without isolation.
     let netns_path = ns
@@ -775,6 +806,30 @@ fn a_job_too_big_for_any_node_runs_on_its_own_standalone_cluster_across_nodes() 
     };
     let b = worker_wrapped(&h, &j, "wb", "1", "3g", &wrap);
     assert!(!b.log().contains("isolation is OFF"), "{}", b.log());
+    // Each node says whether it isolates and whether it shares the server's workspaces.
+    let admin = h.admin.clone();
+    let out = h.cli(&admin, &["nodes", "-o", "json"]);
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nodes json");
+    let node = |name: &str| {
+        nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(node("wa")["shared_workspace"], true, "{nodes}");
+    assert_eq!(node("wb")["shared_workspace"], false, "{nodes}");
+    assert_eq!(node("wa")["isolation"], true, "{nodes}");
+    assert_eq!(node("wb")["isolation"], true, "{nodes}");
+    wait_log("the server", "node wb: its workspaces", || h.server_log());
+    assert!(!h.server_log().contains("node wa: its workspaces"));
+    let table = text(&h.cli(&admin, &["nodes"]).stdout);
+    assert!(
+        table.contains("the workspaces of wb are their own"),
+        "{table}"
+    );
     let app = common::apps().join("spread.py").display().to_string();
     let id = h.submit(
         &alice,

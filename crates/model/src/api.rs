@@ -249,6 +249,10 @@ pub struct NodeInfo {
     /// The SHA-256 of a joined node's certificate, which identifies it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_sha256: Option<String>,
+    /// A connected joined node: whether its workspaces are the server's own (mounted
+    /// there), so that jobs on it, and jobs spread over it and others, see the same files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_workspace: Option<bool>,
 }
 
 fn ready() -> crate::cluster::NodeState {

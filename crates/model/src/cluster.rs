@@ -82,7 +82,19 @@ pub struct NodeOffer {
     /// (see [`TaskLayout`]).
     #[serde(default)]
     pub data_dir: Option<String>,
+    /// Why tasks on this node would run without isolation (empty: isolated); None from an
+    /// agent that does not say.
+    #[serde(default)]
+    pub isolation_problems: Option<Vec<String>>,
+    /// What the node's workspaces directory holds in [`WORKSPACE_MARK`], if anything: the
+    /// server's instance id when it is the server's own workspaces, shared (mounted) here.
+    #[serde(default)]
+    pub workspace_mark: Option<String>,
 }
+
+/// The file the server keeps in its workspaces directory, holding its instance id: a node
+/// that finds the same one in its own workspaces directory shares them with the server.
+pub const WORKSPACE_MARK: &str = ".hearth-workspaces";
 
 /// A node's Spark runtime, as paths on the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

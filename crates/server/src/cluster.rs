@@ -64,6 +64,17 @@ struct Live {
     paths: Option<NodePaths>,
     /// The node's address as the server sees it: where Spark's traffic reaches it.
     ip: IpAddr,
+    /// What the node said about itself on this connection (isolation, workspaces).
+    offer: NodeOffer,
+}
+
+/// What a connected node said about itself that the admin should see.
+#[derive(Debug, Clone, Default)]
+pub struct NodeReport {
+    /// Why its tasks would run without isolation (empty: isolated); None: not said.
+    pub isolation_problems: Option<Vec<String>>,
+    /// Whether its workspaces are the server's own (a shared mount).
+    pub shared_workspace: bool,
 }
 
 /// Where things are on a node, as it reported them.
@@ -309,6 +320,14 @@ impl Cluster {
             })
             .map(|((job, _), _)| *job)
             .collect()
+    }
+
+    /// What a connected node reported about itself, by node id.
+    pub fn report(&self, node_id: i64, instance: &str) -> Option<NodeReport> {
+        self.live().get(&node_id).map(|l| NodeReport {
+            isolation_problems: l.offer.isolation_problems.clone(),
+            shared_workspace: l.offer.workspace_mark.as_deref() == Some(instance),
+        })
     }
 
     /// A connected node's address, by name.
@@ -694,6 +713,7 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
             tx,
             paths,
             ip: peer.ip(),
+            offer: offer.clone(),
         },
     );
     // One connection per node: a reconnect replaces a connection that has not noticed yet.
@@ -701,6 +721,23 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
         old.kick.notify_one();
     }
     tracing::info!("node {} connected from {peer}", node.name);
+    if offer.workspace_mark.as_deref() != Some(app.instance.as_str()) {
+        // Said at every connection: jobs spread over several nodes (and jobs that run
+        // here after one elsewhere) see the files their node has, and only those.
+        tracing::warn!(
+            "node {}: its workspaces ({}/workspaces) are not this server's: jobs on it see              only that node's files, and a job spread over several nodes cannot share files              through the workspace; to share, mount this server's workspaces directory there              (it holds {}) and restart the agent",
+            node.name,
+            offer.data_dir.as_deref().unwrap_or("the agent's data dir"),
+            hearth_model::cluster::WORKSPACE_MARK
+        );
+    }
+    if let Some(problems) = offer.isolation_problems.as_ref().filter(|p| !p.is_empty()) {
+        tracing::warn!(
+            "node {}: isolation is OFF there, jobs of different users are not separated: {}",
+            node.name,
+            problems.join("; ")
+        );
+    }
     let hb = cluster.heartbeat_ms();
     let welcome = ServerMessage::Welcome {
         name: node.name.clone(),

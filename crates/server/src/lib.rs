@@ -166,6 +166,13 @@ pub async fn run(
             i
         }
     };
+    // A node whose workspaces directory holds this file (a mount of this one) shares them.
+    let mark = cfg
+        .workspaces_dir()
+        .join(hearth_model::cluster::WORKSPACE_MARK);
+    std::fs::write(&mark, &instance)
+        .and_then(|()| std::fs::set_permissions(&mark, std::fs::Permissions::from_mode(0o644)))
+        .with_context(|| format!("writing {}", mark.display()))?;
     let policy = policy::load(&store).context("reading the scheduling policy")?;
     let isolation = hearth_agent::sandbox::probe();
     if !isolation.enabled {

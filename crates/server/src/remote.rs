@@ -200,7 +200,7 @@ pub fn start_worker(
         .paths(node)
         .ok_or_else(|| format!("node {node} is not connected"))?;
     let attempt = job.attempts.len() as u32 + 1;
-    let task = task_for(app, job, user, &paths, attempt, Some(&part));
+    let task = task_for(app, job, user, node, &paths, attempt, Some(&part));
     let remote = RemoteTask {
         node_id,
         node: node.to_string(),
@@ -228,6 +228,7 @@ fn task_for(
     app: &App,
     job: &JobRow,
     user: &UserRow,
+    node: &str,
     paths: &crate::cluster::NodePaths,
     attempt: u32,
     part: Option<&crate::standalone::Part>,
@@ -305,7 +306,11 @@ fn task_for(
     StartTask {
         job: id,
         attempt,
-        task_id: format!("{}-{kind}-{id}-{attempt}", app.instance),
+        // Unique on the machine: several agents may share one (a job's workers, in tests).
+        task_id: match part {
+            Some(p) if !p.driver => format!("{}-{kind}-{id}-{attempt}-{node}", app.instance),
+            _ => format!("{}-{kind}-{id}-{attempt}", app.instance),
+        },
         user: TaskUser {
             name: user.name.clone(),
             linux_name: linux.name.clone(),
@@ -347,7 +352,7 @@ pub async fn start_part(
         return;
     };
     let attempt = job.attempts.len() as u32 + 1;
-    let task = task_for(&app, &job, &user, &paths, attempt, part.as_ref());
+    let task = task_for(&app, &job, &user, &node, &paths, attempt, part.as_ref());
     let files = task.files.clone();
     let note = if job.attempts.is_empty() {
         format!("=== hearth: running on node {node} ===")

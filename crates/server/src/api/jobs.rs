@@ -531,6 +531,7 @@ pub async fn nodes(
         labels: Default::default(),
         last_seen_ms: None,
         cert_sha256: None,
+        shared_workspace: None,
     }];
     nodes.extend(super::nodes::joined(&app)?);
     let jobs = app
@@ -626,6 +627,7 @@ mod tests {
             labels: Default::default(),
             last_seen_ms: None,
             cert_sha256: None,
+            shared_workspace: None,
         };
         let mut nodes = vec![node(LOCAL_NODE), node("alpha"), node("beta")];
         let r = hearth_sched::Resources::new;

@@ -27,22 +27,27 @@ pub fn joined(app: &App) -> ApiResult<Vec<api::NodeInfo>> {
         .store
         .nodes()?
         .iter()
-        .map(|n| api::NodeInfo {
-            name: n.name.clone(),
-            cores: n.cores,
-            memory_mib: n.memory_mib,
-            used_cores: 0,
-            used_memory_mib: 0,
-            running_jobs: 0,
-            isolation: false,
-            // Connected and reporting a runtime: it can run jobs.
-            runtime: ready.get(&n.id).map(|p| p.runtime.spark_home.clone()),
-            problems: Vec::new(),
-            state: cluster.state(n, now),
-            joined: true,
-            labels: n.labels.clone(),
-            last_seen_ms: cluster.last_heartbeat(n),
-            cert_sha256: Some(n.cert_sha256.clone()),
+        .map(|n| {
+            let report = cluster.report(n.id, &app.instance);
+            let problems = report.as_ref().and_then(|r| r.isolation_problems.clone());
+            api::NodeInfo {
+                name: n.name.clone(),
+                cores: n.cores,
+                memory_mib: n.memory_mib,
+                used_cores: 0,
+                used_memory_mib: 0,
+                running_jobs: 0,
+                isolation: problems.as_ref().is_some_and(|p| p.is_empty()),
+                // Connected and reporting a runtime: it can run jobs.
+                runtime: ready.get(&n.id).map(|p| p.runtime.spark_home.clone()),
+                problems: problems.unwrap_or_default(),
+                shared_workspace: report.map(|r| r.shared_workspace),
+                state: cluster.state(n, now),
+                joined: true,
+                labels: n.labels.clone(),
+                last_seen_ms: cluster.last_heartbeat(n),
+                cert_sha256: Some(n.cert_sha256.clone()),
+            }
         })
         .collect())
 }
