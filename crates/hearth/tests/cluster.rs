@@ -908,6 +908,115 @@ fn a_job_too_big_for_any_node_runs_on_its_own_standalone_cluster_across_nodes() 
 }
 
 #[test]
+fn a_spread_job_that_loses_a_workers_node_runs_again_and_succeeds_once() {
+    let mut h = Hearth::start_with(&[
+        "--node-timeout",
+        "3s",
+        "--cores",
+        "1",
+        "--engine-cores",
+        "1",
+    ]);
+    let alice = h.add_user("alice");
+    let j = create_token(&h, "1h");
+    // Four nodes of one core; the job needs three: one can go.
+    let mut agents: Vec<(String, Agent)> = ["wa", "wb", "wc"]
+        .iter()
+        .map(|n| (n.to_string(), worker(&h, &j, n, "1", "3g", &[])))
+        .collect();
+    let app = common::apps().join("spread.py").display().to_string();
+    let id = h.submit(
+        &alice,
+        &[
+            "--num-executors",
+            "2",
+            "--executor-cores",
+            "1",
+            "--executor-memory",
+            "512m",
+            "--driver-memory",
+            "512m",
+            &app,
+            "16",
+            "3",
+        ],
+    );
+    // Mid-job: an executor computed a partition, so the cluster is really working.
+    wait_log_within(LONG, "the job's log", "partition ", || {
+        text(&h.cli(&alice, &["logs", &id.to_string()]).stdout)
+    });
+    let (_, job) = h.api(&alice, "GET", &format!("/api/v1/jobs/{id}"), None);
+    let driver = job["node"].as_str().unwrap_or_default().to_string();
+    // A node that runs an executor and not the driver.
+    let victim = job["executors_by_node"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["node"].as_str())
+        .find(|n| *n != driver && *n != "local")
+        .expect("an executor on a joined node other than the driver's")
+        .to_string();
+    let i = agents
+        .iter()
+        .position(|(n, _)| *n == victim)
+        .expect("a known node");
+    let (_, mut lost) = agents.remove(i);
+    lost.kill9();
+    kill_tasks_of(&lost);
+    wait_node_state(&h, &victim, "down", &lost);
+    let job = h.wait_job(&alice, id, LONG);
+    let log = h.logs(&alice, id);
+    let logs: Vec<String> = agents
+        .iter()
+        .map(|(n, a)| format!("{n}:\n{}", a.log()))
+        .collect();
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{log}\n{}",
+        logs.join("\n")
+    );
+    let attempts = job["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{job}");
+    assert_eq!(attempts[0]["outcome"], "lost", "{job}");
+    assert!(
+        attempts[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("node {victim}"))),
+        "{job}"
+    );
+    assert_eq!(log.matches("sum: 5000050000").count(), 1, "{log}");
+    // The second run's placement leaves out the lost node.
+    let placed: Vec<&str> = job["executors_by_node"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["node"].as_str())
+        .collect();
+    assert!(!placed.contains(&victim.as_str()), "{job}");
+    // Recorded once, and nothing of the first run is left running on the nodes.
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, again) = h.api(&alice, "GET", &format!("/api/v1/jobs/{id}"), None);
+    assert_eq!(again["state"], "succeeded", "{again}");
+    assert_eq!(again["finished_at_ms"], job["finished_at_ms"], "{again}");
+    for (name, agent) in &agents {
+        let needle = agent.data_dir.display().to_string();
+        let left = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains(&needle) && c.contains("spark")
+                })
+            })
+            .count();
+        assert_eq!(left, 0, "processes of the job left on {name}");
+    }
+}
+
+#[test]
 fn a_killed_node_loses_its_job_which_runs_again_on_another_and_succeeds_once() {
     let mut h = Hearth::start_with(&[
         "--node-timeout",

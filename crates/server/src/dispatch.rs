@@ -389,8 +389,11 @@ fn prepare(
             .and_then(|mut f| {
                 writeln!(
                     f,
-                    "=== hearth: attempt {} (the previous one was preempted) ===",
-                    job.attempts.len() + 1
+                    "=== hearth: attempt {} (the previous one was {}) ===",
+                    job.attempts.len() + 1,
+                    job.attempts
+                        .last()
+                        .map_or("cut short", |a| a.outcome.as_str())
                 )
             });
     }

@@ -269,6 +269,9 @@ pub fn standalone_properties_file(secret: &str, ui: &UiPlace) -> String {
         ("spark.network.crypto.enabled", "true".into()),
         ("spark.master.rest.enabled", "false".into()),
         ("spark.ui.killEnabled", "false".into()),
+        // Executors of one job on one machine (several agents, in tests) must not read each
+        // other's shuffle files from disk: each part's /tmp is its own.
+        ("spark.shuffle.readHostLocalDisk", "false".into()),
         // The master's port was chosen for it: never wander to the next one.
         ("spark.port.maxRetries", "0".into()),
     ]));

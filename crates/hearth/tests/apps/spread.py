@@ -3,6 +3,7 @@
 # and the driver prints a sum that is right only if every partition was computed.
 import socket
 import sys
+import time
 
 from pyspark.sql import SparkSession
 
@@ -10,13 +11,17 @@ spark = SparkSession.builder.appName("spread").getOrCreate()
 sc = spark.sparkContext
 
 
+partitions = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+# Seconds each partition takes, to keep a job running while a test kills a node.
+pause = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+
+
 def tagged(index, rows):
     rows = list(rows)
+    time.sleep(pause)
     print("partition %d computed on %s" % (index, socket.gethostname()), flush=True)
     return [sum(rows)]
 
-
-partitions = int(sys.argv[1]) if len(sys.argv) > 1 else 8
 total = sc.parallelize(range(1, 100001), partitions).mapPartitionsWithIndex(tagged).sum()
 # A shuffle: executors fetch each other's blocks, across nodes.
 groups = dict(
