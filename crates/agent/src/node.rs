@@ -643,6 +643,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let runtime_root = offer.runtime.as_ref().map(|r| PathBuf::from(&r.root));
     let (runner, mut outgoing) =
         crate::remote::Runner::new(cfg.data_dir.clone(), cfg.shim.clone(), runtime_root);
+    // What an earlier run of this agent started and still runs (its shims outlive it).
+    runner.reattach();
     let mut backoff = Duration::from_secs(1);
     // Retries come at least once a heartbeat interval, so a server that comes back hears
     // from its nodes within its node timeout (it loses their jobs after that).

@@ -150,6 +150,9 @@ impl Runner {
             return;
         };
         h.forgotten = true;
+        // So that a restarted agent does not take it back (see `reattach`).
+        let layout = TaskLayout::new(&self.data_dir, task.job, task.attempt);
+        let _ = std::fs::write(layout.dir.join(FORGOTTEN), b"");
         if h.ended.is_some() {
             held.remove(&task);
         } else if !h.stopping {
@@ -204,6 +207,75 @@ impl Runner {
         }
     }
 
+    /// After a restart of the agent: takes back every attempt an earlier run of it held
+    /// whose shim still runs or whose end is recorded, so that it is reported to the
+    /// server (which resumes its output from where its log stands) instead of lost while it
+    /// runs on. Attempts the server forgot are left alone.
+    pub fn reattach(self: &Arc<Self>) {
+        let Ok(entries) = std::fs::read_dir(self.data_dir.join("jobs")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some((job, attempt)) = name
+                .split_once('-')
+                .and_then(|(j, a)| Some((j.parse::<i64>().ok()?, a.parse::<u32>().ok()?)))
+            else {
+                continue;
+            };
+            let layout = TaskLayout::new(&self.data_dir, job, attempt);
+            if layout.dir.join(FORGOTTEN).exists() {
+                continue;
+            }
+            let mut task = match Task::reattach(&layout.task) {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(e) => {
+                    eprintln!("hearth agent: taking back job {job} (attempt {attempt}): {e}");
+                    continue;
+                }
+            };
+            let key = TaskRef { job, attempt };
+            lock(&self.held).insert(
+                key,
+                Held {
+                    task_dir: layout.task.clone(),
+                    log: layout.log.clone(),
+                    stopping: false,
+                    resumed: false,
+                    sent: 0,
+                    acked: 0,
+                    ended: None,
+                    end_sent: false,
+                    forgotten: false,
+                },
+            );
+            eprintln!("hearth agent: took back job {job} (attempt {attempt}) from an earlier run");
+            let runner = self.clone();
+            tokio::spawn(async move {
+                let exit = task.wait().await;
+                runner.finished(key, &layout, ended(key, Ok(exit)));
+            });
+        }
+    }
+
+    /// Records a held attempt's end (dropping it if the server already forgot it).
+    fn finished(&self, key: TaskRef, layout: &TaskLayout, end: AgentMessage) {
+        let _ = std::fs::remove_dir_all(&layout.tmp);
+        let _ = std::fs::remove_dir_all(&layout.conf);
+        {
+            let mut held = lock(&self.held);
+            match held.get_mut(&key) {
+                Some(h) if h.forgotten => {
+                    held.remove(&key);
+                }
+                Some(h) => h.ended = Some(end),
+                None => {}
+            }
+        }
+        self.pump();
+    }
+
     /// Hands a part of a file to the fetch waiting for it.
     pub fn deliver(&self, sha256: &str, offset: u64, chunk: Chunk) {
         if let Some(tx) = lock(&self.fetches).remove(&(sha256.to_string(), offset)) {
@@ -255,43 +327,14 @@ impl Runner {
         }
         let runner = self.clone();
         tokio::spawn(async move {
-            let end = match runner.run(task, &layout).await {
-                Ok(exit) => AgentMessage::Ended {
-                    job: key.job,
-                    attempt: key.attempt,
-                    code: exit.code,
-                    signal: exit.signal,
-                    oom_killed: exit.oom_killed,
-                    error: None,
-                },
-                Err(why) => {
-                    eprintln!(
-                        "hearth agent: job {} (attempt {}) could not start: {why}",
-                        key.job, key.attempt
-                    );
-                    AgentMessage::Ended {
-                        job: key.job,
-                        attempt: key.attempt,
-                        code: None,
-                        signal: None,
-                        oom_killed: false,
-                        error: Some(why),
-                    }
-                }
-            };
-            let _ = std::fs::remove_dir_all(&layout.tmp);
-            let _ = std::fs::remove_dir_all(&layout.conf);
-            {
-                let mut held = lock(&runner.held);
-                match held.get_mut(&key) {
-                    Some(h) if h.forgotten => {
-                        held.remove(&key);
-                    }
-                    Some(h) => h.ended = Some(end),
-                    None => {}
-                }
+            let result = runner.run(task, &layout).await;
+            if let Err(why) = &result {
+                eprintln!(
+                    "hearth agent: job {} (attempt {}) could not start: {why}",
+                    key.job, key.attempt
+                );
             }
-            runner.pump();
+            runner.finished(key, &layout, ended(key, result));
         });
     }
 
@@ -450,6 +493,31 @@ impl Runner {
                 return Err(format!("the server sent an empty part of file {sha256}"));
             }
         }
+    }
+}
+
+/// In an attempt's directory: the server forgot it (a restarted agent leaves it alone).
+const FORGOTTEN: &str = "forgotten";
+
+/// The end of an attempt, as the server hears it.
+fn ended(key: TaskRef, result: Result<TaskExit, String>) -> AgentMessage {
+    match result {
+        Ok(exit) => AgentMessage::Ended {
+            job: key.job,
+            attempt: key.attempt,
+            code: exit.code,
+            signal: exit.signal,
+            oom_killed: exit.oom_killed,
+            error: None,
+        },
+        Err(why) => AgentMessage::Ended {
+            job: key.job,
+            attempt: key.attempt,
+            code: None,
+            signal: None,
+            oom_killed: false,
+            error: Some(why),
+        },
     }
 }
 

@@ -1126,7 +1126,7 @@ fn a_server_killed_or_stopped_mid_job_adopts_it_from_its_node_and_loses_no_line(
     ]);
     let alice = h.add_user("alice");
     let j = create_token(&h, "1h");
-    let agent = worker(&h, &j, "steady", "2", "2g", &[]);
+    let mut agent = worker(&h, &j, "steady", "2", "2g", &[]);
     let sleepy = common::apps().join("sleepy.py").display().to_string();
     let lines = 60;
     let id = h.submit(
@@ -1160,6 +1160,23 @@ fn a_server_killed_or_stopped_mid_job_adopts_it_from_its_node_and_loses_no_line(
     wait_node_lines(&log_on_node, 3);
     h.boot();
     server_has(&h, "[steady] line 00015");
+    // The agent crashes and comes back: it takes back the job it ran (whose shim outlived
+    // it), and the server adopts it again: no retry, no line lost or doubled.
+    agent.kill9();
+    wait_node_lines(&log_on_node, 2);
+    let runtime = common::runtime().display().to_string();
+    let mut args = join_args(&j, "steady", "2", "2g");
+    args.extend(["--runtime", &runtime]);
+    agent = Agent::start_at(agent.data_dir.clone(), &args, &[]);
+    wait_node_state(&h, "steady", "ready", &agent);
+    server_has(&h, "[steady] line 00020");
+    assert!(
+        agent
+            .log()
+            .contains(&format!("took back job {id} (attempt 1)")),
+        "{}",
+        agent.log()
+    );
     // A graceful stop leaves jobs on joined nodes running, for the next start to adopt.
     assert!(h.stop().success());
     wait_node_lines(&log_on_node, 3);
