@@ -10,6 +10,7 @@ use crate::sandbox::{self, ShimCommand, Task, TaskExit, TaskSpec};
 use crate::{users, LinuxUser};
 use hearth_model::cluster::{
     check_file_name, check_sha256, node_workspace, AgentMessage, StartTask, TaskLayout, TaskRef,
+    CHUNK_BYTES,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+/// Parts of a file asked for ahead of the one being written.
+const FETCH_WINDOW: usize = 8;
 /// How long one part of a file may take to arrive.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often running tasks' logs are read for new lines.
@@ -461,38 +464,61 @@ impl Runner {
     /// Asks for the file part by part; returns the digest of what arrived.
     async fn fetch_into(&self, sha256: &str, file: &mut std::fs::File) -> Result<String, String> {
         let mut hasher = Sha256::new();
+        // Parts are asked for FETCH_WINDOW ahead, so a file costs about one round trip
+        // per window rather than per part. Every part but the last is CHUNK_BYTES long, so
+        // the offsets of the parts to come are known before they arrive.
+        let mut asked: std::collections::VecDeque<(u64, oneshot::Receiver<Chunk>)> =
+            Default::default();
+        let mut next_ask = 0u64;
         let mut offset = 0u64;
-        loop {
-            let (tx, rx) = oneshot::channel();
-            lock(&self.fetches).insert((sha256.to_string(), offset), tx);
-            self.send(AgentMessage::Fetch {
-                sha256: sha256.to_string(),
-                offset,
-            });
+        let result = loop {
+            while asked.len() < FETCH_WINDOW {
+                let (tx, rx) = oneshot::channel();
+                lock(&self.fetches).insert((sha256.to_string(), next_ask), tx);
+                self.send(AgentMessage::Fetch {
+                    sha256: sha256.to_string(),
+                    offset: next_ask,
+                });
+                asked.push_back((next_ask, rx));
+                next_ask += CHUNK_BYTES as u64;
+            }
+            let Some((at, rx)) = asked.pop_front() else {
+                break Err("no part asked for".to_string());
+            };
             let chunk = match tokio::time::timeout(FETCH_TIMEOUT, rx).await {
                 Ok(Ok(c)) => c,
                 _ => {
-                    lock(&self.fetches).remove(&(sha256.to_string(), offset));
-                    return Err(format!(
+                    break Err(format!(
                         "file {sha256} did not arrive from the server within {}s",
                         FETCH_TIMEOUT.as_secs()
-                    ));
+                    ))
                 }
             };
-            let data = chunk
-                .data
-                .map_err(|why| format!("the server did not send file {sha256}: {why}"))?;
+            let data = match chunk.data {
+                Ok(d) => d,
+                Err(why) => break Err(format!("the server did not send file {sha256}: {why}")),
+            };
+            if at != offset || (!chunk.eof && data.len() != CHUNK_BYTES) {
+                break Err(format!(
+                    "the server sent a part of file {sha256} of {} bytes at {at}, expected {CHUNK_BYTES} at {offset}",
+                    data.len()
+                ));
+            }
             hasher.update(&data);
-            file.write_all(&data)
-                .map_err(|e| format!("writing file {sha256} to the cache: {e}"))?;
+            if let Err(e) = file.write_all(&data) {
+                break Err(format!("writing file {sha256} to the cache: {e}"));
+            }
             offset += data.len() as u64;
             if chunk.eof {
-                return Ok(hex::encode(hasher.finalize()));
+                break Ok(hex::encode(hasher.finalize()));
             }
-            if data.is_empty() {
-                return Err(format!("the server sent an empty part of file {sha256}"));
-            }
+        };
+        // Parts asked for beyond the end (or after a failure) are no longer awaited.
+        let mut fetches = lock(&self.fetches);
+        for (at, _) in asked {
+            fetches.remove(&(sha256.to_string(), at));
         }
+        result
     }
 }
 

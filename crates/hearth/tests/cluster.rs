@@ -714,6 +714,14 @@ fn a_job_constrained_to_a_label_runs_on_the_joined_node_with_it_and_its_log_says
         wc.join("hearth.txt").display().to_string(),
         wc.join("wordcount.py").display().to_string(),
     );
+    // A file of many parts (fetched a window of parts at a time), with a tail shorter
+    // than a part: the node checks its digest, so a job that runs got it whole.
+    let big = h.work_dir().join("parts.bin");
+    let bytes: Vec<u8> = (0..(10 * 24 * 1024 + 777))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    std::fs::write(&big, &bytes).expect("parts.bin");
+    let files = format!("{txt},{}", big.display());
     let id = h.submit(
         &alice,
         &[
@@ -724,7 +732,7 @@ fn a_job_constrained_to_a_label_runs_on_the_joined_node_with_it_and_its_log_says
             "--driver-memory",
             "512m",
             "--files",
-            &txt,
+            &files,
             &py,
             "hearth.txt",
             "counts",
@@ -741,6 +749,25 @@ fn a_job_constrained_to_a_label_runs_on_the_joined_node_with_it_and_its_log_says
     assert_eq!(job["node"], "wide", "{job}");
     assert!(log.contains("running on node wide"), "{log}");
     assert!(log.contains("[wide] top 10:"), "{log}");
+    let sum = Command::new("sha256sum")
+        .arg(&big)
+        .output()
+        .expect("sha256sum");
+    let digest = text(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let cached = agent
+        .data_dir
+        .join("cache")
+        .join(&digest[..2])
+        .join(&digest);
+    assert_eq!(
+        std::fs::read(&cached).ok().as_deref(),
+        Some(&bytes[..]),
+        "the file is in the node's cache by its digest, whole"
+    );
     // The output is in alice's workspace on that node, owned by her uid.
     let out = agent
         .data_dir
