@@ -941,12 +941,23 @@ fn the_cluster_page_charts_utilisation_after_a_job_ran() {
     assert_eq!(local["running_jobs"], 1, "{nodes}");
     assert!(local["used_cores"].as_u64() >= Some(1), "{nodes}");
     assert!(local["used_memory_mib"].as_u64() >= Some(512), "{nodes}");
+    // Beside what is held, what the machine has in use, measured by the server itself.
+    let measured = &local["measured"];
+    assert!(measured["used_memory_mib"].as_u64() > Some(0), "{nodes}");
+    assert!(
+        measured["used_memory_mib"].as_u64() <= measured["memory_mib"].as_u64(),
+        "{nodes}"
+    );
     let out = h.cli(&erin, &["nodes"]);
     let listing = common::text(&out.stdout);
     assert!(out.status.success(), "{}", common::text(&out.stderr));
     let want = format!("{}/{} cores", local["used_cores"], local["cores"]);
     assert!(
-        listing.contains("USED") && listing.contains("JOBS") && listing.contains(&want),
+        listing.contains("HELD") && listing.contains("JOBS") && listing.contains(&want),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("MACHINE USE") && listing.contains("cores busy"),
         "{listing}"
     );
 
@@ -958,6 +969,15 @@ fn the_cluster_page_charts_utilisation_after_a_job_ran() {
         "(() => { const r = document.querySelector(\"#nodes-table tr[data-node='local']\"); \
           return !!r && r.dataset.jobs === '1' && Number(r.querySelector('progress').value) >= 1; })()",
         "the running job on the local node",
+    );
+    // Its machine's measured use beside what is held: cores busy (from the server's second
+    // reading, seconds after it started) and memory in use, each a labelled bar.
+    b.wait(
+        "(() => { const r = document.querySelector(\"#nodes-table tr[data-node='local']\"); \
+          const cpu = r && r.querySelector('.measured-cpu'), mem = r && r.querySelector('.measured-memory'); \
+          return !!cpu && !!mem && /cores busy/.test(cpu.textContent) && /^[1-9]/.test(mem.textContent) \
+            && r.querySelectorAll('progress.measured-bar[aria-label]').length === 2; })()",
+        "the local machine's measured use",
     );
     assert!(
         b.text("#capacity").contains("1 running job"),

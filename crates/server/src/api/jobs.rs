@@ -499,6 +499,7 @@ pub async fn nodes(
         labels: Default::default(),
         last_seen_ms: None,
         cert_sha256: None,
+        measured: app.machine.latest().map(Into::into),
     }];
     nodes.extend(super::nodes::joined(&app)?);
     let jobs = app
@@ -591,6 +592,7 @@ mod tests {
             labels: Default::default(),
             last_seen_ms: None,
             cert_sha256: None,
+            measured: None,
         };
         let mut nodes = vec![node(LOCAL_NODE), node("alpha"), node("beta")];
         let r = hearth_sched::Resources::new;

@@ -27,22 +27,31 @@ pub fn joined(app: &App) -> ApiResult<Vec<api::NodeInfo>> {
         .store
         .nodes()?
         .iter()
-        .map(|n| api::NodeInfo {
-            name: n.name.clone(),
-            cores: n.cores,
-            memory_mib: n.memory_mib,
-            used_cores: 0,
-            used_memory_mib: 0,
-            running_jobs: 0,
-            isolation: false,
-            // Connected and reporting a runtime: it can run jobs.
-            runtime: ready.get(&n.id).map(|p| p.runtime.spark_home.clone()),
-            problems: Vec::new(),
-            state: cluster.state(n, now),
-            joined: true,
-            labels: n.labels.clone(),
-            last_seen_ms: cluster.last_heartbeat(n),
-            cert_sha256: Some(n.cert_sha256.clone()),
+        .map(|n| {
+            let state = cluster.state(n, now);
+            api::NodeInfo {
+                name: n.name.clone(),
+                cores: n.cores,
+                memory_mib: n.memory_mib,
+                used_cores: 0,
+                used_memory_mib: 0,
+                running_jobs: 0,
+                isolation: false,
+                // Connected and reporting a runtime: it can run jobs.
+                runtime: ready.get(&n.id).map(|p| p.runtime.spark_home.clone()),
+                problems: Vec::new(),
+                state,
+                joined: true,
+                labels: n.labels.clone(),
+                last_seen_ms: cluster.last_heartbeat(n),
+                cert_sha256: Some(n.cert_sha256.clone()),
+                // A silent node may still hold its connection for a while: a down node's
+                // last figures are not its use now.
+                measured: (state != NodeState::Down)
+                    .then(|| cluster.machine(n.id))
+                    .flatten()
+                    .map(Into::into),
+            }
         })
         .collect())
 }

@@ -86,7 +86,7 @@ pub fn document() -> Value {
                 "put": raw_body("write a file", "201"),
                 "delete": op("remove a file or directory", None, "204"),
                 "parameters": [{"name": "path", "in": "path", "required": true, "schema": {"type": "string"}}]},
-            "/api/v1/nodes": {"get": op("the machines and their use: the local node and joined nodes (state ready/draining/down, labels, last heartbeat, runtime (a joined node: only while connected with one), used_cores and used_memory_mib held by its running jobs and live engines, running_jobs)", None, "200")},
+            "/api/v1/nodes": {"get": op("the machines and their use: the local node and joined nodes (state ready/draining/down, labels, last heartbeat, runtime (a joined node: only while connected with one), used_cores and used_memory_mib held by its running jobs and live engines, running_jobs, measured: its machine's use measured there every few seconds, all processes counted {cpus, busy_cores (null until two readings), memory_mib, used_memory_mib}, null when unknown (down, or an agent too old))", None, "200")},
             "/api/v1/nodes/{name}": {"delete": op("remove a joined node: its certificate is revoked and its connection cut (admins)", None, "204"),
                 "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]},
             "/api/v1/nodes/{name}/drain": {"post": op("place no new work on a joined node (admins)", None, "204"),

@@ -862,6 +862,18 @@ function coresBar(n) {
 function memoryBar(n) {
   return `<progress max="${n.memory_mib}" value="${n.used_memory_mib}" aria-label="memory used on ${esc(n.name)}"></progress> <span class="use">${esc(mib(n.used_memory_mib))} / ${esc(mib(n.memory_mib))}</span>`;
 }
+// What the node's machine has in use, measured there (every process, Hearth's or not): beside
+// what is held, it shows jobs that ask for more than they use, and load from outside Hearth.
+function measuredCell(n) {
+  const m = n.measured;
+  if (!m) return `<td class="muted measured">${n.state === 'down' ? 'not connected' : 'not measured'}</td>`;
+  const busy = m.busy_cores == null ? null : Number(m.busy_cores).toFixed(1);
+  const cpu = busy == null
+    ? '<span class="muted">CPU: measuring</span>'
+    : `<progress class="measured-bar" max="${m.cpus}" value="${m.busy_cores}" aria-label="cores busy on the machine of ${esc(n.name)}, measured"></progress> <span class="use measured-cpu">${busy} / ${m.cpus} cores busy</span>`;
+  return `<td class="bar-cell measured">${cpu}<br>
+    <progress class="measured-bar" max="${m.memory_mib}" value="${m.used_memory_mib}" aria-label="memory in use on the machine of ${esc(n.name)}, measured"></progress> <span class="use measured-memory">${esc(mib(m.used_memory_mib))} / ${esc(mib(m.memory_mib))} in use</span></td>`;
+}
 
 async function pageCluster() {
   async function load() {
@@ -876,15 +888,17 @@ async function pageCluster() {
     const sum = (list, k) => list.reduce((a, n) => a + n[k], 0);
     const ready = idle.filter(n => n.state === 'ready').length;
     const capacity = `<p id="capacity">Jobs can use <strong>${cores(sum(working, 'cores'))}</strong> and <strong>${esc(mib(sum(working, 'memory_mib')))}</strong>
-      on ${working.length} node${working.length === 1 ? '' : 's'} (${cores(sum(nodes, 'used_cores'))} and ${esc(mib(sum(nodes, 'used_memory_mib')))} in use, ${sum(nodes, 'running_jobs')} running job${sum(nodes, 'running_jobs') === 1 ? '' : 's'}).${idle.length
+      on ${working.length} node${working.length === 1 ? '' : 's'} (${cores(sum(nodes, 'used_cores'))} and ${esc(mib(sum(nodes, 'used_memory_mib')))} held, ${sum(nodes, 'running_jobs')} running job${sum(nodes, 'running_jobs') === 1 ? '' : 's'}).${idle.length
         ? ` <span id="capacity-joined">${idle.length} joined node${idle.length === 1 ? '' : 's'} (${ready} ready) offer${idle.length === 1 ? 's' : ''} ${cores(sum(idle, 'cores'))} and ${esc(mib(sum(idle, 'memory_mib')))} more, but ${idle.length === 1 ? 'takes' : 'take'} no jobs now (no Spark runtime, or not ready).</span>` : ''}
       ${S.me.admin ? ' <a href="#/admin/nodes">Manage nodes</a>' : ''}</p>`;
-    return capacity + `<table id="nodes-table"><caption class="visually-hidden">Nodes</caption><thead><tr><th scope="col">Node</th><th scope="col">State</th><th scope="col">Cores used</th><th scope="col">Memory used</th><th scope="col" class="num">Jobs</th><th scope="col">Isolation</th><th scope="col">Problems</th></tr></thead>
+    return capacity + `<table id="nodes-table"><caption class="visually-hidden">Nodes</caption><thead><tr><th scope="col">Node</th><th scope="col">State</th><th scope="col">Cores held</th><th scope="col">Memory held</th><th scope="col">Machine use (measured)</th><th scope="col" class="num">Jobs</th><th scope="col">Isolation</th><th scope="col">Problems</th></tr></thead>
     <tbody>${nodes.map(n => `<tr data-node="${esc(n.name)}"${n.joined ? ' data-joined="true"' : ''} data-jobs="${n.running_jobs || 0}"><td>${esc(n.name)}${n.joined ? ' <span class="muted">(joined)</span>' : ''}</td><td>${badge(n.state || 'ready')}</td>
       ${takesJobs(n) || n.used_cores || n.running_jobs ? `<td class="bar-cell">${coresBar(n)}</td><td class="bar-cell">${memoryBar(n)}</td>`
         : `<td colspan="2" class="muted">offers ${cores(n.cores)}, ${esc(mib(n.memory_mib))}; takes no jobs now${n.runtime ? '' : ' (no Spark runtime)'}</td>`}
+      ${measuredCell(n)}
       <td class="num">${n.running_jobs || 0}</td>
-      <td>${n.joined ? '<span class="muted">—</span>' : n.isolation ? 'on' : '<strong>off</strong>'}</td><td>${n.problems.map(esc).join('<br>') || '—'}</td></tr>`).join('')}</tbody></table>`;
+      <td>${n.joined ? '<span class="muted">—</span>' : n.isolation ? 'on' : '<strong>off</strong>'}</td><td>${n.problems.map(esc).join('<br>') || '—'}</td></tr>`).join('')}</tbody></table>
+    <p class="muted" id="nodes-note">Held: granted to running jobs and live engines, what the scheduler counts. Machine use: measured on each node's machine every few seconds, every process on it, Hearth's or not.</p>`;
   }
   function queuesHtml(queues) {
     return `<table id="queues-table"><thead><tr><th scope="col">Queue</th><th scope="col" class="num">Weight</th><th scope="col" class="num">Running</th><th scope="col" class="num">Queued</th>
