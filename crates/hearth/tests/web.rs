@@ -1502,6 +1502,30 @@ fn a_user_starts_opens_and_stops_a_notebook_from_the_sessions_page() {
         "{listed}"
     );
     b.shot("sessions-stopped");
+
+    // The page is live: a notebook started and stopped elsewhere (here through the API)
+    // shows up, runs and goes without a click or reload, by the event stream (the page no
+    // longer polls).
+    let (status, started) = h.api(&alice, "POST", "/api/v1/notebooks", None);
+    assert_eq!(status, 200, "{started}");
+    let again = started["id"].as_u64().expect("id");
+    b.wait_for(
+        &format!("!!document.querySelector(\"tr[data-session='{again}']\")"),
+        "the notebook started elsewhere to show",
+        Duration::from_secs(10),
+    );
+    b.wait_for(
+        &format!("!!document.querySelector(\"tr[data-session='{again}'][data-state='running']\")"),
+        "the notebook started elsewhere to run",
+        MIN * 5,
+    );
+    let (status, _) = h.api(&alice, "DELETE", &format!("/api/v1/sessions/{again}"), None);
+    assert_eq!(status, 204);
+    b.wait_for(
+        &format!("!document.querySelector(\"tr[data-session='{again}']\")"),
+        "the notebook stopped elsewhere to go",
+        Duration::from_secs(10),
+    );
     b.assert_no_csp_violations();
 }
 

@@ -44,7 +44,7 @@ pub fn document() -> Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionRequest"}}}},
                     "responses": {"201": {"description": "logged in: {user, csrf}"}, "401": {"description": "wrong user name or password"}}},
                 "delete": op("log out: revokes the session cookie's token and clears the cookies", None, "204")},
-            "/api/v1/events": {"get": {"summary": "server-sent events (text/event-stream; send Accept: text/event-stream): a `jobs` event with the jobs whose state changed, about once a second",
+            "/api/v1/events": {"get": {"summary": "server-sent events (text/event-stream; send Accept: text/event-stream): a `jobs` event with the jobs whose state changed, and a `sessions` event with the caller's sessions (admins: everyone's; id, user, kind, state, in_use, last_used_s) when one started, changed state, stopped or was used, checked about once a second",
                 "parameters": [{"name": "all", "in": "query", "schema": {"type": "boolean"}, "description": "everyone's jobs (admins)"}],
                 "responses": {"200": {"description": "an event stream"}, "406": {"description": "the client did not accept text/event-stream"}}}},
             "/api/v1/users": {"get": op("all users (admins)", None, "200"),

@@ -6,11 +6,12 @@
 const S = {
   me: null,          // the logged-in user, or null
   jobs: new Map(),   // id -> job, what the jobs page shows
-  es: null,          // the EventSource of job events
+  es: null,          // the EventSource of job and session events
   esAll: false,      // whether it streams everyone's jobs
   cleanup: null,     // stops the current page's streams and timers
   gen: 0,            // bumped by every page drawn: a page overtaken while loading stands down
   onJobs: null,      // the current page's handler of job events
+  onSessions: null,  // the current page's handler of session events
   flash: null,       // a message for the next admin page drawn: { msg, error, conflict }
   quotaUser: null,   // the user the quota form last edited
 };
@@ -173,6 +174,7 @@ async function render() {
   S.gen++;
   if (S.cleanup) { S.cleanup(); S.cleanup = null; }
   S.onJobs = null;
+  S.onSessions = null;
   const top = $('#top');
   if (!S.me) {
     top.hidden = true;
@@ -219,6 +221,8 @@ function startEvents(all) {
     try { jobs = JSON.parse(ev.data).jobs; } catch (_) { return; }
     if (S.onJobs) S.onJobs(jobs);
   });
+  // A session started, changed state, stopped or was used: the page asks for the details.
+  S.es.addEventListener('sessions', () => { if (S.onSessions) S.onSessions(); });
   // After a reconnect, changes made while disconnected are fetched again by the page.
   S.es.addEventListener('open', () => { if (S.onReconnect) S.onReconnect(); });
 }
@@ -1018,7 +1022,8 @@ async function pageSessions() {
     b.addEventListener('click', () => copyText($('#' + b.dataset.copy).textContent, b));
   }
   const body = $('#sessions-body'), status = $('#session-status'), start = $('#notebook-start');
-  let sessions = first.sessions, timer = null, stopped = false, wanted = false;
+  // Changes come as session events; uptimes and idle times move on here between them.
+  let sessions = first.sessions, fetched = Date.now(), tick = null, stopped = false, wanted = false;
   const all = () => S.me.admin && sessionsView.all;
   const mine = s => s.user === S.me.name;
   function draw() {
@@ -1032,8 +1037,9 @@ async function pageSessions() {
         ? `<a class="button" href="${esc(notebookLab(s.url))}" target="_blank" rel="noopener" data-open="${s.id}" aria-label="Open your notebook (new tab)">Open</a>` : '';
       const ui = s.ui_url && running ? `<a class="button secondary" href="${esc(s.ui_url)}" target="_blank" rel="noopener" data-ui="${s.id}" aria-label="Spark UI of session ${s.id} (new tab)">Spark UI</a>` : '';
       const stop = s.state === 'stopped' ? '' : `<button type="button" class="danger" data-stop="${s.id}" aria-label="Stop ${esc(KIND_NAMES[s.kind] || s.kind)} ${s.id}">Stop</button>`;
-      return [['num', String(s.id)], ...(everyone ? [esc(s.user)] : []), esc(KIND_NAMES[s.kind] || s.kind), badge(s.state), ['num', esc(dur(s.uptime_ms))],
-        ['num', esc(s.active_requests ? 'in use' : dur(s.idle_ms))], ['num hide-narrow', String(s.cores)],
+      const since = s.state === 'stopped' ? 0 : Date.now() - fetched;
+      return [['num', String(s.id)], ...(everyone ? [esc(s.user)] : []), esc(KIND_NAMES[s.kind] || s.kind), badge(s.state), ['num', esc(dur(s.uptime_ms + since))],
+        ['num', esc(s.active_requests ? 'in use' : dur(s.idle_ms + since))], ['num hide-narrow', String(s.cores)],
         ['num hide-narrow', esc(mib(s.memory_limit_mib))], ['actions', open + ui + stop]];
     }, s => ({ session: s.id, kind: s.kind, state: s.state, user: s.user }),
     everyone ? [9, 'Nobody has a session running.']
@@ -1051,13 +1057,8 @@ async function pageSessions() {
     const ask = ++asked;
     try {
       const r = await api('GET', sessionsPath());
-      if (ask === asked && !stopped) { sessions = r.sessions; draw(); }
-    } catch (_) { /* next time */ }
-  }
-  function loop() {
-    if (stopped) return;
-    const busy = sessions.some(s => s.state === 'starting');
-    timer = setTimeout(async () => { await refresh(); loop(); }, busy ? 1000 : 3000);
+      if (ask === asked && !stopped) { sessions = r.sessions; fetched = Date.now(); draw(); }
+    } catch (_) { /* the next event, or reconnect, asks again */ }
   }
   start.addEventListener('click', async () => {
     start.disabled = true;
@@ -1068,8 +1069,6 @@ async function pageSessions() {
       asked++;
       sessions = sessions.filter(s => s.id !== nb.id).concat([nb]).sort((a, b) => a.id - b.id);
       draw();
-      clearTimeout(timer);
-      loop();
     } catch (e) { toast(e.message, true); status.textContent = ''; start.disabled = false; }
   });
   body.addEventListener('click', async ev => {
@@ -1094,8 +1093,12 @@ async function pageSessions() {
     });
   }
   draw();
-  loop();
-  S.cleanup = () => { stopped = true; clearTimeout(timer); };
+  S.onSessions = refresh;
+  // Changes missed while the stream was down are fetched again once it is back.
+  S.onReconnect = refresh;
+  if (!S.es) startEvents(false);
+  tick = setInterval(draw, 1000);
+  S.cleanup = () => { stopped = true; clearInterval(tick); S.onReconnect = null; };
 }
 
 // ---- admin ----
