@@ -10,6 +10,7 @@
 //! outside Hearth, which the scheduler cannot see but jobs feel.
 
 use hearth_model::cluster::MachineUse;
+use std::time::{Duration, Instant};
 
 const STAT: &str = "/proc/stat";
 const MEMINFO: &str = "/proc/meminfo";
@@ -84,9 +85,26 @@ pub fn busy_millicores(before: CpuTimes, after: CpuTimes) -> Option<u32> {
 }
 
 /// Measures the machine, keeping the previous CPU reading: CPU use is the average since then.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Meter {
-    last: Option<CpuTimes>,
+    /// The reading CPU use is measured from, and when it was taken.
+    last: Option<(CpuTimes, Instant)>,
+    /// The latest CPU figure.
+    cpu_millicores: Option<u32>,
+    /// The shortest span a CPU figure averages over: a reading taken sooner (the first
+    /// heartbeat of a new connection comes right after the one before) would count a handful
+    /// of 10 ms ticks and swing between 0 and every core.
+    window: Duration,
+}
+
+impl Default for Meter {
+    fn default() -> Meter {
+        Meter {
+            last: None,
+            cpu_millicores: None,
+            window: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Meter {
@@ -94,24 +112,27 @@ impl Meter {
         Meter::default()
     }
 
-    /// The machine's use now; CPU since the previous call (None at the first). None when
-    /// /proc cannot be read (not Linux, or /proc not mounted).
+    /// The machine's use now; CPU averaged since the previous reading at least a second
+    /// old (None until there is one). None when /proc cannot be read (not Linux, or /proc
+    /// not mounted).
     pub fn measure(&mut self) -> Option<MachineUse> {
         let (memory_total_mib, memory_mib) =
             parse_meminfo(&std::fs::read_to_string(MEMINFO).ok()?)?;
         let now = std::fs::read_to_string(STAT)
             .ok()
             .and_then(|t| parse_stat(&t));
-        let cpu_millicores = match (self.last, now) {
-            (Some(before), Some(after)) => busy_millicores(before, after),
-            _ => None,
-        };
-        if now.is_some() {
-            self.last = now;
+        match (self.last, now) {
+            (Some((before, at)), Some(after)) if at.elapsed() >= self.window => {
+                self.cpu_millicores = busy_millicores(before, after);
+                self.last = Some((after, Instant::now()));
+            }
+            (None, Some(after)) => self.last = Some((after, Instant::now())),
+            // Too soon: the figure stays, measured from the same reading next time.
+            _ => {}
         }
         Some(MachineUse {
             cpus: now.map_or(0, |t| t.cpus),
-            cpu_millicores,
+            cpu_millicores: self.cpu_millicores,
             memory_total_mib,
             memory_mib,
         })
@@ -171,15 +192,22 @@ mod tests {
 
     #[test]
     fn this_machine_measures_memory_at_once_and_cpu_from_the_second_reading() {
-        let mut m = Meter::new();
+        let mut m = Meter {
+            window: Duration::from_millis(100),
+            ..Meter::new()
+        };
         let first = m.measure().expect("a Linux /proc");
         assert!(first.memory_mib > 0 && first.memory_mib <= first.memory_total_mib);
         assert!(first.cpus >= 1);
         assert_eq!(first.cpu_millicores, None);
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Too soon for a figure that means anything.
+        assert_eq!(m.measure().map(|u| u.cpu_millicores), Some(None));
+        std::thread::sleep(Duration::from_millis(150));
         let second = m.measure().expect("a Linux /proc");
-        // Ticks are 10 ms at most: 100 ms has passed some on every CPU.
+        // Ticks are 10 ms at most: 150 ms has passed some on every CPU.
         let busy = second.cpu_millicores.expect("a CPU figure");
         assert!(busy <= second.cpus * 1000, "{busy}");
+        // A reading right after keeps the figure rather than measuring a few ticks.
+        assert_eq!(m.measure().map(|u| u.cpu_millicores), Some(Some(busy)));
     }
 }

@@ -293,6 +293,19 @@ fn three_agents_join_a_killed_one_goes_down_and_rejoins_without_a_token() {
             .and_then(|r| r.into_string().ok())
             .unwrap_or_default()
     });
+    // Their measured use is scraped too.
+    wait_log(
+        "/metrics",
+        "hearth_node_machine_memory_in_use_bytes{node=\"alpha\"}",
+        || {
+            ureq::get(&format!("{}/metrics", h.url))
+                .set("Authorization", &format!("Bearer {}", h.admin.token))
+                .call()
+                .ok()
+                .and_then(|r| r.into_string().ok())
+                .unwrap_or_default()
+        },
+    );
     // Secrets never reach the logs.
     let secret = j.token.rsplit('_').next().expect("secret");
     assert!(!h.server_log().contains(secret));

@@ -574,6 +574,7 @@ fn metrics_are_for_admins_and_name_what_matters() {
         "hearth_node_cores_used{node=\"local\"} 0",
         "hearth_node_memory_bytes",
         "hearth_node_memory_used_bytes",
+        "hearth_node_machine_memory_in_use_bytes{node=\"local\"}",
         "hearth_http_requests_total{method=\"GET\",route=\"/api/v1/whoami\",code=\"200\"}",
         "hearth_http_request_duration_seconds_bucket{method=\"GET\",route=\"/metrics\",le=\"+Inf\"}",
         "hearth_http_request_duration_seconds_count",

@@ -250,7 +250,8 @@ pub struct NodeInfo {
 pub struct MeasuredUse {
     /// Online CPUs of the machine.
     pub cpus: u32,
-    /// Cores busy, averaged over the last few seconds; null until two readings were taken.
+    /// Cores busy, averaged over the last few seconds (at least one); null until two
+    /// readings were taken.
     pub busy_cores: Option<f64>,
     /// The machine's memory.
     pub memory_mib: u64,

@@ -310,8 +310,8 @@ pub enum AgentMessage {
 pub struct MachineUse {
     /// Online CPUs.
     pub cpus: u32,
-    /// Thousandths of a core busy, averaged since the previous heartbeat; None on the first
-    /// (CPU use needs two readings).
+    /// Thousandths of a core busy, averaged since an earlier reading at least a second
+    /// before; None until there is one (CPU use needs two readings).
     #[serde(default)]
     pub cpu_millicores: Option<u32>,
     pub memory_total_mib: u64,

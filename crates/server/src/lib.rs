@@ -236,6 +236,8 @@ pub async fn run(
     let dispatcher = tokio::spawn(dispatch::run(app.clone()));
     tokio::spawn(keep_ports_guarded(app.clone()));
     tokio::spawn(usage::run(app.clone()));
+    // Memory in use is known from the first reading: the local node shows it at once.
+    app.machine.measure();
     tokio::spawn(usage::measure(app.clone()));
     let url = format!("http://{}", listener.local_addr()?);
     eprintln!(

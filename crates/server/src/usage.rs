@@ -65,7 +65,7 @@ impl LocalMachine {
         *self.latest.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn measure(&self) {
+    pub fn measure(&self) {
         let got = self
             .meter
             .lock()
@@ -79,7 +79,9 @@ impl LocalMachine {
 /// a minute by default: too slow a figure beside joined nodes', and CPU use is averaged
 /// over the gap between readings) until the server shuts down.
 pub async fn measure(app: Arc<App>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(MAX_HEARTBEAT_MS));
+    let every = Duration::from_millis(MAX_HEARTBEAT_MS);
+    // The first reading was taken at start-up (`app.machine.measure()`).
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
