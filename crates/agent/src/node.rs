@@ -629,8 +629,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // Retries come at least once a heartbeat interval, so a server that comes back hears
     // from its nodes within its node timeout (it loses their jobs after that).
     let mut max_backoff = Duration::from_secs(10);
-    // Kept across connections: each heartbeat's CPU figure is the average since the one
-    // before, and the first on a new connection need not go without one.
+    // Kept across connections, its first reading taken now: heartbeats carry a CPU figure
+    // (averaged over at least a second) from a second after start, reconnections included.
     let mut meter = crate::machine::Meter::new();
     meter.measure();
     loop {
