@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod fsaccess;
+pub mod machine;
 pub mod node;
 pub mod portguard;
 pub mod remote;

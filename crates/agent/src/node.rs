@@ -427,9 +427,12 @@ impl Session {
     /// Sends one heartbeat and waits for its acknowledgement; returns the round trip.
     pub async fn heartbeat(&mut self, seq: u64) -> Result<Duration, AgentError> {
         let began = Instant::now();
-        write_frame(&mut self.writer, &AgentMessage::Heartbeat { seq })
-            .await
-            .map_err(|e| AgentError::Transient(format!("the connection broke: {e}")))?;
+        write_frame(
+            &mut self.writer,
+            &AgentMessage::Heartbeat { seq, machine: None },
+        )
+        .await
+        .map_err(|e| AgentError::Transient(format!("the connection broke: {e}")))?;
         let deadline = began + (self.heartbeat * 3).max(CONNECT_TIMEOUT);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -649,6 +652,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // Retries come at least once a heartbeat interval, so a server that comes back hears
     // from its nodes within its node timeout (it loses their jobs after that).
     let mut max_backoff = Duration::from_secs(10);
+    // Kept across connections, its first reading taken now: heartbeats carry a CPU figure
+    // (averaged over at least a second) from a second after start, reconnections included.
+    let mut meter = crate::machine::Meter::new();
+    meter.measure();
     loop {
         let err = match Session::open(&server, tls.clone(), &offer).await {
             Ok(mut s) => {
@@ -659,7 +666,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 );
                 backoff = Duration::from_secs(1);
                 max_backoff = s.heartbeat.clamp(Duration::from_secs(1), max_backoff);
-                let err = serve(&mut s, &runner, &mut outgoing).await;
+                let err = serve(&mut s, &runner, &mut outgoing, &mut meter).await;
                 runner.disconnected();
                 err
             }
@@ -685,6 +692,7 @@ async fn serve(
     s: &mut Session,
     runner: &Arc<crate::remote::Runner>,
     outgoing: &mut tokio::sync::mpsc::UnboundedReceiver<AgentMessage>,
+    meter: &mut crate::machine::Meter,
 ) -> AgentError {
     let mut seq = 0u64;
     let mut beat = tokio::time::interval(s.heartbeat);
@@ -705,7 +713,8 @@ async fn serve(
                     ));
                 }
                 seq += 1;
-                if let Err(e) = write_frame(&mut s.writer, &AgentMessage::Heartbeat { seq }).await {
+                let hb = AgentMessage::Heartbeat { seq, machine: meter.measure() };
+                if let Err(e) = write_frame(&mut s.writer, &hb).await {
                     return AgentError::Transient(format!("the connection broke: {e}"));
                 }
             }

@@ -422,6 +422,23 @@ fn used_text(n: &api::NodeInfo) -> String {
     )
 }
 
+/// What a node's machine has in use, measured there: "0.4/8 cores busy, 3.1 GiB/32.0 GiB";
+/// "-" when unknown (a node down, or an agent too old to measure).
+fn measured_text(n: &api::NodeInfo) -> String {
+    let Some(m) = &n.measured else {
+        return "-".into();
+    };
+    let cpu = match m.busy_cores {
+        Some(c) => format!("{c:.1}/{} cores busy", m.cpus),
+        None => format!("?/{} cores busy", m.cpus),
+    };
+    format!(
+        "{cpu}, {}/{}",
+        human_mib(m.used_memory_mib),
+        human_mib(m.memory_mib)
+    )
+}
+
 pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
     if format == Format::Json {
         return json(&nodes);
@@ -430,7 +447,8 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
         &[
             "NAME",
             "STATE",
-            "USED",
+            "HELD",
+            "MACHINE USE",
             "JOBS",
             "LABELS",
             "LAST SEEN",
@@ -444,6 +462,7 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
                     n.name.clone(),
                     n.state.to_string(),
                     used_text(n),
+                    measured_text(n),
                     n.running_jobs.to_string(),
                     n.labels
                         .iter()
@@ -527,5 +546,22 @@ mod tests {
         .expect("a node from an older server, without running_jobs");
         assert_eq!(n.running_jobs, 0);
         assert_eq!(used_text(&n), "3/8 cores, 10.0 GiB/32.0 GiB");
+        // Nor its measured use.
+        assert_eq!(measured_text(&n), "-");
+    }
+
+    #[test]
+    fn a_nodes_measured_use_reads_as_busy_and_in_use_of_the_machine() {
+        let mut n: api::NodeInfo = serde_json::from_value(serde_json::json!({
+            "name": "alpha", "cores": 8, "memory_mib": 32768, "used_cores": 3,
+            "used_memory_mib": 10240, "isolation": true, "runtime": null, "problems": [],
+            "measured": {"cpus": 16, "busy_cores": 2.345, "memory_mib": 65536, "used_memory_mib": 3174}
+        }))
+        .expect("a node with its measured use");
+        assert_eq!(measured_text(&n), "2.3/16 cores busy, 3.1 GiB/64.0 GiB");
+        if let Some(m) = n.measured.as_mut() {
+            m.busy_cores = None;
+        }
+        assert_eq!(measured_text(&n), "?/16 cores busy, 3.1 GiB/64.0 GiB");
     }
 }

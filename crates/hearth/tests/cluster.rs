@@ -159,6 +159,25 @@ fn wait_node_state(h: &Hearth, name: &str, want: &str, agent: &Agent) -> serde_j
     }
 }
 
+/// A joined node's machine use, measured by its agent, once its heartbeats carry memory in
+/// use and a CPU figure (the second reading on): within a few heartbeats.
+fn wait_measured(h: &Hearth, name: &str, agent: &Agent, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let n = node(h, name).unwrap_or_default();
+        let m = &n["measured"];
+        if m["used_memory_mib"].as_u64() > Some(0) && m["busy_cores"].is_number() {
+            return m.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {name} reported no measured use: {n}\nagent:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn wait_log(what: &str, needle: &str, read: impl Fn() -> String) {
     wait_log_within(DEADLINE, what, needle, read)
 }
@@ -220,6 +239,21 @@ fn three_agents_join_a_killed_one_goes_down_and_rejoins_without_a_token() {
             0o600
         );
     }
+    // Each agent measures its machine and sends it with its heartbeats (one a second here):
+    // memory at once, cores busy from the second reading.
+    for (agent, name) in agents.iter().zip(["alpha", "beta", "gamma"]) {
+        let m = wait_measured(&h, name, agent, Duration::from_secs(10));
+        assert!(m["cpus"].as_u64() >= Some(1), "{m}");
+        assert!(
+            m["used_memory_mib"].as_u64() <= m["memory_mib"].as_u64(),
+            "{m}"
+        );
+        let busy = m["busy_cores"].as_f64().unwrap_or(-1.0);
+        assert!(
+            busy >= 0.0 && busy <= m["cpus"].as_f64().unwrap_or(0.0),
+            "{m}"
+        );
+    }
     let out = h.cli(&h.admin, &["nodes"]);
     let listing = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -227,16 +261,23 @@ fn three_agents_join_a_killed_one_goes_down_and_rejoins_without_a_token() {
         assert!(listing.contains(name), "{listing}");
     }
     assert!(listing.contains("run no jobs yet"), "{listing}");
+    assert!(
+        listing.contains("MACHINE USE") && listing.contains("cores busy"),
+        "{listing}"
+    );
     let (_, tokens) = h.api(&h.admin, "GET", "/api/v1/node-tokens", None);
     assert_eq!(tokens[0]["uses"], 3, "{tokens}");
 
     agents[1].kill9();
-    wait_node_state(&h, "beta", "down", &agents[1]);
+    let down = wait_node_state(&h, "beta", "down", &agents[1]);
+    // A down node's last figures are not its use now.
+    assert!(down["measured"].is_null(), "{down}");
     wait_node_state(&h, "alpha", "ready", &agents[0]);
 
     // Back with only its data dir: the stored certificate, server and pin are enough.
     let beta = Agent::start(&h, "beta", &[], &[]);
     wait_node_state(&h, "beta", "ready", &beta);
+    wait_measured(&h, "beta", &beta, Duration::from_secs(10));
     assert!(
         !beta.log().contains("joined"),
         "rejoined with a token?\n{}",
@@ -252,6 +293,19 @@ fn three_agents_join_a_killed_one_goes_down_and_rejoins_without_a_token() {
             .and_then(|r| r.into_string().ok())
             .unwrap_or_default()
     });
+    // Their measured use is scraped too.
+    wait_log(
+        "/metrics",
+        "hearth_node_machine_memory_in_use_bytes{node=\"alpha\"}",
+        || {
+            ureq::get(&format!("{}/metrics", h.url))
+                .set("Authorization", &format!("Bearer {}", h.admin.token))
+                .call()
+                .ok()
+                .and_then(|r| r.into_string().ok())
+                .unwrap_or_default()
+        },
+    );
     // Secrets never reach the logs.
     let secret = j.token.rsplit('_').next().expect("secret");
     assert!(!h.server_log().contains(secret));

@@ -574,6 +574,7 @@ fn metrics_are_for_admins_and_name_what_matters() {
         "hearth_node_cores_used{node=\"local\"} 0",
         "hearth_node_memory_bytes",
         "hearth_node_memory_used_bytes",
+        "hearth_node_machine_memory_in_use_bytes{node=\"local\"}",
         "hearth_http_requests_total{method=\"GET\",route=\"/api/v1/whoami\",code=\"200\"}",
         "hearth_http_request_duration_seconds_bucket{method=\"GET\",route=\"/metrics\",le=\"+Inf\"}",
         "hearth_http_request_duration_seconds_count",
@@ -941,12 +942,23 @@ fn the_cluster_page_charts_utilisation_after_a_job_ran() {
     assert_eq!(local["running_jobs"], 1, "{nodes}");
     assert!(local["used_cores"].as_u64() >= Some(1), "{nodes}");
     assert!(local["used_memory_mib"].as_u64() >= Some(512), "{nodes}");
+    // Beside what is held, what the machine has in use, measured by the server itself.
+    let measured = &local["measured"];
+    assert!(measured["used_memory_mib"].as_u64() > Some(0), "{nodes}");
+    assert!(
+        measured["used_memory_mib"].as_u64() <= measured["memory_mib"].as_u64(),
+        "{nodes}"
+    );
     let out = h.cli(&erin, &["nodes"]);
     let listing = common::text(&out.stdout);
     assert!(out.status.success(), "{}", common::text(&out.stderr));
     let want = format!("{}/{} cores", local["used_cores"], local["cores"]);
     assert!(
-        listing.contains("USED") && listing.contains("JOBS") && listing.contains(&want),
+        listing.contains("HELD") && listing.contains("JOBS") && listing.contains(&want),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("MACHINE USE") && listing.contains("cores busy"),
         "{listing}"
     );
 
@@ -958,6 +970,15 @@ fn the_cluster_page_charts_utilisation_after_a_job_ran() {
         "(() => { const r = document.querySelector(\"#nodes-table tr[data-node='local']\"); \
           return !!r && r.dataset.jobs === '1' && Number(r.querySelector('progress').value) >= 1; })()",
         "the running job on the local node",
+    );
+    // Its machine's measured use beside what is held: cores busy (from the server's second
+    // reading, seconds after it started) and memory in use, each a labelled bar.
+    b.wait(
+        "(() => { const r = document.querySelector(\"#nodes-table tr[data-node='local']\"); \
+          const cpu = r && r.querySelector('.measured-cpu'), mem = r && r.querySelector('.measured-memory'); \
+          return !!cpu && !!mem && /cores busy/.test(cpu.textContent) && /^[1-9]/.test(mem.textContent) \
+            && r.querySelectorAll('progress.measured-bar[aria-label]').length === 2; })()",
+        "the local machine's measured use",
     );
     assert!(
         b.text("#capacity").contains("1 running job"),
@@ -1482,6 +1503,30 @@ fn a_user_starts_opens_and_stops_a_notebook_from_the_sessions_page() {
         "{listed}"
     );
     b.shot("sessions-stopped");
+
+    // The page is live: a notebook started and stopped elsewhere (here through the API)
+    // shows up, runs and goes without a click or reload, by the event stream (the page no
+    // longer polls).
+    let (status, started) = h.api(&alice, "POST", "/api/v1/notebooks", None);
+    assert_eq!(status, 200, "{started}");
+    let again = started["id"].as_u64().expect("id");
+    b.wait_for(
+        &format!("!!document.querySelector(\"tr[data-session='{again}']\")"),
+        "the notebook started elsewhere to show",
+        Duration::from_secs(10),
+    );
+    b.wait_for(
+        &format!("!!document.querySelector(\"tr[data-session='{again}'][data-state='running']\")"),
+        "the notebook started elsewhere to run",
+        MIN * 5,
+    );
+    let (status, _) = h.api(&alice, "DELETE", &format!("/api/v1/sessions/{again}"), None);
+    assert_eq!(status, 204);
+    b.wait_for(
+        &format!("!document.querySelector(\"tr[data-session='{again}']\")"),
+        "the notebook stopped elsewhere to go",
+        Duration::from_secs(10),
+    );
     b.assert_no_csp_violations();
 }
 

@@ -253,6 +253,36 @@ pub struct NodeInfo {
     /// there), so that jobs on it, and jobs spread over it and others, see the same files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_workspace: Option<bool>,
+    /// What the node's machine has in use, measured there (every process, Hearth's or not);
+    /// null when unknown: a node down or not connected, or an agent too old to measure.
+    #[serde(default)]
+    pub measured: Option<MeasuredUse>,
+}
+
+/// A machine's use as measured on it, beside what jobs hold (`used_cores`,
+/// `used_memory_mib` of [`NodeInfo`], which are granted, not measured).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeasuredUse {
+    /// Online CPUs of the machine.
+    pub cpus: u32,
+    /// Cores busy, averaged over the last few seconds (at least one); null until two
+    /// readings were taken.
+    pub busy_cores: Option<f64>,
+    /// The machine's memory.
+    pub memory_mib: u64,
+    /// Memory in use: total less what the kernel could hand back (`MemAvailable`).
+    pub used_memory_mib: u64,
+}
+
+impl From<crate::cluster::MachineUse> for MeasuredUse {
+    fn from(m: crate::cluster::MachineUse) -> MeasuredUse {
+        MeasuredUse {
+            cpus: m.cpus,
+            busy_cores: m.cpu_millicores.map(|c| f64::from(c) / 1000.0),
+            memory_mib: m.memory_total_mib,
+            used_memory_mib: m.memory_mib,
+        }
+    }
 }
 
 fn ready() -> crate::cluster::NodeState {

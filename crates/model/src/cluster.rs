@@ -273,6 +273,9 @@ pub enum AgentMessage {
     },
     Heartbeat {
         seq: u64,
+        /// The machine's measured use; absent from older agents, and when /proc is unreadable.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        machine: Option<MachineUse>,
     },
     /// A task's process is running.
     Started {
@@ -310,6 +313,22 @@ pub enum AgentMessage {
         sha256: String,
         offset: u64,
     },
+}
+
+/// A machine's use as measured on it (every process, Hearth's or not: see
+/// `hearth_agent::machine` for why machine-wide), sent with each heartbeat. A few numbers,
+/// so a heartbeat stays a short line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineUse {
+    /// Online CPUs.
+    pub cpus: u32,
+    /// Thousandths of a core busy, averaged since an earlier reading at least a second
+    /// before; None until there is one (CPU use needs two readings).
+    #[serde(default)]
+    pub cpu_millicores: Option<u32>,
+    pub memory_total_mib: u64,
+    /// In use: total less what the kernel could hand back (`MemAvailable`).
+    pub memory_mib: u64,
 }
 
 /// What the server says.
@@ -478,11 +497,28 @@ mod tests {
 
     #[test]
     fn messages_are_json_lines_within_the_cap() {
-        let m = AgentMessage::Heartbeat { seq: 3 };
+        let m = AgentMessage::Heartbeat {
+            seq: 3,
+            machine: Some(MachineUse {
+                cpus: 64,
+                cpu_millicores: Some(12_345),
+                memory_total_mib: 512 * 1024,
+                memory_mib: 100_000,
+            }),
+        };
         let line = encode(&m).expect("small");
         assert_eq!(line.last(), Some(&b'\n'));
+        assert!(line.len() < 128, "{}", String::from_utf8_lossy(&line));
         let back: AgentMessage = decode(&line[..line.len() - 1]).expect("decodes");
         assert_eq!(back, m);
+        // An older agent's heartbeat, without its machine's use, still reads.
+        assert_eq!(
+            decode::<AgentMessage>(br#"{"type":"heartbeat","seq":4}"#),
+            Ok(AgentMessage::Heartbeat {
+                seq: 4,
+                machine: None
+            })
+        );
         let huge = ServerMessage::Refused {
             reason: "x".repeat(MAX_FRAME),
         };

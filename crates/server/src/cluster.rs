@@ -9,8 +9,8 @@ use crate::store::{now_ms, NodeRow};
 use crate::tls::{cert_sha256, ClusterTls};
 use hearth_agent::node::{read_frame, write_frame};
 use hearth_model::cluster::{
-    self, decode, heartbeat_interval_ms, node_state, AgentMessage, NodeOffer, NodeRuntime,
-    NodeState, ServerMessage, TaskRef, CHUNK_BYTES,
+    self, decode, heartbeat_interval_ms, node_state, AgentMessage, MachineUse, NodeOffer,
+    NodeRuntime, NodeState, ServerMessage, TaskRef, CHUNK_BYTES,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -66,6 +66,9 @@ struct Live {
     ip: IpAddr,
     /// What the node said about itself on this connection (isolation, workspaces).
     offer: NodeOffer,
+    /// The node's machine as its last heartbeat measured it (memory only: it is stale by
+    /// the next heartbeat, so it is never stored).
+    machine: Option<MachineUse>,
 }
 
 /// What a connected node said about itself that the admin should see.
@@ -348,6 +351,11 @@ impl Cluster {
     pub fn last_heartbeat(&self, node: &NodeRow) -> Option<i64> {
         let mem = self.live().get(&node.id).map(|l| l.last_heartbeat_ms);
         mem.max(node.last_seen_at)
+    }
+
+    /// A connected node's machine use from its last heartbeat (None when it sent none).
+    pub fn machine(&self, node_id: i64) -> Option<MachineUse> {
+        self.live().get(&node_id).and_then(|l| l.machine)
     }
 
     pub fn state(&self, node: &NodeRow, now: i64) -> NodeState {
@@ -714,6 +722,7 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
             paths,
             ip: peer.ip(),
             offer: offer.clone(),
+            machine: None,
         },
     );
     // One connection per node: a reconnect replaces a connection that has not noticed yet.
@@ -761,10 +770,11 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
             got = tokio::time::timeout(idle, read_frame(r, buf)) => {
                 match got {
                     Ok(Ok(true)) => match decode::<AgentMessage>(buf) {
-                        Ok(AgentMessage::Heartbeat { seq }) => {
+                        Ok(AgentMessage::Heartbeat { seq, machine }) => {
                             if let Some(l) = cluster.live().get_mut(&node.id) {
                                 if l.conn == conn {
                                     l.last_heartbeat_ms = now_ms();
+                                    l.machine = machine;
                                 }
                             }
                             ok = write_frame(w, &ServerMessage::Ack { seq }).await.is_ok();

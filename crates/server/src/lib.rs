@@ -72,6 +72,8 @@ pub struct App {
     pub cluster: Option<Arc<cluster::Cluster>>,
     /// The machine's recent use, sampled every `cfg.usage_interval`.
     pub usage: usage::UsageRing,
+    /// This machine's measured use (the local node's), refreshed every few seconds.
+    pub machine: usage::LocalMachine,
 }
 
 impl App {
@@ -237,6 +239,7 @@ pub async fn run(
         ports,
         cluster: cluster.as_ref().map(|c| c.0.clone()),
         usage,
+        machine: Default::default(),
     });
     accounts::bootstrap_admin(&app)?;
     dispatch::reconcile(&app).await?;
@@ -244,6 +247,9 @@ pub async fn run(
     let dispatcher = tokio::spawn(dispatch::run(app.clone()));
     tokio::spawn(keep_ports_guarded(app.clone()));
     tokio::spawn(usage::run(app.clone()));
+    // Memory in use is known from the first reading: the local node shows it at once.
+    app.machine.measure();
+    tokio::spawn(usage::measure(app.clone()));
     let url = format!("http://{}", listener.local_addr()?);
     eprintln!(
         "Hearth is up at {url} (data in {})",

@@ -1,11 +1,14 @@
 //! The machine's usage history: every `--usage-interval` a sample of the cores and memory that
 //! jobs and Spark Connect engines hold against what is offered, and how many jobs run and
 //! wait. Kept in memory only, in a ring covering a day, for the console's utilisation charts.
+//! Also the local node's measured use (cores busy, memory in use), as agents measure theirs.
 
 use crate::dispatch::gang;
 use crate::store::now_ms;
 use crate::App;
+use hearth_agent::machine::Meter;
 use hearth_model::api::UsageSample;
+use hearth_model::cluster::{MachineUse, MAX_HEARTBEAT_MS};
 use hearth_model::JobState;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -46,6 +49,46 @@ impl UsageRing {
         let q = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         let start = q.partition_point(|s| s.at_ms < since_ms);
         q.range(start..).copied().collect()
+    }
+}
+
+/// This machine's latest measured use, and the meter that takes the next reading.
+#[derive(Default)]
+pub struct LocalMachine {
+    meter: Mutex<Meter>,
+    latest: Mutex<Option<MachineUse>>,
+}
+
+impl LocalMachine {
+    /// The latest reading; None before the first or when /proc cannot be read.
+    pub fn latest(&self) -> Option<MachineUse> {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn measure(&self) {
+        let got = self
+            .meter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .measure();
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = got;
+    }
+}
+
+/// Measures this machine at the pace agents send heartbeats at most (not `--usage-interval`,
+/// a minute by default: too slow a figure beside joined nodes', and CPU use is averaged
+/// over the gap between readings) until the server shuts down.
+pub async fn measure(app: Arc<App>) {
+    let every = Duration::from_millis(MAX_HEARTBEAT_MS);
+    // The first reading was taken at start-up (`app.machine.measure()`).
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if app.is_shutting_down() {
+            return;
+        }
+        app.machine.measure();
     }
 }
 

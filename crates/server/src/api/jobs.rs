@@ -532,6 +532,7 @@ pub async fn nodes(
         last_seen_ms: None,
         cert_sha256: None,
         shared_workspace: None,
+        measured: app.machine.latest().map(Into::into),
     }];
     nodes.extend(super::nodes::joined(&app)?);
     let jobs = app
@@ -628,6 +629,7 @@ mod tests {
             last_seen_ms: None,
             cert_sha256: None,
             shared_workspace: None,
+            measured: None,
         };
         let mut nodes = vec![node(LOCAL_NODE), node("alpha"), node("beta")];
         let r = hearth_sched::Resources::new;

@@ -30,6 +30,7 @@ pub fn joined(app: &App) -> ApiResult<Vec<api::NodeInfo>> {
         .map(|n| {
             let report = cluster.report(n.id, &app.instance);
             let problems = report.as_ref().and_then(|r| r.isolation_problems.clone());
+            let state = cluster.state(n, now);
             api::NodeInfo {
                 name: n.name.clone(),
                 cores: n.cores,
@@ -42,11 +43,17 @@ pub fn joined(app: &App) -> ApiResult<Vec<api::NodeInfo>> {
                 runtime: ready.get(&n.id).map(|p| p.runtime.spark_home.clone()),
                 problems: problems.unwrap_or_default(),
                 shared_workspace: report.map(|r| r.shared_workspace),
-                state: cluster.state(n, now),
+                state,
                 joined: true,
                 labels: n.labels.clone(),
                 last_seen_ms: cluster.last_heartbeat(n),
                 cert_sha256: Some(n.cert_sha256.clone()),
+                // A silent node may still hold its connection for a while: a down node's
+                // last figures are not its use now.
+                measured: (state != NodeState::Down)
+                    .then(|| cluster.machine(n.id))
+                    .flatten()
+                    .map(Into::into),
             }
         })
         .collect())

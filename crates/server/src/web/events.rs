@@ -1,8 +1,10 @@
-//! `GET /api/v1/events`: server-sent events that keep a jobs page live without reloading.
-//! Once a second the stream looks at the active jobs and sends, as one `jobs` event, those
-//! whose view changed (including the ones that just ended); nothing is sent while nothing
-//! changes. Polling the store is cheap (active jobs only) and needs no hook in the
-//! dispatcher; `app.wake` cannot be shared, since a listener would steal its wake-ups.
+//! `GET /api/v1/events`: server-sent events that keep the console's pages live without
+//! reloading. Once a second the stream looks at the active jobs and sends, as one `jobs`
+//! event, those whose view changed (including the ones that just ended), and, as a
+//! `sessions` event, the caller's sessions (an admin's: everyone's) whenever one started,
+//! changed state, stopped or was used; nothing is sent while nothing changes. Polling the
+//! store and the engines is cheap (active jobs only, engines in memory) and needs no hook in
+//! the dispatcher; `app.wake` cannot be shared, since a listener would steal its wake-ups.
 
 use crate::api::jobs::job_view;
 use crate::api::{AppState, Caller};
@@ -52,14 +54,30 @@ pub async fn stream(
         ));
     }
     let owner = (!q.all).then_some(caller.0.id);
+    // Admins may list anyone's sessions, so their stream tells of everyone's.
+    let sessions_of = (!caller.0.admin).then_some(caller.0.id);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(4);
     tokio::spawn(async move {
         let begun = Instant::now();
         // The last JSON sent for each job still worth watching.
         let mut sent: HashMap<i64, String> = HashMap::new();
+        // What the last `sessions` event said; none is sent while there are none.
+        let mut sessions_sent = String::from("[]");
         loop {
             if app.is_shutting_down() || begun.elapsed() > MAX_STREAM {
                 return;
+            }
+            let now = sessions(&app, sessions_of);
+            if now != sessions_sent {
+                let data = format!("{{\"sessions\":{now}}}");
+                if tx
+                    .send(Ok(Event::default().event("sessions").data(data)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                sessions_sent = now;
             }
             match changes(&app, owner, &mut sent) {
                 Ok(changed) if changed.is_empty() => {}
@@ -86,6 +104,30 @@ pub async fn stream(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// The sessions `user` (None: everyone) may see, as a JSON array of what a sessions page
+/// must redraw for: id, owner, kind, state, whether in use, and when last used (to the
+/// second: a client then asks `GET /sessions` for uptimes and idle times, which it advances
+/// by itself between events).
+fn sessions(app: &AppState, user: Option<i64>) -> String {
+    let list: Vec<serde_json::Value> = app
+        .engines
+        .list()
+        .iter()
+        .filter(|e| user.is_none() || user == Some(e.user_id))
+        .map(|e| {
+            serde_json::json!({
+                "id": e.id,
+                "user": e.user,
+                "kind": e.kind.name(),
+                "state": e.state().name(),
+                "in_use": e.active() > 0,
+                "last_used_s": e.last_used_ms() / 1000,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
 }
 
 /// The JSON of every watched job whose view differs from what was last sent: active jobs,

@@ -236,6 +236,46 @@ pub async fn serve(State(app): State<AppState>, caller: Caller) -> ApiResult<Res
         head(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name}{{node=\"{node}\"}} {v}");
     }
+    // Beside what is held, what each node's machine has in use, as measured there (nodes
+    // down or not measuring have no sample).
+    let measured: Vec<(String, hearth_model::api::MeasuredUse)> =
+        std::iter::once((LOCAL_NODE.to_string(), app.machine.latest().map(Into::into)))
+            .chain(
+                crate::api::nodes::joined(&app)?
+                    .into_iter()
+                    .map(|n| (n.name, n.measured)),
+            )
+            .filter_map(|(name, m)| Some((name, m?)))
+            .collect();
+    head(
+        &mut out,
+        "hearth_node_machine_busy_cores",
+        "gauge",
+        "Cores busy on the node's machine, measured there over the last few seconds: every process, Hearth's or not.",
+    );
+    for (name, m) in &measured {
+        if let Some(busy) = m.busy_cores {
+            let _ = writeln!(
+                out,
+                "hearth_node_machine_busy_cores{{node=\"{}\"}} {busy:.3}",
+                label(name)
+            );
+        }
+    }
+    head(
+        &mut out,
+        "hearth_node_machine_memory_in_use_bytes",
+        "gauge",
+        "Memory in use on the node's machine (total less available), measured there: every process, Hearth's or not.",
+    );
+    for (name, m) in &measured {
+        let _ = writeln!(
+            out,
+            "hearth_node_machine_memory_in_use_bytes{{node=\"{}\"}} {}",
+            label(name),
+            m.used_memory_mib * 1024 * 1024
+        );
+    }
 
     let routes = app
         .http_metrics

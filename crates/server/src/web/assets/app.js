@@ -6,11 +6,12 @@
 const S = {
   me: null,          // the logged-in user, or null
   jobs: new Map(),   // id -> job, what the jobs page shows
-  es: null,          // the EventSource of job events
+  es: null,          // the EventSource of job and session events
   esAll: false,      // whether it streams everyone's jobs
   cleanup: null,     // stops the current page's streams and timers
   gen: 0,            // bumped by every page drawn: a page overtaken while loading stands down
   onJobs: null,      // the current page's handler of job events
+  onSessions: null,  // the current page's handler of session events
   flash: null,       // a message for the next admin page drawn: { msg, error, conflict }
   quotaUser: null,   // the user the quota form last edited
 };
@@ -173,6 +174,7 @@ async function render() {
   S.gen++;
   if (S.cleanup) { S.cleanup(); S.cleanup = null; }
   S.onJobs = null;
+  S.onSessions = null;
   const top = $('#top');
   if (!S.me) {
     top.hidden = true;
@@ -219,6 +221,8 @@ function startEvents(all) {
     try { jobs = JSON.parse(ev.data).jobs; } catch (_) { return; }
     if (S.onJobs) S.onJobs(jobs);
   });
+  // A session started, changed state, stopped or was used: the page asks for the details.
+  S.es.addEventListener('sessions', () => { if (S.onSessions) S.onSessions(); });
   // After a reconnect, changes made while disconnected are fetched again by the page.
   S.es.addEventListener('open', () => { if (S.onReconnect) S.onReconnect(); });
 }
@@ -862,6 +866,18 @@ function coresBar(n) {
 function memoryBar(n) {
   return `<progress max="${n.memory_mib}" value="${n.used_memory_mib}" aria-label="memory used on ${esc(n.name)}"></progress> <span class="use">${esc(mib(n.used_memory_mib))} / ${esc(mib(n.memory_mib))}</span>`;
 }
+// What the node's machine has in use, measured there (every process, Hearth's or not): beside
+// what is held, it shows jobs that ask for more than they use, and load from outside Hearth.
+function measuredCell(n) {
+  const m = n.measured;
+  if (!m) return `<td class="muted measured">${n.state === 'down' ? 'not connected' : 'not measured'}</td>`;
+  const busy = m.busy_cores == null ? null : Number(m.busy_cores).toFixed(1);
+  const cpu = busy == null
+    ? '<span class="muted">CPU: measuring</span>'
+    : `<progress class="measured-bar" max="${m.cpus}" value="${m.busy_cores}" aria-label="cores busy on the machine of ${esc(n.name)}, measured"></progress> <span class="use measured-cpu">${busy} / ${m.cpus} cores busy</span>`;
+  return `<td class="bar-cell measured">${cpu}<br>
+    <progress class="measured-bar" max="${m.memory_mib}" value="${m.used_memory_mib}" aria-label="memory in use on the machine of ${esc(n.name)}, measured"></progress> <span class="use measured-memory">${esc(mib(m.used_memory_mib))} / ${esc(mib(m.memory_mib))} in use</span></td>`;
+}
 
 async function pageCluster() {
   async function load() {
@@ -876,15 +892,17 @@ async function pageCluster() {
     const sum = (list, k) => list.reduce((a, n) => a + n[k], 0);
     const ready = idle.filter(n => n.state === 'ready').length;
     const capacity = `<p id="capacity">Jobs can use <strong>${cores(sum(working, 'cores'))}</strong> and <strong>${esc(mib(sum(working, 'memory_mib')))}</strong>
-      on ${working.length} node${working.length === 1 ? '' : 's'} (${cores(sum(nodes, 'used_cores'))} and ${esc(mib(sum(nodes, 'used_memory_mib')))} in use, ${sum(nodes, 'running_jobs')} running job${sum(nodes, 'running_jobs') === 1 ? '' : 's'}).${idle.length
+      on ${working.length} node${working.length === 1 ? '' : 's'} (${cores(sum(nodes, 'used_cores'))} and ${esc(mib(sum(nodes, 'used_memory_mib')))} held, ${sum(nodes, 'running_jobs')} running job${sum(nodes, 'running_jobs') === 1 ? '' : 's'}).${idle.length
         ? ` <span id="capacity-joined">${idle.length} joined node${idle.length === 1 ? '' : 's'} (${ready} ready) offer${idle.length === 1 ? 's' : ''} ${cores(sum(idle, 'cores'))} and ${esc(mib(sum(idle, 'memory_mib')))} more, but ${idle.length === 1 ? 'takes' : 'take'} no jobs now (no Spark runtime, or not ready).</span>` : ''}
       ${S.me.admin ? ' <a href="#/admin/nodes">Manage nodes</a>' : ''}</p>`;
-    return capacity + `<table id="nodes-table"><caption class="visually-hidden">Nodes</caption><thead><tr><th scope="col">Node</th><th scope="col">State</th><th scope="col">Cores used</th><th scope="col">Memory used</th><th scope="col" class="num">Jobs</th><th scope="col">Isolation</th><th scope="col">Problems</th></tr></thead>
+    return capacity + `<table id="nodes-table"><caption class="visually-hidden">Nodes</caption><thead><tr><th scope="col">Node</th><th scope="col">State</th><th scope="col">Cores held</th><th scope="col">Memory held</th><th scope="col">Machine use (measured)</th><th scope="col" class="num">Jobs</th><th scope="col">Isolation</th><th scope="col">Problems</th></tr></thead>
     <tbody>${nodes.map(n => `<tr data-node="${esc(n.name)}"${n.joined ? ' data-joined="true"' : ''} data-jobs="${n.running_jobs || 0}"><td>${esc(n.name)}${n.joined ? ' <span class="muted">(joined)</span>' : ''}</td><td>${badge(n.state || 'ready')}</td>
       ${takesJobs(n) || n.used_cores || n.running_jobs ? `<td class="bar-cell">${coresBar(n)}</td><td class="bar-cell">${memoryBar(n)}</td>`
         : `<td colspan="2" class="muted">offers ${cores(n.cores)}, ${esc(mib(n.memory_mib))}; takes no jobs now${n.runtime ? '' : ' (no Spark runtime)'}</td>`}
+      ${measuredCell(n)}
       <td class="num">${n.running_jobs || 0}</td>
-      <td>${n.joined ? '<span class="muted">—</span>' : n.isolation ? 'on' : '<strong>off</strong>'}</td><td>${n.problems.map(esc).join('<br>') || '—'}</td></tr>`).join('')}</tbody></table>`;
+      <td>${n.joined ? '<span class="muted">—</span>' : n.isolation ? 'on' : '<strong>off</strong>'}</td><td>${n.problems.map(esc).join('<br>') || '—'}</td></tr>`).join('')}</tbody></table>
+    <p class="muted" id="nodes-note">Held: granted to running jobs and live engines, what the scheduler counts. Machine use: measured on each node's machine every few seconds, every process on it, Hearth's or not.</p>`;
   }
   function queuesHtml(queues) {
     return `<table id="queues-table"><thead><tr><th scope="col">Queue</th><th scope="col" class="num">Weight</th><th scope="col" class="num">Running</th><th scope="col" class="num">Queued</th>
@@ -1004,7 +1022,8 @@ async function pageSessions() {
     b.addEventListener('click', () => copyText($('#' + b.dataset.copy).textContent, b));
   }
   const body = $('#sessions-body'), status = $('#session-status'), start = $('#notebook-start');
-  let sessions = first.sessions, timer = null, stopped = false, wanted = false;
+  // Changes come as session events; uptimes and idle times move on here between them.
+  let sessions = first.sessions, fetched = Date.now(), tick = null, stopped = false, wanted = false;
   const all = () => S.me.admin && sessionsView.all;
   const mine = s => s.user === S.me.name;
   function draw() {
@@ -1018,8 +1037,9 @@ async function pageSessions() {
         ? `<a class="button" href="${esc(notebookLab(s.url))}" target="_blank" rel="noopener" data-open="${s.id}" aria-label="Open your notebook (new tab)">Open</a>` : '';
       const ui = s.ui_url && running ? `<a class="button secondary" href="${esc(s.ui_url)}" target="_blank" rel="noopener" data-ui="${s.id}" aria-label="Spark UI of session ${s.id} (new tab)">Spark UI</a>` : '';
       const stop = s.state === 'stopped' ? '' : `<button type="button" class="danger" data-stop="${s.id}" aria-label="Stop ${esc(KIND_NAMES[s.kind] || s.kind)} ${s.id}">Stop</button>`;
-      return [['num', String(s.id)], ...(everyone ? [esc(s.user)] : []), esc(KIND_NAMES[s.kind] || s.kind), badge(s.state), ['num', esc(dur(s.uptime_ms))],
-        ['num', esc(s.active_requests ? 'in use' : dur(s.idle_ms))], ['num hide-narrow', String(s.cores)],
+      const since = s.state === 'stopped' ? 0 : Date.now() - fetched;
+      return [['num', String(s.id)], ...(everyone ? [esc(s.user)] : []), esc(KIND_NAMES[s.kind] || s.kind), badge(s.state), ['num', esc(dur(s.uptime_ms + since))],
+        ['num', esc(s.active_requests ? 'in use' : dur(s.idle_ms + since))], ['num hide-narrow', String(s.cores)],
         ['num hide-narrow', esc(mib(s.memory_limit_mib))], ['actions', open + ui + stop]];
     }, s => ({ session: s.id, kind: s.kind, state: s.state, user: s.user }),
     everyone ? [9, 'Nobody has a session running.']
@@ -1037,13 +1057,8 @@ async function pageSessions() {
     const ask = ++asked;
     try {
       const r = await api('GET', sessionsPath());
-      if (ask === asked && !stopped) { sessions = r.sessions; draw(); }
-    } catch (_) { /* next time */ }
-  }
-  function loop() {
-    if (stopped) return;
-    const busy = sessions.some(s => s.state === 'starting');
-    timer = setTimeout(async () => { await refresh(); loop(); }, busy ? 1000 : 3000);
+      if (ask === asked && !stopped) { sessions = r.sessions; fetched = Date.now(); draw(); }
+    } catch (_) { /* the next event, or reconnect, asks again */ }
   }
   start.addEventListener('click', async () => {
     start.disabled = true;
@@ -1054,8 +1069,6 @@ async function pageSessions() {
       asked++;
       sessions = sessions.filter(s => s.id !== nb.id).concat([nb]).sort((a, b) => a.id - b.id);
       draw();
-      clearTimeout(timer);
-      loop();
     } catch (e) { toast(e.message, true); status.textContent = ''; start.disabled = false; }
   });
   body.addEventListener('click', async ev => {
@@ -1080,8 +1093,12 @@ async function pageSessions() {
     });
   }
   draw();
-  loop();
-  S.cleanup = () => { stopped = true; clearTimeout(timer); };
+  S.onSessions = refresh;
+  // Changes missed while the stream was down are fetched again once it is back.
+  S.onReconnect = refresh;
+  if (!S.es) startEvents(false);
+  tick = setInterval(draw, 1000);
+  S.cleanup = () => { stopped = true; clearInterval(tick); S.onReconnect = null; };
 }
 
 // ---- admin ----
