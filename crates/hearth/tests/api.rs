@@ -512,8 +512,10 @@ fn without_root_hearth_says_isolation_is_off() {
             &format!("127.0.0.1:{port}"),
             "--runtime",
             "/nonexistent",
-            // Not the default port: another Hearth on this machine may hold it.
+            // Not the default ports: another Hearth on this machine may hold them.
             "--cluster-listen",
+            "off",
+            "--connect-listen",
             "off",
         ])
         .env("HEARTH_ADMIN_PASSWORD", "nonroot-password")
