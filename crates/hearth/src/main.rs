@@ -27,6 +27,8 @@ struct Cli {
 enum Top {
     /// Run the whole platform (control plane + local agent) in one process
     Up(Box<UpArgs>),
+    /// Run the control plane alone: joined agents (`hearth agent`) run the jobs
+    Server(Box<UpArgs>),
     /// Join this machine to a Hearth server (`hearth node token create` prints the command)
     Agent(Box<AgentArgs>),
     /// Manage the Spark runtime on this machine
@@ -392,6 +394,7 @@ fn up_config(args: UpArgs) -> Result<Config> {
         },
         stop_grace: Duration::from_secs(args.stop_grace),
         data_dir,
+        local_jobs: true,
     })
 }
 
@@ -422,27 +425,35 @@ fn main() {
     std::process::exit(code);
 }
 
+/// `hearth up` (`local_jobs`: this machine runs jobs too) or `hearth server` (the control
+/// plane alone).
+fn serve(args: UpArgs, local_jobs: bool) -> Result<i32> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = Config {
+        local_jobs,
+        ..up_config(args)?
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(hearth_server::run(cfg, shutdown_signal()))?;
+    Ok(0)
+}
+
 fn run(cli: Cli) -> Result<i32> {
     match cli.cmd {
         Top::Internal {
             cmd: InternalCommand::Shim { dir },
         } => Ok(hearth_agent::sandbox::run_shim(&dir)),
-        Top::Up(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-                )
-                .with_writer(std::io::stderr)
-                .init();
-            let cfg = up_config(*args)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            rt.block_on(hearth_server::run(cfg, shutdown_signal()))?;
-            Ok(0)
-        }
+        Top::Up(args) => serve(*args, true),
+        Top::Server(args) => serve(*args, false),
         Top::Agent(args) => {
             let cfg = agent_config(*args)?;
             // Out of the environment once read, like the admin password.

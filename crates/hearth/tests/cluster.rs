@@ -840,6 +840,49 @@ fn a_job_constrained_to_a_label_runs_on_the_joined_node_with_it_and_its_log_says
 }
 
 #[test]
+fn hearth_server_runs_no_job_itself_and_its_joined_node_does() {
+    let mut h = Hearth::start_server(&["--node-timeout", "5s"]);
+    let alice = h.add_user("alice");
+    let sleepy = common::apps().join("sleepy.py").display().to_string();
+    let args = [
+        "--num-executors",
+        "0",
+        "--driver-memory",
+        "512m",
+        &sleepy,
+        "2",
+        "0.2",
+    ];
+    // No node yet: taken, and waiting for one.
+    let id = h.submit(&alice, &args);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, job) = h.api(&alice, "GET", &format!("/api/v1/jobs/{id}"), None);
+        if job["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no node is available"))
+        {
+            break;
+        }
+        assert_eq!(job["state"], "queued", "{job}");
+        assert!(Instant::now() < deadline, "{job}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let admin = h.admin.clone();
+    let nodes = text(&h.cli(&admin, &["nodes"]).stdout);
+    assert!(
+        nodes.contains("runs no jobs: the control plane alone"),
+        "{nodes}"
+    );
+    let j = create_token(&h, "1h");
+    let agent = worker(&h, &j, "only", "2", "2g", &[]);
+    let job = h.wait_job(&alice, id, LONG);
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", agent.log());
+    assert_eq!(job["node"], "only", "{job}");
+    assert!(h.logs(&alice, id).contains("[only] sleepy done"));
+}
+
+#[test]
 fn a_job_too_big_for_any_node_runs_on_its_own_standalone_cluster_across_nodes() {
     // One agent in a network namespace of its own, if this machine can make one: then no
     // part of the cluster reaches another over loopback.

@@ -43,6 +43,10 @@ pub struct Config {
     pub max_retries: u32,
     /// How often the usage history (`usage`) samples the machine.
     pub usage_interval: Duration,
+    /// Whether this machine runs batch jobs (`hearth up`), or is the control plane alone
+    /// (`hearth server`: joined nodes run the jobs; users' interactive engines still run
+    /// here, as the gateway and the door reach them on loopback).
+    pub local_jobs: bool,
 }
 
 /// Where everything lives under the data directory.

@@ -135,8 +135,9 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
     let mut nodes = vec![Node {
         name: LOCAL_NODE.into(),
         capacity: node_capacity(app),
-        // Without a runtime here, jobs can still run on joined nodes that have one.
-        schedulable: runtime(app).is_ok(),
+        // Without a runtime here, jobs can still run on joined nodes that have one; the
+        // control plane alone (`hearth server`) runs none.
+        schedulable: app.cfg.local_jobs && runtime(app).is_ok(),
         labels: Vec::new(),
     }];
     // Joined nodes that are connected, ready (not draining, not down) and have a runtime.

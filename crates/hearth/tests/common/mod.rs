@@ -64,6 +64,8 @@ pub struct Hearth {
     /// its own `--cluster-listen`).
     pub cluster_addr: String,
     pub extra_args: Vec<String>,
+    /// `up`, or `server` (the control plane alone).
+    command: &'static str,
     child: Option<Child>,
     pub admin: User,
     uids: Vec<u32>,
@@ -76,6 +78,15 @@ impl Hearth {
     }
 
     pub fn start_with(extra: &[&str]) -> Hearth {
+        Self::start_as("up", extra)
+    }
+
+    /// `hearth server` (the control plane alone) with `extra` arguments.
+    pub fn start_server(extra: &[&str]) -> Hearth {
+        Self::start_as("server", extra)
+    }
+
+    fn start_as(command: &'static str, extra: &[&str]) -> Hearth {
         let work = std::env::temp_dir().join(unique("hearth-it"));
         std::fs::create_dir_all(&work).expect("work dir");
         let port = free_port();
@@ -90,6 +101,7 @@ impl Hearth {
             port,
             connect_port: free_port(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            command,
             child: None,
             admin: User {
                 name: "admin".into(),
@@ -148,7 +160,7 @@ impl Hearth {
             .open(self.work.join("server.log"))
             .expect("server log");
         let child = Command::new(BIN)
-            .arg("up")
+            .arg(self.command)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")

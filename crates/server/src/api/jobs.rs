@@ -203,7 +203,12 @@ fn validate(app: &AppState, caller: &Caller, req: &SubmitJob) -> ApiResult<JobRe
         })?;
     }
     let resources = parse_resources(&req.resources)?;
-    let offer = node_capacity(app);
+    // The control plane alone (`hearth server`) offers jobs nothing itself.
+    let offer = if app.cfg.local_jobs {
+        node_capacity(app)
+    } else {
+        hearth_sched::Resources::ZERO
+    };
     let need = hearth_sched::Resources::new(resources.total_cores(), resources.memory_limit_mib());
     // Joined nodes count (even while down: a job may wait for its node to come back).
     let joined = match &app.cluster {
@@ -240,8 +245,12 @@ fn validate(app: &AppState, caller: &Caller, req: &SubmitJob) -> ApiResult<JobRe
             .all(|part| caps.iter().any(|c| part.fits_in(c)))
             && g.total().fits_in(&sum)
     };
-    if !need.fits_in(&offer) && !fits_joined && !spreads() {
-        let nodes = if joined.iter().any(|n| n.removed_at.is_none()) {
+    let any_joined = joined.iter().any(|n| n.removed_at.is_none());
+    // The control plane alone with no node yet: the job waits for nodes to join (the
+    // scheduler says so), as nothing tells how large they will be.
+    let nothing_to_compare = !app.cfg.local_jobs && !any_joined;
+    if !need.fits_in(&offer) && !fits_joined && !spreads() && !nothing_to_compare {
+        let nodes = if any_joined {
             ", and no joined node offers that much either"
         } else {
             ""
@@ -250,7 +259,12 @@ fn validate(app: &AppState, caller: &Caller, req: &SubmitJob) -> ApiResult<JobRe
             "too_large",
             format!(
                 "the job needs {need} (driver plus executors, memory including Spark's overhead) \
-                 but this machine offers jobs {offer}{nodes}: ask for fewer or smaller executors"
+                 but {}{nodes}: ask for fewer or smaller executors",
+                if app.cfg.local_jobs {
+                    format!("this machine offers jobs {offer}")
+                } else {
+                    "this server runs no jobs itself (`hearth server`)".to_string()
+                }
             ),
         ));
     }
@@ -516,6 +530,9 @@ pub async fn nodes(
     let runtime = dispatch::runtime(&app);
     let mut problems = runtime.as_ref().err().cloned().unwrap_or_default();
     problems.extend(app.isolation.problems.iter().cloned());
+    if !app.cfg.local_jobs {
+        problems.push("runs no jobs: the control plane alone (`hearth server`)".into());
+    }
     let mut nodes = vec![api::NodeInfo {
         name: LOCAL_NODE.into(),
         cores: app.cfg.cores,
