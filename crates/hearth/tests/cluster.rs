@@ -954,22 +954,7 @@ fn a_job_too_big_for_any_node_runs_on_its_own_standalone_cluster_across_nodes() 
         table.contains("the workspaces of wb are their own"),
         "{table}"
     );
-    let app = common::apps().join("spread.py").display().to_string();
-    let id = h.submit(
-        &alice,
-        &[
-            "--num-executors",
-            "2",
-            "--executor-cores",
-            "1",
-            "--executor-memory",
-            "512m",
-            "--driver-memory",
-            "512m",
-            &app,
-            "8",
-        ],
-    );
+    let id = submit_spread(&h, &alice, &["8"]);
     let job = h.wait_job(&alice, id, LONG);
     let log = h.logs(&alice, id);
     let agents = format!("agent wa:\n{}\nagent wb:\n{}", a.log(), b.log());
@@ -1004,31 +989,46 @@ fn a_job_too_big_for_any_node_runs_on_its_own_standalone_cluster_across_nodes() 
     // Torn down with the job: no task of it is left on either node.
     let deadline = Instant::now() + DEADLINE;
     for agent in [&a, &b] {
-        let needle = agent.data_dir.display().to_string();
-        loop {
-            let left = std::fs::read_dir("/proc")
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| {
-                    std::fs::read(e.path().join("cmdline"))
-                        .map(|c| {
-                            String::from_utf8_lossy(&c).contains(&needle)
-                                && String::from_utf8_lossy(&c).contains("spark")
-                        })
-                        .unwrap_or(false)
-                })
-                .count();
-            if left == 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{left} processes left on {needle}"
-            );
+        while spark_processes_of(agent) > 0 {
+            assert!(Instant::now() < deadline, "processes left: {}", agent.log());
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+}
+
+/// Submits `spread.py ARGS` with a driver and two executors of one core each (what no
+/// one-core node holds).
+fn submit_spread(h: &Hearth, user: &common::User, args: &[&str]) -> u64 {
+    let app = common::apps().join("spread.py").display().to_string();
+    let mut all = vec![
+        "--num-executors",
+        "2",
+        "--executor-cores",
+        "1",
+        "--executor-memory",
+        "512m",
+        "--driver-memory",
+        "512m",
+        &app,
+    ];
+    all.extend_from_slice(args);
+    h.submit(user, &all)
+}
+
+/// How many Spark processes run from the agent's data dir (its tasks' daemons and JVMs).
+fn spark_processes_of(agent: &Agent) -> usize {
+    let needle = agent.data_dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains(&needle) && c.contains("spark")
+            })
+        })
+        .count()
 }
 
 #[test]
@@ -1048,23 +1048,7 @@ fn a_spread_job_that_loses_a_workers_node_runs_again_and_succeeds_once() {
         .iter()
         .map(|n| (n.to_string(), worker(&h, &j, n, "1", "3g", &[])))
         .collect();
-    let app = common::apps().join("spread.py").display().to_string();
-    let id = h.submit(
-        &alice,
-        &[
-            "--num-executors",
-            "2",
-            "--executor-cores",
-            "1",
-            "--executor-memory",
-            "512m",
-            "--driver-memory",
-            "512m",
-            &app,
-            "16",
-            "3",
-        ],
-    );
+    let id = submit_spread(&h, &alice, &["16", "3"]);
     // Mid-job: an executor computed a partition, so the cluster is really working.
     wait_log_within(LONG, "the job's log", "partition ", || {
         text(&h.cli(&alice, &["logs", &id.to_string()]).stdout)
@@ -1124,19 +1108,11 @@ fn a_spread_job_that_loses_a_workers_node_runs_again_and_succeeds_once() {
     assert_eq!(again["state"], "succeeded", "{again}");
     assert_eq!(again["finished_at_ms"], job["finished_at_ms"], "{again}");
     for (name, agent) in &agents {
-        let needle = agent.data_dir.display().to_string();
-        let left = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-                    let c = String::from_utf8_lossy(&c);
-                    c.contains(&needle) && c.contains("spark")
-                })
-            })
-            .count();
-        assert_eq!(left, 0, "processes of the job left on {name}");
+        assert_eq!(
+            spark_processes_of(agent),
+            0,
+            "processes of the job left on {name}"
+        );
     }
 }
 

@@ -535,28 +535,52 @@ pub fn output(
         // Not adopted yet: the node's report comes first, and a resume with it.
         return;
     };
+    if !append_batch(app, cluster, node_id, node, task, &bytes, lines, expected) {
+        return;
+    }
+    save_mark(app, job, attempt, bytes.end);
+    cluster.set_logged(job, node_id, attempt, bytes.end);
+    acknowledge(cluster, node_id, task, bytes.end);
+}
+
+/// Appends a node's batch of lines to the job's one log, each marked with the node, if it
+/// begins where the log stands (`expected`); else (sent before a reconnect, or after one
+/// that was lost) asks the node for its output from there. True if appended.
+#[allow(clippy::too_many_arguments)]
+fn append_batch(
+    app: &App,
+    cluster: &Cluster,
+    node_id: i64,
+    node: &str,
+    task: TaskRef,
+    bytes: &std::ops::Range<u64>,
+    lines: &[String],
+    expected: u64,
+) -> bool {
     if bytes.start != expected || bytes.end < bytes.start {
-        // Sent before a reconnect, or after one that was lost: from where the log stands.
         cluster.send(
             node_id,
             ServerMessage::Resume {
-                job,
-                attempt,
+                job: task.job,
+                attempt: task.attempt,
                 offset: expected,
             },
         );
-        return;
+        return false;
     }
     let marked: Vec<String> = lines.iter().map(|l| format!("[{node}] {l}")).collect();
-    log_lines(app, job, &marked);
-    save_mark(app, job, attempt, bytes.end);
-    cluster.set_logged(job, node_id, attempt, bytes.end);
+    log_lines(app, task.job, &marked);
+    true
+}
+
+/// Tells the node the job's log holds its output up to `offset`.
+fn acknowledge(cluster: &Cluster, node_id: i64, task: TaskRef, offset: u64) {
     cluster.send(
         node_id,
         ServerMessage::Logged {
-            job,
-            attempt,
-            offset: bytes.end,
+            job: task.job,
+            attempt: task.attempt,
+            offset,
         },
     );
 }
@@ -577,19 +601,9 @@ fn worker_output(
     let Some(Some(expected)) = cluster.worker(job, node_id, attempt, None) else {
         return;
     };
-    if bytes.start != expected || bytes.end < bytes.start {
-        cluster.send(
-            node_id,
-            ServerMessage::Resume {
-                job,
-                attempt,
-                offset: expected,
-            },
-        );
+    if !append_batch(app, cluster, node_id, node, task, &bytes, lines, expected) {
         return;
     }
-    let marked: Vec<String> = lines.iter().map(|l| format!("[{node}] {l}")).collect();
-    log_lines(app, job, &marked);
     cluster.set_worker_logged(job, node_id, bytes.end);
     let driver = cluster.task(job).and_then(|t| t.logged);
     let offset = driver.unwrap_or_else(|| {
@@ -598,14 +612,7 @@ fn worker_output(
             .map_or(0, |m| m.offset)
     });
     save_mark(app, job, attempt, offset);
-    cluster.send(
-        node_id,
-        ServerMessage::Logged {
-            job,
-            attempt,
-            offset: bytes.end,
-        },
-    );
+    acknowledge(cluster, node_id, task, bytes.end);
 }
 
 /// The task ended (or could not start): recorded once, and only if the server still waits
