@@ -7,8 +7,9 @@ only if every partition was computed.
 Each of 8 partitions hashes its 20,000 numbers ROUNDS times (pure-Python work in the
 executors' Python workers, so the executors, not the driver, do the computing), then the
 results are grouped by key across partitions (a shuffle: each executor fetches the other's
-blocks) and summed into one checksum. The default (ROUNDS=160) takes about 25 s of wall time
-on two executors of the development machine.
+blocks) and summed into one checksum. The default (ROUNDS=160) is sized for about 25 s of
+wall time on two executors of the idle development machine (estimated from the Python work
+alone); on a loaded machine it takes several times that.
 """
 import hashlib
 import sys
