@@ -280,7 +280,9 @@ fn wait_for(client: &Client, id: u64) -> Result<api::Job> {
             said = job.reason.clone();
         }
         std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_secs(1));
+        // At most a quarter second late: a script waiting on a job should not wait a whole
+        // second more than the job (a GET a few times a second is nothing to the server).
+        delay = (delay * 2).min(Duration::from_millis(250));
     }
 }
 
