@@ -638,6 +638,9 @@ async fn follow(
     };
     let exit = tokio::select! {
         _ = ready => {
+            // Idle from now, not from its start: on a busy machine a start can outlast a
+            // short idle timeout, and the reaper would stop the engine as soon as it is ready.
+            e.touch();
             e.set_state(EngineState::Running);
             let start_ms = since.map(|t| t.elapsed().as_millis());
             tracing::info!(engine = e.id, user = %e.user, start_ms, "engine ready");
