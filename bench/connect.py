@@ -13,12 +13,17 @@ Targets: JVM ratio <= 1.1; Sail under 1 s.
     /var/cache/hearth/test-runtime/bin/python bench/connect.py \
         --bin target/release/hearth --runtime /var/cache/hearth/test-runtime [--engine sail] [--cold 3]
 
+With --keep the data dir and server.log stay; run with HEARTH_LOG=hearth_server=debug,
+hearth_agent=debug and server.log times the cold path's steps (admission and ports, the
+engine's directory, the shim starting the task, the engine ready: `start_ms`).
+
 Needs the runtime's pyspark (run it with the runtime's python) and root (hearth up makes the
 user's Linux account).
 """
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -100,6 +105,9 @@ def main():
     ap.add_argument("-n", type=int, default=100)
     ap.add_argument("--engine", choices=["spark", "sail"], default="spark")
     ap.add_argument("--cold", type=int, default=0, help="cold-start rounds (each side)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the data dir and server.log (run with HEARTH_LOG=debug for the "
+                         "cold path's steps, timed)")
     args = ap.parse_args()
     extra = ";x-hearth-engine=sail" if args.engine == "sail" else ""
     work = tempfile.mkdtemp(prefix="hearth-bench-connect-")
@@ -187,9 +195,14 @@ def main():
         server.wait(timeout=60)
         # What went wrong, if anything, on Hearth's side.
         for line in open(os.path.join(work, "server.log"), errors="replace"):
+            # tracing colours its levels even into a file.
+            line = re.sub(r"\x1b\[[0-9;]*m", "", line)
             if " WARN " in line or " ERROR " in line:
                 print("server:", line.rstrip())
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

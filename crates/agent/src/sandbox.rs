@@ -160,6 +160,7 @@ impl Task {
     /// Writes the spec into `spec.dir`, starts the shim, and returns once the task's
     /// process exists.
     pub async fn launch(spec: &TaskSpec, shim: &ShimCommand) -> Result<Task> {
+        let t0 = Instant::now();
         let dir = prepare_dir(&spec.dir)?;
         let mut spec = spec.clone();
         spec.dir = dir.clone();
@@ -193,6 +194,7 @@ impl Task {
         let mut child = command
             .spawn()
             .map_err(|e| Error::io(format!("starting the shim {}", shim.program.display()), e))?;
+        let spawned_ms = t0.elapsed().as_millis();
         let deadline = Instant::now() + LAUNCH_TIMEOUT;
         loop {
             let exited = child
@@ -200,6 +202,12 @@ impl Task {
                 .map_err(|e| Error::io("waiting for the shim", e))?;
             // Read after try_wait: a shim that exited has written everything it will.
             if let Some(started) = taskdir::read_json::<Started>(&dir.join(taskdir::STARTED))? {
+                tracing::debug!(
+                    task = %spec.id,
+                    spawned_ms,
+                    started_ms = t0.elapsed().as_millis(),
+                    "the shim was spawned, then started the task"
+                );
                 return Ok(Task {
                     dir,
                     pid: Some(started.pid),

@@ -288,8 +288,10 @@ pub fn start(app: &Arc<App>, user: &UserRow, kind: EngineKind) -> Result<Lease, 
     let has_engine = app.engines.lock().contains_key(&(user.id, kind));
     let mut ports = Ports::default();
     if !has_engine {
+        let t0 = std::time::Instant::now();
         admit(app, user, kind).map_err(AcquireError::NoRoom)?;
         ports = Ports::reserve(app, user, kind)?;
+        tracing::debug!(user = %user.name, kind = kind.name(), ms = t0.elapsed().as_millis(), "a new engine admitted, its ports reserved");
     }
     let (lease, started) = {
         let mut map = app.engines.lock();
@@ -573,6 +575,8 @@ fn kernel_remote(app: &App, user: &UserRow, e: &Engine) -> Result<Option<String>
 
 /// Starts the engine, marks it running once its port is open, and records its end.
 async fn run(app: Arc<App>, user: UserRow, e: Arc<Engine>) {
+    // The cold path's steps, timed (at debug): a user's first query waits on all of them.
+    let t0 = std::time::Instant::now();
     let prepared = {
         let (app, e) = (app.clone(), e.clone());
         tokio::task::spawn_blocking(move || prepare(&app, &user, &e)).await
@@ -582,11 +586,18 @@ async fn run(app: Arc<App>, user: UserRow, e: Arc<Engine>) {
         Ok(Err(why)) => return ended(&app, &e, format!("could not prepare the engine: {why}")),
         Err(why) => return ended(&app, &e, format!("could not prepare the engine: {why}")),
     };
+    let prepared_ms = t0.elapsed().as_millis();
     let task = match Task::launch(&spec, &app.cfg.shim).await {
         Ok(t) => t,
         Err(why) => return ended(&app, &e, format!("could not start the engine: {why}")),
     };
     tracing::info!(engine = e.id, user = %e.user, port = e.port, "engine starting");
+    tracing::debug!(
+        engine = e.id,
+        prepared_ms,
+        launched_ms = t0.elapsed().as_millis(),
+        "engine's directory prepared, then its task launched (the shim says it runs)"
+    );
     // Written as root under umask 077: readable by Hearth alone.
     if let Ok(text) = serde_json::to_string(&e.record()) {
         if let Err(err) = std::fs::write(record_path(&app, e.id), text) {
@@ -602,12 +613,18 @@ async fn run(app: Arc<App>, user: UserRow, e: Arc<Engine>) {
         // SAFETY: geteuid cannot fail.
         unsafe { libc::geteuid() }
     };
-    follow(app, e, task, owner_uid).await;
+    follow(app, e, task, owner_uid, Some(t0)).await;
 }
 
 /// Marks the engine running once its port listens as its owner, waits for its end, and
-/// records it.
-async fn follow(app: Arc<App>, e: Arc<Engine>, mut task: Task, owner_uid: u32) {
+/// records it. `since`: when its start began (None for an engine taken back).
+async fn follow(
+    app: Arc<App>,
+    e: Arc<Engine>,
+    mut task: Task,
+    owner_uid: u32,
+    since: Option<std::time::Instant>,
+) {
     let ready = async {
         // Ready when the port listens *as the engine's uid*: a port someone else grabbed
         // must never receive the engine's secret.
@@ -621,11 +638,12 @@ async fn follow(app: Arc<App>, e: Arc<Engine>, mut task: Task, owner_uid: u32) {
     };
     let exit = tokio::select! {
         _ = ready => {
-            // Idle from now, not from when it began starting: on a busy machine a start
-            // can take longer than a short idle timeout, and whoever asked comes next.
+            // Idle from now, not from its start: on a busy machine a start can outlast a
+            // short idle timeout, and the reaper would stop the engine as soon as it is ready.
             e.touch();
             e.set_state(EngineState::Running);
-            tracing::info!(engine = e.id, user = %e.user, "engine ready");
+            let start_ms = since.map(|t| t.elapsed().as_millis());
+            tracing::info!(engine = e.id, user = %e.user, start_ms, "engine ready");
             task.wait().await
         }
         exit = task.wait() => exit,
@@ -809,7 +827,7 @@ pub async fn reattach_or_reap(app: &Arc<App>) {
                         .flatten()
                         .map(|u| u.task_uid(app))
                         .unwrap_or(0);
-                    tokio::spawn(follow(app.clone(), e, task, owner));
+                    tokio::spawn(follow(app.clone(), e, task, owner, None));
                 }
                 None => {
                     tracing::info!("stopping an engine left by an earlier Hearth");
