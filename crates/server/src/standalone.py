@@ -103,32 +103,47 @@ def on_term(signum, frame):
 
 signal.signal(signal.SIGTERM, on_term)
 signal.signal(signal.SIGINT, on_term)
-prefix = spec.get("prefix", "")
-if spec.get("master"):
-    daemon(spec["master"], prefix + "[master] ")
-worker = None
-follow = None
-if spec.get("worker"):
-    os.makedirs(spec["work_dir"], mode=0o700, exist_ok=True)
-    # A worker that starts before its master logs a stack trace per failed try: wait
-    # until the master's port answers (the driver's node may be slower to start it).
+
+
+def wait_for_master(master):
+    """Until the master's port answers (False if the master here ended, or we are stopped).
+
+    A worker that starts before its master logs a stack trace per failed try; and on the
+    driver's node, a driver starting beside the master halves the CPU the master starts
+    with (the part's cgroup holds the driver's cores only): it starts once the master is up.
+    """
     host, port = spec["master_addr"]
     deadline = time.time() + 600
     while not stopping.is_set() and time.time() < deadline:
+        if master is not None and master.poll() is not None:
+            emit(prefix, "the Spark master ended (exit %s)" % master.returncode)
+            return False
         try:
             socket.create_connection((host, port), timeout=2).close()
-            break
+            return True
         except OSError:
-            time.sleep(0.5)
+            time.sleep(0.2)
+    return False
+
+
+prefix = spec.get("prefix", "")
+master = None
+if spec.get("master"):
+    master, _ = daemon(spec["master"], prefix + "[master] ")
+worker = None
+follow = None
+master_up = wait_for_master(master)
+if spec.get("worker") and master_up:
+    os.makedirs(spec["work_dir"], mode=0o700, exist_ok=True)
     worker, _ = daemon(spec["worker"], prefix + "[worker] ")
     follow = Follow(spec["work_dir"], prefix)
 
-code = 0
+code = 0 if master_up or stopping.is_set() else 1
 driver = None
-if spec.get("driver"):
+if spec.get("driver") and master_up:
     # The driver's output goes straight to this task's output: it is the job's own.
     driver = subprocess.Popen(spec["driver"])
-while not stopping.is_set():
+while master_up and not stopping.is_set():
     if follow:
         follow.poll()
     if driver is not None and driver.poll() is not None:
