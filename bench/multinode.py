@@ -64,6 +64,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def terminate(procs, timeout):
+    """SIGTERM to each (last started first), then SIGKILL to the group of any still up."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
 def wait_port(port, timeout=120):
     end = time.time() + timeout
     while time.time() < end:
@@ -279,15 +292,7 @@ class Hearth:
                 self.cli(self.admin, "user", "remove", "bench")
             except BenchError as e:
                 print(f"cleanup: {e}", file=sys.stderr)
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        terminate(self.procs, 60)
         # Shims outlive Hearth and its agents by design; theirs name our data dirs.
         left = pids_where(cmdline_has(self.work))
         if self.uid is not None:
@@ -402,15 +407,8 @@ class ByHand:
 
     def stop(self):
         # SIGTERM as stop-master.sh / stop-worker.sh do; their executors go with them.
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+        terminate(self.procs, 30)
         for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
             try:
                 os.killpg(p.pid, signal.SIGKILL)  # an executor left in the worker's group
             except ProcessLookupError:

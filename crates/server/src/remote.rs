@@ -63,17 +63,26 @@ fn save_mark(app: &App, id: i64, attempt: u32, offset: u64) {
 /// How far each of a spread job's workers' output is logged: what the server follows now,
 /// over what the mark held (a worker not yet reported again after a restart).
 fn worker_offsets(app: &App, id: i64, attempt: u32) -> std::collections::BTreeMap<i64, u64> {
+    let Some(cluster) = &app.cluster else {
+        return Default::default();
+    };
+    let followed: Vec<(i64, Option<u64>)> = cluster
+        .worker_keys()
+        .into_iter()
+        .filter(|&(job, _, a)| job == id && a == attempt)
+        .map(|(job, node_id, a)| (node_id, cluster.worker(job, node_id, a, None).flatten()))
+        .collect();
+    // A job with no workers (every job not spread) writes its mark without reading it.
+    if followed.is_empty() {
+        return Default::default();
+    }
     let mut workers = read_mark(&mark_path(app, id))
         .filter(|m| m.attempt == attempt)
         .map(|m| m.workers)
         .unwrap_or_default();
-    if let Some(cluster) = &app.cluster {
-        for (job, node_id, a) in cluster.worker_keys() {
-            if job == id && a == attempt {
-                if let Some(Some(offset)) = cluster.worker(job, node_id, a, None) {
-                    workers.insert(node_id, offset);
-                }
-            }
+    for (node_id, offset) in followed {
+        if let Some(offset) = offset {
+            workers.insert(node_id, offset);
         }
     }
     workers
