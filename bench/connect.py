@@ -3,7 +3,11 @@
 
 Warm: `spark.sql("select 1").collect()`, median of N, through the gateway vs straight to the
 same engine (with its secret, read from the data dir as root; Sail's guarded port lets root
-in). Calls alternate so machine noise hits both alike. Targets: JVM engine <= 1.05, Sail <= 1.2.
+in). Each round calls every route once, in a fresh random order, so machine noise hits all
+alike. Each route is measured with both forms of a token: Spark's `;token=` (per-call gRPC
+credentials in PySpark, a Python callback each call) and plain metadata (`;x-hearth-token=`
+through the gateway, `;authorization=Bearer SECRET` straight to a JVM engine); ratios compare
+like with like. Targets: JVM engine <= 1.05, Sail <= 1.2.
 
 Cold (--cold K): time to the first result for a user with no engine, Hearth (the gateway starts
 the engine) vs a Connect server started by hand with the same settings, alternating, K each.
@@ -23,6 +27,7 @@ user's Linux account).
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -140,37 +145,63 @@ def main():
         gw = SparkSession.builder.remote(f"sc://localhost:{cport}/;token={token}{extra}").create()
         gw.sql("select 1").collect()
         cold = time.perf_counter() - t
-        gw_tls = SparkSession.builder.remote(f"sc://127.0.0.1:{cport}/;token={token}{extra}").create()
         sessions = json.loads(cli(args.bin, user, "sessions", "-o", "json"))
         eid = sessions[0]["id"]
         spec = json.load(open(os.path.join(data, "engines", str(eid), "task", "spec.json")))
         if args.engine == "sail":
             eport = spec["argv"][spec["argv"].index("--port") + 1]
-            direct = SparkSession.builder.remote(f"sc://localhost:{eport}").create()
+            secret = None
         else:
             eport = next(a.split("=", 1)[1] for a in spec["argv"]
                          if a.startswith("spark.connect.grpc.binding.port="))
             props = open(os.path.join(data, "engines", str(eid), "conf", "spark.properties")).read()
             secret = next(l.split("=", 1)[1] for l in props.splitlines()
                           if l.startswith("spark.connect.authenticate.token="))
-            direct = SparkSession.builder.remote(f"sc://localhost:{eport}/;token={secret}").create()
-
-        for s in (gw, gw_tls, direct):
+        # The routes, each a client of its own. PySpark sends `;token=` through gRPC call
+        # credentials (a Python callback per call) and any other `;key=value` as plain
+        # metadata, so each route is measured with both forms of the token where it has one:
+        # `x-hearth-token` is Hearth's plain form; a direct JVM engine takes its secret as a
+        # plain `authorization` header just as well. Sail checks no token: its direct route
+        # has none (what a user of Sail by hand runs), and a dummy `;token=` shows what the
+        # call credentials alone cost.
+        routes = {
+            "gateway": f"sc://localhost:{cport}/;token={token}{extra}",
+            "gateway_tls": f"sc://127.0.0.1:{cport}/;token={token}{extra}",
+            "gateway_plain": f"sc://localhost:{cport}/;x-hearth-token={token}{extra}",
+            "gateway_plain_tls": f"sc://127.0.0.1:{cport}/;use_ssl=true;x-hearth-token={token}{extra}",
+        }
+        if secret is None:
+            routes["direct"] = f"sc://localhost:{eport}"
+            routes["direct_token"] = f"sc://localhost:{eport}/;token=unused"
+        else:
+            routes["direct_token"] = f"sc://localhost:{eport}/;token={secret}"
+            routes["direct"] = f"sc://localhost:{eport}/;authorization=Bearer {secret}"
+        spark = {k: gw if k == "gateway" else SparkSession.builder.remote(u).create()
+                 for k, u in routes.items()}
+        for s in spark.values():
             timed(s, 20)  # warm-up
-        results = {"gateway": [], "gateway_tls": [], "direct": []}
+        results = {k: [] for k in spark}
+        order = list(spark)
         for _ in range(args.n):
-            results["gateway"] += timed(gw, 1)
-            results["gateway_tls"] += timed(gw_tls, 1)
-            results["direct"] += timed(direct, 1)
+            # A fresh order each round: no route always follows the same one.
+            random.shuffle(order)
+            for k in order:
+                results[k] += timed(spark[k], 1)
         med = {k: statistics.median(v) for k, v in results.items()}
         print(f"cold start (first query, engine start included): {cold:.1f} s")
         for k, v in med.items():
-            print(f"select 1 warm, median of {args.n}, {k:12}: {v:.2f} ms")
-        print(f"ratio gateway (h2c) / direct: {med['gateway'] / med['direct']:.3f}")
-        print(f"ratio gateway (TLS) / direct: {med['gateway_tls'] / med['direct']:.3f}")
+            print(f"select 1 warm, median of {args.n}, {k:17}: {v:.2f} ms")
+        # Like for like: the same form of credentials on both sides.
+        print(f"ratio gateway / direct, ;token= (h2c / TLS): {med['gateway'] / med['direct_token']:.3f}"
+              f" / {med['gateway_tls'] / med['direct_token']:.3f}")
+        print(f"ratio gateway / direct, plain metadata (h2c / TLS): "
+              f"{med['gateway_plain'] / med['direct']:.3f} / {med['gateway_plain_tls'] / med['direct']:.3f}")
+        if secret is None:
+            print(f"ratio gateway ;token= / Sail without a token (h2c / TLS): "
+                  f"{med['gateway'] / med['direct']:.3f} / {med['gateway_tls'] / med['direct']:.3f}")
         # Released now: PySpark releases open sessions at exit, and retries for minutes
         # against a server already gone.
-        for s in (gw, gw_tls, direct):
+        for s in spark.values():
             s.stop()
         if args.cold:
             spark_home = os.path.join(args.runtime, "lib", next(
@@ -181,8 +212,9 @@ def main():
                 for e in json.loads(cli(args.bin, user, "sessions", "-o", "json")):
                     cli(args.bin, user, "session", "stop", str(e["id"]))
                 t = time.perf_counter()
+                # The URL `hearth connect` prints (plain metadata; h2c on localhost).
                 s = SparkSession.builder.remote(
-                    f"sc://localhost:{cport}/;token={token}{extra}").create()
+                    f"sc://localhost:{cport}/;x-hearth-token={token}{extra}").create()
                 s.sql("select 1").collect()
                 hearth_cold.append(time.perf_counter() - t)
                 s.stop()

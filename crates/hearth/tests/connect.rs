@@ -38,6 +38,16 @@ fn url(h: &Hearth, token: &str, extra: &str) -> String {
     format!("sc://127.0.0.1:{}/;token={token}{extra}", h.connect_port)
 }
 
+/// The same with the token as plain metadata, as `hearth connect` prints it: such a
+/// connection is relayed to the engine after its first call, the engine's secret added to
+/// each call.
+fn plain_url(h: &Hearth, token: &str, extra: &str) -> String {
+    format!(
+        "sc://127.0.0.1:{}/;use_ssl=true;x-hearth-token={token}{extra}",
+        h.connect_port
+    )
+}
+
 fn sessions(h: &Hearth, user: &User) -> Vec<serde_json::Value> {
     let out = h.cli(user, &["sessions", "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -74,12 +84,13 @@ fn users_get_right_answers_from_their_own_engines_and_never_each_others_sessions
     let bob = h.add_user("bob");
     let alice_session = "0b6f4bc4-9a55-4a3e-9e6a-2f3c1e0d5a11";
 
-    // Both at once, each with a temp view of the same name holding their own data.
+    // Both at once, each with a temp view of the same name holding their own data. Alice's
+    // connection is relayed (plain token), bob's served call by call (`;token=`).
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| {
             pyspark(
                 &h,
-                &url(
+                &plain_url(
                     &h,
                     &alice.token,
                     &format!(";user_id=alice;session_id={alice_session}"),
@@ -112,22 +123,24 @@ fn users_get_right_answers_from_their_own_engines_and_never_each_others_sessions
     assert_eq!(a[4], "OK [[\"alice data\"]]", "{a:?}");
     assert_eq!(b[1], "OK [[\"bob data\"]]", "{b:?}");
 
-    // Bob forges alice's user_id and session_id: he reaches only his own engine, where no
-    // such view exists.
-    let forged = pyspark(
-        &h,
-        &url(
+    // Bob forges alice's user_id and session_id, with either form of his token: he reaches
+    // only his own engine, where no such view exists.
+    for form in [url, plain_url] {
+        let forged = pyspark(
             &h,
-            &bob.token,
-            &format!(";user_id=alice;session_id={alice_session}"),
-        ),
-        &["select v from secret", "select current_user()"],
-    );
-    assert!(
-        forged[0].starts_with("ERROR") && forged[0].contains("secret"),
-        "{forged:?}"
-    );
-    assert_eq!(forged[1], "OK [[\"bob\"]]", "{forged:?}");
+            &form(
+                &h,
+                &bob.token,
+                &format!(";user_id=alice;session_id={alice_session}"),
+            ),
+            &["select v from secret", "select current_user()"],
+        );
+        assert!(
+            forged[0].starts_with("ERROR") && forged[0].contains("secret"),
+            "{forged:?}"
+        );
+        assert_eq!(forged[1], "OK [[\"bob\"]]", "{forged:?}");
+    }
     // Alice's session still holds her view.
     let again = pyspark(
         &h,
@@ -212,11 +225,13 @@ fn users_get_right_answers_from_their_own_engines_and_never_each_others_sessions
         no_token[0].contains("UNAUTHENTICATED") && no_token[0].contains("no Hearth token"),
         "{no_token:?}"
     );
-    let wrong = pyspark(&h, &url(&h, "hth_999_0123456789abcdef", ""), &["select 1"]);
-    assert!(
-        wrong[0].contains("UNAUTHENTICATED") && wrong[0].contains("Hearth token refused"),
-        "{wrong:?}"
-    );
+    for form in [url, plain_url] {
+        let wrong = pyspark(&h, &form(&h, "hth_999_0123456789abcdef", ""), &["select 1"]);
+        assert!(
+            wrong[0].contains("UNAUTHENTICATED") && wrong[0].contains("Hearth token refused"),
+            "{wrong:?}"
+        );
+    }
     let (status, created) = h.api(
         &alice,
         "POST",
@@ -225,11 +240,41 @@ fn users_get_right_answers_from_their_own_engines_and_never_each_others_sessions
     );
     assert_eq!(status, 201, "{created}");
     let secret = created["secret"].as_str().expect("secret").to_string();
-    let works = pyspark(&h, &url(&h, &secret, ""), &["select 3"]);
-    assert_eq!(works[0], "OK [[3]]");
-    let id = created["token"]["id"].as_u64().expect("token id");
-    let (status, _) = h.api(&alice, "DELETE", &format!("/api/v1/tokens/{id}"), None);
-    assert_eq!(status, 204);
+    // A relayed connection open when its token is revoked: closed within seconds, and the
+    // client's next call, on a new connection, is refused.
+    let dir = std::env::temp_dir().join(common::unique("hearth-revoke"));
+    std::fs::create_dir_all(&dir).expect("signal dir");
+    let (open, revoked_now) = (dir.join("open"), dir.join("revoked"));
+    let live = std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            pyspark(
+                &h,
+                &plain_url(&h, &secret, ""),
+                &[
+                    "select 3",
+                    &format!("@signal {}", open.display()),
+                    &format!("@wait {}", revoked_now.display()),
+                    "select 4",
+                ],
+            )
+        });
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !open.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let id = created["token"]["id"].as_u64().expect("token id");
+        let (status, _) = h.api(&alice, "DELETE", &format!("/api/v1/tokens/{id}"), None);
+        assert_eq!(status, 204);
+        // The relay looks at its token every 3 s.
+        std::thread::sleep(Duration::from_secs(4));
+        std::fs::write(&revoked_now, "").expect("signal");
+        client.join().expect("client")
+    });
+    assert_eq!(live[0], "OK [[3]]", "{live:?}");
+    assert!(
+        live[1].contains("UNAUTHENTICATED") && live[1].contains("Hearth token refused"),
+        "{live:?}"
+    );
     let revoked = pyspark(&h, &url(&h, &secret, ""), &["select 3"]);
     assert!(
         revoked[0].contains("UNAUTHENTICATED") && revoked[0].contains("Hearth token refused"),
@@ -322,14 +367,17 @@ fn sail_answers_through_the_same_gateway_on_a_port_only_hearth_reaches() {
     let mut h = Hearth::start_with(ENGINE);
     let alice = h.add_user("alice");
     let bob = h.add_user("bob");
-    let sail = url(&h, &alice.token, ";x-hearth-engine=sail");
-    let out = pyspark(
-        &h,
-        &sail,
-        &["select 1 + 1", "select sum(id) from range(100)"],
-    );
-    assert_eq!(out[0], "OK [[2]]", "{out:?}");
-    assert_eq!(out[1], "OK [[4950]]", "{out:?}");
+    // Either form of the token: both relayed to Sail.
+    for form in [url, plain_url] {
+        let sail = form(&h, &alice.token, ";x-hearth-engine=sail");
+        let out = pyspark(
+            &h,
+            &sail,
+            &["select 1 + 1", "select sum(id) from range(100)"],
+        );
+        assert_eq!(out[0], "OK [[2]]", "{out:?}");
+        assert_eq!(out[1], "OK [[4950]]", "{out:?}");
+    }
 
     // A Sail engine of alice's, and no JVM engine started for it.
     let mine = sessions(&h, &alice);

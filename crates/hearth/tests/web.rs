@@ -1417,7 +1417,10 @@ fn a_user_starts_opens_and_stops_a_notebook_from_the_sessions_page() {
     b.find("#connect-url");
     let url = b.text("#connect-url");
     assert!(
-        url.contains(&format!("sc://127.0.0.1:{}/;token=", h.connect_port)),
+        url.contains(&format!(
+            "sc://127.0.0.1:{}/;use_ssl=true;x-hearth-token=",
+            h.connect_port
+        )),
         "{url}"
     );
     assert!(b.text("#connect-cli").contains("hearth connect"));

@@ -566,8 +566,9 @@ fn kernel_remote(app: &App, user: &UserRow, e: &Engine) -> Result<Option<String>
         .insert_token(&t.row)
         .map_err(|err| format!("making the kernels' token: {err}"))?;
     *e.kernel_token.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
+    // The token as plain metadata: relayed, and no per-call credentials in the kernel.
     Ok(Some(format!(
-        "sc://localhost:{}/;token={}",
+        "sc://localhost:{}/;x-hearth-token={}",
         connect.addr.port(),
         crate::auth::format_token(id, &t.secret)
     )))

@@ -87,8 +87,8 @@ pub async fn serve(
     }
 }
 
-/// A connection whose first call asks for Sail with a valid token is relayed unparsed
-/// (`relay`); every other one is served call by call.
+/// A connection whose first call the relay takes (a valid token, an engine that runs) is
+/// relayed (`relay`); every other one is served call by call.
 async fn route<S>(app: Arc<App>, upstream: Upstream, mut stream: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -101,9 +101,12 @@ where
     let mut stream = relay::StripAck::new(stream);
     let mut first = Vec::new();
     if let Some(call) = relay::read_first(&mut stream, &mut first).await {
-        if let Some(user) = relay::takes(&app, &call).await {
-            let token = call.token.unwrap_or_default();
-            return relay::relay(app, user, token, stream, first).await;
+        if let Some((user, kind)) = relay::takes(&app, &call).await {
+            // An engine that cannot start: the ordinary path says why, as a gRPC status.
+            if let Ok(lease) = engines::acquire(&app, &user, kind).await {
+                let token = call.token.unwrap_or_default();
+                return relay::relay(app, user, token, lease, stream, first).await;
+            }
         }
     }
     serve_connection(app, upstream, TokioIo::new(stream.replay(first))).await
@@ -125,10 +128,24 @@ where
     }
 }
 
-/// The Hearth token of a call, or what to do without one.
+/// The Hearth token of a call, or what to do without one. Two forms: `authorization: Bearer
+/// T` (PySpark's `;token=T`) and `x-hearth-token: T` (`;x-hearth-token=T`, plain metadata).
+/// The second exists for speed: PySpark turns `;token=` into gRPC call credentials, which
+/// run a Python callback on a thread pool for every call (about 1.6 ms per `collect()`,
+/// measured: more than the whole relay to Sail costs), while plain metadata costs nothing.
 fn bearer(req: &Request<Incoming>) -> Result<&str, &'static str> {
+    if let Some(h) = req.headers().get(TOKEN_HEADER) {
+        return h
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(
+            "x-hearth-token must hold a Hearth token: put it in the URL as ;x-hearth-token=TOKEN",
+        );
+    }
     let Some(h) = req.headers().get(hyper::header::AUTHORIZATION) else {
-        return Err("no Hearth token: connect with sc://HOST:PORT/;token=TOKEN (`hearth connect` prints the URL; `hearth token create` makes a token)");
+        return Err("no Hearth token: connect with sc://HOST:PORT/;use_ssl=true;x-hearth-token=TOKEN or Spark's sc://HOST:PORT/;token=TOKEN (`hearth connect` prints the URL; `hearth token create` makes a token)");
     };
     h.to_str()
         .ok()
@@ -203,6 +220,7 @@ async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Re
         Err(_) => return grpc_error(UNAVAILABLE, "the request's path is not valid"),
     };
     // The Hearth token never reaches the engine; the engine's secret never leaves Hearth.
+    parts.headers.remove(TOKEN_HEADER);
     match format!("Bearer {}", lease.engine.secret).parse() {
         Ok(v) => {
             parts.headers.insert(hyper::header::AUTHORIZATION, v);
@@ -223,6 +241,9 @@ async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Re
 
 /// The metadata key naming the engine a client wants.
 const ENGINE_HEADER: &str = "x-hearth-engine";
+
+/// The metadata key a Hearth token may come in instead of `authorization` (see [`bearer`]).
+pub const TOKEN_HEADER: &str = "x-hearth-token";
 
 const RELEASE_SESSION: &str = "/spark.connect.SparkConnectService/ReleaseSession";
 

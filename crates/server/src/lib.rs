@@ -266,7 +266,7 @@ pub async fn run(
     let server = tokio::spawn(async move { server.await });
     if let Some((info, listener, tls)) = connect {
         eprintln!(
-            "Spark Connect gateway on {} (sc://HOST:{}/;token=TOKEN; `hearth connect` prints the URL)",
+            "Spark Connect gateway on {} (sc://HOST:{}/;use_ssl=true;x-hearth-token=TOKEN; `hearth connect` prints the URL)",
             info.addr,
             info.addr.port()
         );

@@ -1,24 +1,32 @@
-//! The gateway's fast path for engines that need no secret swapped in: Sail, on a guarded
-//! port that only Hearth reaches (Sail checks no token of its own).
+//! The gateway's fast path: a connection authenticated by its first call, then relayed as
+//! bytes to the user's own engine instead of served call by call.
 //!
 //! The gateway normally terminates HTTP/2 on both sides so that it can check the Hearth token
-//! of every call and put the engine's secret in its place. That costs about a millisecond a
-//! call on a busy 2-core machine, which is a large share of Sail's few milliseconds. Here the
-//! gateway reads only as far as the connection's first request, checks its token, and then
-//! relays the connection's bytes to the user's own Sail unparsed. Every call on the
+//! of every call and put the engine's secret in its place. That costs about half a
+//! millisecond a call, a large share of Sail's few milliseconds and a few percent of the
+//! JVM's. Here the gateway reads only as far as the connection's first request, checks its
+//! token, and then relays the connection's bytes to the user's own engine. Every call on the
 //! connection reaches the engine of the user who authenticated it; the token is checked again
 //! every few seconds, and the connection is closed once it is revoked or expires.
 //!
-//! What the relay still reads: HTTP/2 frame headers (9 bytes each), to know whether a call is
-//! in flight (a stream opened by the client and not yet ended by the engine), so that an
-//! engine busy with a long query is never idle, and an open but idle connection does not keep
-//! an engine alive for ever.
+//! Which connections: Sail's (it checks no token of its own: its port is guarded, only
+//! Hearth reaches it), and the JVM engine's when the client sends its token as plain metadata
+//! (`;x-hearth-token=`) and no `authorization` of its own. The JVM engine checks its secret on
+//! every call, so the relay adds it to every header block the client sends: a CONTINUATION
+//! frame holding one HPACK field, `authorization` never indexed, which leaves both sides'
+//! header tables as they were. The Hearth token travels on to the user's own engine as an
+//! unread header (it is that user's already); it never reaches anyone else's.
+//!
+//! What the relay reads: HTTP/2 frame headers (9 bytes each), to know whether a call is in
+//! flight (a stream opened by the client and not yet ended by the engine), so that an engine
+//! busy with a long query is never idle, and an open but idle connection does not keep an
+//! engine alive for ever; and to find where the client's header blocks end.
 //!
 //! Anything unexpected before the first request is complete (not HTTP/2, a malformed or huge
-//! header block, another engine asked for, no valid token) falls back to the ordinary path,
-//! which answers it with a proper gRPC status.
+//! header block, an unknown engine, no valid token, an engine that cannot start) falls back
+//! to the ordinary path, which answers it with a proper gRPC status.
 
-use crate::engines::{self, EngineKind, Lease};
+use crate::engines::{EngineKind, Lease};
 use crate::App;
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -44,6 +52,8 @@ const PRIORITY: u8 = 0x20;
 pub struct FirstCall {
     pub path: String,
     pub token: Option<String>,
+    /// The call carried an `authorization` header (PySpark's `;token=`).
+    pub authorization: bool,
     pub engine: Option<String>,
 }
 
@@ -120,8 +130,13 @@ fn parse_first(buf: &[u8]) -> Result<Option<FirstCall>, ()> {
         let value = String::from_utf8_lossy(&value).into_owned();
         match name.as_slice() {
             b":path" => call.path = value,
+            // Either form the ordinary path takes (`gateway::bearer`), the plain one first.
+            b"x-hearth-token" => call.token = Some(value.trim().to_string()),
             b"authorization" => {
-                call.token = value.strip_prefix("Bearer ").map(|t| t.trim().to_string())
+                call.authorization = true;
+                if call.token.is_none() {
+                    call.token = value.strip_prefix("Bearer ").map(|t| t.trim().to_string())
+                }
             }
             b"x-hearth-engine" => call.engine = Some(value.trim().to_string()),
             _ => {}
@@ -158,13 +173,28 @@ pub async fn read_first<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>) -> 
     got.ok().flatten()
 }
 
-/// Whether the relay takes this first call: Sail, with a valid token; the user then.
-pub async fn takes(app: &Arc<App>, call: &FirstCall) -> Option<crate::store::UserRow> {
-    if call.engine.as_deref() != Some("sail") || call.path.ends_with("/ReleaseSession") {
+/// Whether the relay takes this first call, and to which engine: the user (of a valid token)
+/// and the engine kind.
+pub async fn takes(
+    app: &Arc<App>,
+    call: &FirstCall,
+) -> Option<(crate::store::UserRow, EngineKind)> {
+    // A release with no engine is answered by the ordinary path without starting one.
+    if call.path.ends_with("/ReleaseSession") {
+        return None;
+    }
+    let kind = match call.engine.as_deref() {
+        None => EngineKind::Spark,
+        Some(name) => EngineKind::for_connect(name.trim())?,
+    };
+    // The JVM engine would see the client's `authorization` beside the secret the relay adds:
+    // that form of the token is swapped call by call instead.
+    if kind == EngineKind::Spark && call.authorization {
         return None;
     }
     let token = call.token.as_deref()?;
-    crate::api::user_for_token(app, token).await.ok()
+    let user = crate::api::user_for_token(app, token).await.ok()?;
+    Some((user, kind))
 }
 
 /// Streams in flight on a relayed connection, and the engine lease they hold.
@@ -174,70 +204,142 @@ struct Calls {
 }
 
 /// Watches one direction's frames: opens (client HEADERS) and ends (the engine's
-/// END_STREAM, RST_STREAM from either side) of calls.
+/// END_STREAM, RST_STREAM from either side) of calls; on the client's side, adds `inject`
+/// (HPACK fields) to the end of each of its header blocks.
 struct FrameWatch {
     from_client: bool,
     header: Vec<u8>,
     skip: usize,
+    inject: Option<Vec<u8>>,
+    /// The stream whose header block ends with the current frame's payload.
+    inject_after: Option<u32>,
 }
 
 impl FrameWatch {
-    fn new(from_client: bool) -> FrameWatch {
+    fn new(from_client: bool, inject: Option<Vec<u8>>) -> FrameWatch {
         FrameWatch {
             from_client,
             header: Vec::with_capacity(9),
             skip: 0,
+            inject,
+            inject_after: None,
         }
     }
 
-    /// Feeds bytes; calls `event(opened, stream)` for each call opened or ended.
-    fn feed(&mut self, mut bytes: &[u8], mut event: impl FnMut(bool, u32)) {
+    /// Feeds bytes; calls `event(opened, stream)` for each call opened or ended. With `out`,
+    /// writes the bytes to pass on there (the same bytes, plus what is injected).
+    fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        mut out: Option<&mut Vec<u8>>,
+        mut event: impl FnMut(bool, u32),
+    ) {
         while !bytes.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
+                if let Some(out) = out.as_deref_mut() {
+                    out.extend_from_slice(&bytes[..n]);
+                }
                 self.skip -= n;
                 bytes = &bytes[n..];
+                if self.skip == 0 {
+                    self.end_of_frame(out.as_deref_mut());
+                }
                 continue;
             }
             let need = 9 - self.header.len();
             let n = need.min(bytes.len());
             self.header.extend_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
-            if self.header.len() == 9 {
-                let (len, kind, flags, id) = frame_header(&self.header);
-                self.header.clear();
-                self.skip = len;
-                if id != 0 {
-                    if kind == RST_STREAM {
-                        event(false, id);
-                    } else if self.from_client && kind == HEADERS {
-                        event(true, id);
-                    } else if !self.from_client && flags & END_STREAM != 0 && kind != CONTINUATION {
-                        event(false, id);
-                    }
+            if self.header.len() < 9 {
+                continue;
+            }
+            let (len, kind, flags, id) = frame_header(&self.header);
+            if id != 0 {
+                if kind == RST_STREAM {
+                    event(false, id);
+                } else if self.from_client && kind == HEADERS {
+                    event(true, id);
+                } else if !self.from_client && flags & END_STREAM != 0 && kind != CONTINUATION {
+                    event(false, id);
                 }
+                // The block goes on in the frame injected after this one.
+                if self.inject.is_some()
+                    && matches!(kind, HEADERS | CONTINUATION)
+                    && flags & END_HEADERS != 0
+                {
+                    self.header[4] &= !END_HEADERS;
+                    self.inject_after = Some(id);
+                }
+            }
+            if let Some(out) = out.as_deref_mut() {
+                out.extend_from_slice(&self.header);
+            }
+            self.header.clear();
+            self.skip = len;
+            if len == 0 {
+                self.end_of_frame(out.as_deref_mut());
             }
         }
     }
+
+    /// A frame's payload has passed: the header block it ended gets its CONTINUATION.
+    fn end_of_frame(&mut self, out: Option<&mut Vec<u8>>) {
+        let (Some(id), Some(fields), Some(out)) = (self.inject_after.take(), &self.inject, out)
+        else {
+            return;
+        };
+        let len = fields.len();
+        out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8]);
+        out.extend_from_slice(&[CONTINUATION, END_HEADERS]);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(fields);
+    }
 }
 
-/// Relays the connection `client` (whose first bytes are `first`) to the user's Sail
-/// engine until either side closes, the token stops being valid, or Hearth stops.
+/// `authorization: Bearer SECRET` as one HPACK field, never indexed: no table on either side
+/// changes (RFC 7541 6.2.3; `authorization` is entry 23 of the static table), so it can be
+/// added to any header block of a connection whose other fields pass as they came.
+fn authorization_field(secret: &str) -> Vec<u8> {
+    let value = format!("Bearer {secret}");
+    let mut out = Vec::with_capacity(value.len() + 4);
+    hpack_int(&mut out, 0x10, 4, 23);
+    hpack_int(&mut out, 0x00, 7, value.len());
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+/// An HPACK integer with an N-bit prefix (RFC 7541 5.1) after the bits `first`.
+fn hpack_int(out: &mut Vec<u8>, first: u8, bits: u32, mut v: usize) {
+    let max = (1usize << bits) - 1;
+    if v < max {
+        out.push(first | v as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+/// Relays the connection `client` (whose first bytes are `first`) to the leased engine of
+/// `user` until either side closes, the token stops being valid, or Hearth stops.
 pub async fn relay<S>(
     app: Arc<App>,
     user: crate::store::UserRow,
     token: String,
+    lease: Lease,
     client: S,
     first: Vec<u8>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    tracing::info!(user = %user.name, "relaying a Spark Connect connection to Sail");
-    let lease = match engines::acquire(&app, &user, EngineKind::Sail).await {
-        Ok(l) => l,
-        Err(_) => return,
-    };
     let engine = lease.engine.clone();
+    let kind = engine.kind;
+    tracing::info!(user = %user.name, engine = engine.id, kind = kind.name(), "relaying a Spark Connect connection");
     let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", engine.port)).await else {
         return;
     };
@@ -253,7 +355,7 @@ pub async fn relay<S>(
             if opened {
                 c.open.insert(id);
                 if c.lease.is_none() {
-                    c.lease = app.engines.lease_running(uid, EngineKind::Sail);
+                    c.lease = app.engines.lease_running(uid, kind);
                 }
             } else {
                 c.open.remove(&id);
@@ -263,11 +365,14 @@ pub async fn relay<S>(
             }
         }
     };
-    let mut to_engine = FrameWatch::new(true);
+    // The JVM engine's secret, added to every call (Sail's port is guarded instead).
+    let inject = (kind == EngineKind::Spark).then(|| authorization_field(&engine.secret));
+    let mut to_engine = FrameWatch::new(true, inject);
     // The bytes already read hold the first call's opening.
-    to_engine.feed(&first[PREFACE.len()..], on_event.clone());
+    let mut out = PREFACE.to_vec();
+    to_engine.feed(&first[PREFACE.len()..], Some(&mut out), on_event.clone());
     drop(lease);
-    if upstream.write_all(&first).await.is_err() {
+    if upstream.write_all(&out).await.is_err() {
         return;
     }
     let (mut cr, mut cw) = tokio::io::split(client);
@@ -282,8 +387,9 @@ pub async fn relay<S>(
                     Ok(n) => n,
                 };
                 engine.touch();
-                to_engine.feed(&buf[..n], &mut on_event);
-                if uw.write_all(&buf[..n]).await.is_err() {
+                out.clear();
+                to_engine.feed(&buf[..n], Some(&mut out), &mut on_event);
+                if uw.write_all(&out).await.is_err() {
                     return;
                 }
             }
@@ -292,7 +398,7 @@ pub async fn relay<S>(
     let down = {
         let (engine, mut on_event) = (engine.clone(), on_event.clone());
         async move {
-            let mut watch = FrameWatch::new(false);
+            let mut watch = FrameWatch::new(false, None);
             let mut buf = vec![0u8; 16 * 1024];
             loop {
                 let n = match ur.read(&mut buf).await {
@@ -300,7 +406,7 @@ pub async fn relay<S>(
                     Ok(n) => n,
                 };
                 engine.touch();
-                watch.feed(&buf[..n], &mut on_event);
+                watch.feed(&buf[..n], None, &mut on_event);
                 if cw.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
@@ -495,6 +601,34 @@ mod tests {
     }
 
     #[test]
+    fn the_token_comes_as_plain_metadata_or_as_a_bearer() {
+        let first = |pairs: &[(&[u8], &[u8])]| {
+            let mut bytes = PREFACE.to_vec();
+            bytes.extend(frame(HEADERS, END_HEADERS, 1, &headers_block(pairs)));
+            parse_first(&bytes).expect("valid").expect("complete")
+        };
+        let plain = first(&[(b":path", b"/x"), (b"x-hearth-token", b" hth_1_p ")]);
+        assert_eq!(
+            (plain.token.as_deref(), plain.authorization),
+            (Some("hth_1_p"), false)
+        );
+        // Both: the plain one counts (as on the ordinary path), and the bearer is noticed.
+        let both = first(&[
+            (b"authorization", b"Bearer hth_1_b"),
+            (b"x-hearth-token", b"hth_1_p"),
+        ]);
+        assert_eq!(
+            (both.token.as_deref(), both.authorization),
+            (Some("hth_1_p"), true)
+        );
+        let bearer = first(&[(b"authorization", b"Bearer hth_1_b")]);
+        assert_eq!(
+            (bearer.token.as_deref(), bearer.authorization),
+            (Some("hth_1_b"), true)
+        );
+    }
+
+    #[test]
     fn the_first_call_is_read_across_settings_and_continuation() {
         let block = headers_block(&[
             (b":method", b"POST"),
@@ -553,18 +687,98 @@ mod tests {
     #[test]
     fn a_call_is_in_flight_from_the_clients_headers_to_the_engines_end_of_stream() {
         let mut events = Vec::new();
-        let mut client = FrameWatch::new(true);
-        let mut engine = FrameWatch::new(false);
+        let mut client = FrameWatch::new(true, None);
+        let mut engine = FrameWatch::new(false, None);
         let opening = frame(HEADERS, END_HEADERS, 3, b"xx");
         // Split anywhere: frame headers are found across reads.
         let (a, b) = opening.split_at(4);
-        client.feed(a, |o, id| events.push((o, id)));
-        client.feed(b, |o, id| events.push((o, id)));
-        engine.feed(&frame(0x0, 0, 3, b"rows"), |o, id| events.push((o, id)));
+        let mut out = Vec::new();
+        client.feed(a, Some(&mut out), |o, id| events.push((o, id)));
+        client.feed(b, Some(&mut out), |o, id| events.push((o, id)));
+        assert_eq!(out, opening, "nothing to inject: passed as it came");
+        engine.feed(&frame(0x0, 0, 3, b"rows"), None, |o, id| {
+            events.push((o, id))
+        });
         engine.feed(
             &frame(HEADERS, END_HEADERS | END_STREAM, 3, b"t"),
+            None,
             |o, id| events.push((o, id)),
         );
         assert_eq!(events, vec![(true, 3), (false, 3)]);
+    }
+
+    #[test]
+    fn hpack_integers_follow_rfc_7541() {
+        // RFC 7541 C.1: 10 and 1337 with a 5-bit prefix, 42 with an 8-bit one.
+        let mut out = Vec::new();
+        hpack_int(&mut out, 0, 5, 10);
+        hpack_int(&mut out, 0, 5, 1337);
+        hpack_int(&mut out, 0, 8, 42);
+        assert_eq!(out, vec![10, 31, 154, 10, 42]);
+    }
+
+    #[test]
+    fn the_engines_secret_ends_every_header_block_and_the_tables_stay_in_step() {
+        let secret = "s".repeat(200); // a value longer than one byte's length prefix
+        let mut enc = hpack::Encoder::new();
+        let call = |path: &'static [u8]| -> Vec<(&'static [u8], &'static [u8])> {
+            vec![
+                (b":method", b"POST"),
+                (b":path", path),
+                (b"x-hearth-token", b"hth_1_abc"),
+            ]
+        };
+        // Two calls from one client: the second refers to the first's fields by index.
+        let first = enc.encode(call(b"/spark.connect.SparkConnectService/ExecutePlan"));
+        let second = enc.encode(call(b"/spark.connect.SparkConnectService/ReleaseExecute"));
+        let (a, b) = first.split_at(first.len() / 2);
+        let mut input = frame(0x4, 0, 0, &[]); // SETTINGS: passes untouched
+        input.extend(frame(
+            HEADERS,
+            PADDED,
+            1,
+            &[&[2u8][..], a, &[0, 0]].concat(),
+        ));
+        input.extend(frame(CONTINUATION, END_HEADERS, 1, b));
+        input.extend(frame(0x0, END_STREAM, 1, b"request"));
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &second));
+        let injected = authorization_field(&secret);
+        let mut want = frame(0x4, 0, 0, &[]);
+        want.extend(frame(
+            HEADERS,
+            PADDED,
+            1,
+            &[&[2u8][..], a, &[0, 0]].concat(),
+        ));
+        want.extend(frame(CONTINUATION, 0, 1, b));
+        want.extend(frame(CONTINUATION, END_HEADERS, 1, &injected));
+        want.extend(frame(0x0, END_STREAM, 1, b"request"));
+        want.extend(frame(HEADERS, END_STREAM, 3, &second));
+        want.extend(frame(CONTINUATION, END_HEADERS, 3, &injected));
+        for size in [1, 2, 9, 10, 17, 4096] {
+            let mut watch = FrameWatch::new(true, Some(injected.clone()));
+            let mut out = Vec::new();
+            let mut opened = Vec::new();
+            for chunk in input.chunks(size) {
+                watch.feed(chunk, Some(&mut out), |o, id| opened.push((o, id)));
+            }
+            assert_eq!(out, want, "reads of {size}");
+            assert_eq!(opened, vec![(true, 1), (true, 3)]);
+        }
+        // The engine's decoder, one table for the connection: both blocks decode, the second
+        // still finds the first's fields, and the secret is the last field of each.
+        let mut dec = hpack::Decoder::new();
+        for block in [
+            [&first[..], &injected[..]].concat(),
+            [&second[..], &injected[..]].concat(),
+        ] {
+            let fields = dec.decode(&block).expect("decodes");
+            let last = fields.last().expect("fields");
+            assert_eq!(last.0, b"authorization".to_vec());
+            assert_eq!(last.1, format!("Bearer {secret}").into_bytes());
+            assert!(fields
+                .iter()
+                .any(|(n, v)| n == b"x-hearth-token" && v == b"hth_1_abc"));
+        }
     }
 }

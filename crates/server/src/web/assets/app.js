@@ -997,7 +997,7 @@ async function pageSessions() {
   ]);
   if (gen !== S.gen) return;   // another page was opened meanwhile
   const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
-  const url = connect.off ? '' : `sc://${host}:${connect.port}/;token=YOUR_TOKEN`;
+  const url = connect.off ? '' : `sc://${host}:${connect.port}/;use_ssl=true;x-hearth-token=YOUR_TOKEN`;
   setMain(`
     <h1>Sessions</h1>
     <p class="muted">Your interactive Spark: a Spark Connect engine, started by your first query and stopped when idle, and a JupyterLab notebook whose <code>spark</code> is already connected to it. Each runs under your own account; only you can reach them.</p>
@@ -1012,7 +1012,7 @@ async function pageSessions() {
       <p>With the <code>hearth</code> CLI logged in, one line sets everything PySpark needs (a token, Hearth's CA, and <code>SPARK_REMOTE</code>):</p>
       <div class="command-row"><pre class="command" id="connect-cli">eval "$(hearth connect)"</pre>
         <button type="button" class="secondary" data-copy="connect-cli" aria-label="Copy the hearth connect command">Copy</button></div>
-      <p>Or give stock PySpark the URL yourself, with a token from the <a href="#/tokens">Tokens</a> page:</p>
+      <p>Or give stock PySpark the URL yourself, with a token from the <a href="#/tokens">Tokens</a> page (Spark's usual <code>;token=YOUR_TOKEN</code> works too, a little slower per call):</p>
       <div class="command-row"><pre class="command" id="connect-url">SparkSession.builder.remote("${esc(url)}").getOrCreate()</pre>
         <button type="button" class="secondary" data-copy="connect-url" aria-label="Copy the Spark Connect line">Copy</button></div>
       <p class="muted">The gateway listens on port <span id="connect-port">${esc(connect.port)}</span> with TLS${connect.hosts && connect.hosts.length ? ` (certificate for ${esc(connect.hosts.join(', '))})` : ''}.
