@@ -100,25 +100,42 @@ where
     }
     let mut stream = relay::StripAck::new(stream);
     let mut first = Vec::new();
+    let mut refused = None;
     if let Some(call) = relay::read_first(&mut stream, &mut first).await {
         if let Some((user, kind)) = relay::takes(&app, &call).await {
-            // An engine that cannot start: the ordinary path says why, as a gRPC status.
-            if let Ok(lease) = engines::acquire(&app, &user, kind).await {
-                let token = call.token.unwrap_or_default();
-                return relay::relay(app, user, token, lease, stream, first).await;
+            match engines::acquire(&app, &user, kind).await {
+                Ok(lease) => {
+                    let engine = ("127.0.0.1", lease.engine.port);
+                    // An engine gone already: the ordinary path answers (and starts another).
+                    if let Ok(upstream) = tokio::net::TcpStream::connect(engine).await {
+                        let token = call.token.unwrap_or_default();
+                        return relay::relay(app, user, token, lease, upstream, stream, first)
+                            .await;
+                    }
+                }
+                // Said to the first call by the ordinary path, without starting another.
+                Err(e) => refused = Some(e),
             }
         }
     }
-    serve_connection(app, upstream, TokioIo::new(stream.replay(first))).await
+    serve_connection(app, upstream, refused, TokioIo::new(stream.replay(first))).await
 }
 
-async fn serve_connection<I>(app: Arc<App>, upstream: Upstream, io: I)
-where
+/// Serves the connection call by call. `refused`: why its first call's engine could not be
+/// had, found out already while the relay looked at it.
+async fn serve_connection<I>(
+    app: Arc<App>,
+    upstream: Upstream,
+    refused: Option<engines::AcquireError>,
+    io: I,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let refused = Arc::new(std::sync::Mutex::new(refused));
     let service = hyper::service::service_fn(move |req| {
         let (app, upstream) = (app.clone(), upstream.clone());
-        async move { Ok::<_, Infallible>(handle(app, upstream, req).await) }
+        let refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+        async move { Ok::<_, Infallible>(handle(app, upstream, refused, req).await) }
     });
     if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(io, service)
@@ -155,7 +172,12 @@ fn bearer(req: &Request<Incoming>) -> Result<&str, &'static str> {
         .ok_or("the authorization header must read `Bearer <Hearth token>`: put the token in the URL as ;token=TOKEN")
 }
 
-async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Response<LeasedBody> {
+async fn handle(
+    app: Arc<App>,
+    upstream: Upstream,
+    refused: Option<engines::AcquireError>,
+    req: Request<Incoming>,
+) -> Response<LeasedBody> {
     let token = match bearer(&req) {
         Ok(t) => t.to_string(),
         Err(why) => return grpc_error(UNAUTHENTICATED, why),
@@ -199,7 +221,11 @@ async fn handle(app: Arc<App>, upstream: Upstream, req: Request<Incoming>) -> Re
     if req.uri().path() == RELEASE_SESSION && !app.engines.has(user.id, kind) {
         return grpc_ok_empty_message();
     }
-    let lease = match engines::acquire(&app, &user, kind).await {
+    let acquired = match refused {
+        Some(why) => Err(why),
+        None => engines::acquire(&app, &user, kind).await,
+    };
+    let lease = match acquired {
         Ok(l) => l,
         Err(engines::AcquireError::NoRoom(why)) => return grpc_error(RESOURCE_EXHAUSTED, &why),
         Err(engines::AcquireError::Failed(why)) => {

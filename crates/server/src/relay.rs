@@ -211,9 +211,19 @@ struct FrameWatch {
     header: Vec<u8>,
     skip: usize,
     inject: Option<Vec<u8>>,
-    /// The stream whose header block ends with the current frame's payload.
-    inject_after: Option<u32>,
+    /// With `inject`: the current frame's kind and flags when it is part of a header block,
+    /// its payload so far, and the block so far (its fragments, without padding or priority).
+    in_block: Option<(u8, u8, u32)>,
+    payload: Vec<u8>,
+    block: Vec<u8>,
 }
+
+/// The most of one header block the relay holds to check it (gRPC's are a few hundred bytes).
+const MAX_BLOCK: usize = 64 * 1024;
+
+/// A client's header block the relay will not add to: the connection is closed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadBlock;
 
 impl FrameWatch {
     fn new(from_client: bool, inject: Option<Vec<u8>>) -> FrameWatch {
@@ -222,7 +232,9 @@ impl FrameWatch {
             header: Vec::with_capacity(9),
             skip: 0,
             inject,
-            inject_after: None,
+            in_block: None,
+            payload: Vec::new(),
+            block: Vec::new(),
         }
     }
 
@@ -233,17 +245,20 @@ impl FrameWatch {
         mut bytes: &[u8],
         mut out: Option<&mut Vec<u8>>,
         mut event: impl FnMut(bool, u32),
-    ) {
+    ) -> Result<(), BadBlock> {
         while !bytes.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
                 if let Some(out) = out.as_deref_mut() {
                     out.extend_from_slice(&bytes[..n]);
                 }
+                if self.in_block.is_some() {
+                    self.payload.extend_from_slice(&bytes[..n]);
+                }
                 self.skip -= n;
                 bytes = &bytes[n..];
                 if self.skip == 0 {
-                    self.end_of_frame(out.as_deref_mut());
+                    self.end_of_frame(out.as_deref_mut())?;
                 }
                 continue;
             }
@@ -263,13 +278,13 @@ impl FrameWatch {
                 } else if !self.from_client && flags & END_STREAM != 0 && kind != CONTINUATION {
                     event(false, id);
                 }
-                // The block goes on in the frame injected after this one.
-                if self.inject.is_some()
-                    && matches!(kind, HEADERS | CONTINUATION)
-                    && flags & END_HEADERS != 0
-                {
+                if self.inject.is_some() && matches!(kind, HEADERS | CONTINUATION) {
+                    if self.block.len() + len > MAX_BLOCK {
+                        return Err(BadBlock);
+                    }
+                    self.in_block = Some((kind, flags, id));
+                    // The block goes on in the frame injected after this one.
                     self.header[4] &= !END_HEADERS;
-                    self.inject_after = Some(id);
                 }
             }
             if let Some(out) = out.as_deref_mut() {
@@ -278,23 +293,107 @@ impl FrameWatch {
             self.header.clear();
             self.skip = len;
             if len == 0 {
-                self.end_of_frame(out.as_deref_mut());
+                self.end_of_frame(out.as_deref_mut())?;
             }
         }
+        Ok(())
     }
 
-    /// A frame's payload has passed: the header block it ended gets its CONTINUATION.
-    fn end_of_frame(&mut self, out: Option<&mut Vec<u8>>) {
-        let (Some(id), Some(fields), Some(out)) = (self.inject_after.take(), &self.inject, out)
-        else {
-            return;
+    /// A frame's payload has passed. A frame of a header block adds its fragment to the
+    /// block; the last one is followed by the injected CONTINUATION, once the block is seen
+    /// to end where a field ends: a block ending inside a field would swallow the injected
+    /// bytes into a field of the client's making (whose value an engine might echo).
+    fn end_of_frame(&mut self, out: Option<&mut Vec<u8>>) -> Result<(), BadBlock> {
+        let Some((kind, flags, id)) = self.in_block.take() else {
+            return Ok(());
+        };
+        let payload = std::mem::take(&mut self.payload);
+        let mut start = 0;
+        let mut end = payload.len();
+        if kind == HEADERS && flags & PADDED != 0 {
+            let pad = usize::from(*payload.first().ok_or(BadBlock)?);
+            start = 1;
+            end = end.checked_sub(pad).ok_or(BadBlock)?;
+        }
+        if kind == HEADERS && flags & PRIORITY != 0 {
+            start += 5;
+        }
+        self.block
+            .extend_from_slice(payload.get(start..end).ok_or(BadBlock)?);
+        self.payload = payload;
+        self.payload.clear();
+        if flags & END_HEADERS == 0 {
+            return Ok(());
+        }
+        let complete = hpack_fields_end(&self.block);
+        self.block.clear();
+        if !complete {
+            return Err(BadBlock);
+        }
+        let (Some(fields), Some(out)) = (&self.inject, out) else {
+            return Ok(());
         };
         let len = fields.len();
         out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8]);
         out.extend_from_slice(&[CONTINUATION, END_HEADERS]);
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(fields);
+        Ok(())
     }
+}
+
+/// Whether an HPACK header block ends exactly where a field (or table size update) ends
+/// (RFC 7541 6). Reads only prefixes and lengths: no table, no Huffman.
+fn hpack_fields_end(b: &[u8]) -> bool {
+    /// An integer with an N-bit prefix at `i`: its value and where it ends.
+    fn int(b: &[u8], i: usize, bits: u32) -> Option<(usize, usize)> {
+        let max = (1usize << bits) - 1;
+        let mut v = usize::from(*b.get(i)?) & max;
+        let mut i = i + 1;
+        if v < max {
+            return Some((v, i));
+        }
+        let mut shift = 0u32;
+        loop {
+            let byte = *b.get(i)?;
+            i += 1;
+            v = v.checked_add(usize::from(byte & 0x7f).checked_shl(shift)?)?;
+            if byte & 0x80 == 0 {
+                return Some((v, i));
+            }
+            shift += 7;
+            if shift > 28 {
+                return None;
+            }
+        }
+    }
+    fn string(b: &[u8], i: usize) -> Option<usize> {
+        let (len, i) = int(b, i, 7)?;
+        let end = i.checked_add(len)?;
+        (end <= b.len()).then_some(end)
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let next = if c & 0x80 != 0 {
+            int(b, i, 7).map(|(_, i)| i)
+        } else if c & 0xe0 == 0x20 {
+            int(b, i, 5).map(|(_, i)| i)
+        } else {
+            // Literals: with indexing (01, a 6-bit index), without or never indexed (000x,
+            // 4 bits); index 0 means the name follows as a string.
+            let bits = if c & 0xc0 == 0x40 { 6 } else { 4 };
+            int(b, i, bits).and_then(|(index, i)| {
+                let i = if index == 0 { string(b, i)? } else { i };
+                string(b, i)
+            })
+        };
+        match next {
+            Some(n) => i = n,
+            None => return false,
+        }
+    }
+    true
 }
 
 /// `authorization: Bearer SECRET` as one HPACK field, never indexed: no table on either side
@@ -326,12 +425,14 @@ fn hpack_int(out: &mut Vec<u8>, first: u8, bits: u32, mut v: usize) {
 }
 
 /// Relays the connection `client` (whose first bytes are `first`) to the leased engine of
-/// `user` until either side closes, the token stops being valid, or Hearth stops.
+/// `user`, connected as `upstream`, until either side closes, the token stops being valid, a
+/// header block is one the relay will not add to, or Hearth stops.
 pub async fn relay<S>(
     app: Arc<App>,
     user: crate::store::UserRow,
     token: String,
     lease: Lease,
+    mut upstream: tokio::net::TcpStream,
     client: S,
     first: Vec<u8>,
 ) where
@@ -340,9 +441,6 @@ pub async fn relay<S>(
     let engine = lease.engine.clone();
     let kind = engine.kind;
     tracing::info!(user = %user.name, engine = engine.id, kind = kind.name(), "relaying a Spark Connect connection");
-    let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", engine.port)).await else {
-        return;
-    };
     let _ = upstream.set_nodelay(true);
     let calls = Arc::new(Mutex::new(Calls {
         open: HashSet::new(),
@@ -367,12 +465,13 @@ pub async fn relay<S>(
     };
     // The JVM engine's secret, added to every call (Sail's port is guarded instead).
     let inject = (kind == EngineKind::Spark).then(|| authorization_field(&engine.secret));
+    let rewrites = inject.is_some();
     let mut to_engine = FrameWatch::new(true, inject);
     // The bytes already read hold the first call's opening.
     let mut out = PREFACE.to_vec();
-    to_engine.feed(&first[PREFACE.len()..], Some(&mut out), on_event.clone());
-    drop(lease);
-    if upstream.write_all(&out).await.is_err() {
+    let fed = to_engine.feed(&first[PREFACE.len()..], Some(&mut out), on_event.clone());
+    drop((lease, first));
+    if fed.is_err() || upstream.write_all(&out).await.is_err() {
         return;
     }
     let (mut cr, mut cw) = tokio::io::split(client);
@@ -387,9 +486,27 @@ pub async fn relay<S>(
                     Ok(n) => n,
                 };
                 engine.touch();
-                out.clear();
-                to_engine.feed(&buf[..n], Some(&mut out), &mut on_event);
-                if uw.write_all(&out).await.is_err() {
+                let written = if rewrites {
+                    out.clear();
+                    if to_engine
+                        .feed(&buf[..n], Some(&mut out), &mut on_event)
+                        .is_err()
+                    {
+                        tracing::info!(engine = engine.id, "closed a relayed Spark Connect connection: a header block that does not end where a field ends");
+                        return;
+                    }
+                    let w = uw.write_all(&out).await;
+                    // Empty header blocks each grow by a whole field: give a large buffer back.
+                    if out.capacity() > 4 * buf.len() {
+                        out = Vec::new();
+                    }
+                    w
+                } else {
+                    // Nothing to add (Sail): the bytes as read, watched only.
+                    let _ = to_engine.feed(&buf[..n], None, &mut on_event);
+                    uw.write_all(&buf[..n]).await
+                };
+                if written.is_err() {
                     return;
                 }
             }
@@ -406,7 +523,7 @@ pub async fn relay<S>(
                     Ok(n) => n,
                 };
                 engine.touch();
-                watch.feed(&buf[..n], None, &mut on_event);
+                let _ = watch.feed(&buf[..n], None, &mut on_event);
                 if cw.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
@@ -693,16 +810,15 @@ mod tests {
         // Split anywhere: frame headers are found across reads.
         let (a, b) = opening.split_at(4);
         let mut out = Vec::new();
-        client.feed(a, Some(&mut out), |o, id| events.push((o, id)));
-        client.feed(b, Some(&mut out), |o, id| events.push((o, id)));
+        let mut fed = |bytes| client.feed(bytes, Some(&mut out), |o, id| events.push((o, id)));
+        assert_eq!(fed(a), Ok(()));
+        assert_eq!(fed(b), Ok(()));
         assert_eq!(out, opening, "nothing to inject: passed as it came");
-        engine.feed(&frame(0x0, 0, 3, b"rows"), None, |o, id| {
-            events.push((o, id))
-        });
-        engine.feed(
-            &frame(HEADERS, END_HEADERS | END_STREAM, 3, b"t"),
-            None,
-            |o, id| events.push((o, id)),
+        let mut watched = |bytes: &[u8]| engine.feed(bytes, None, |o, id| events.push((o, id)));
+        assert_eq!(watched(&frame(0x0, 0, 3, b"rows")), Ok(()));
+        assert_eq!(
+            watched(&frame(HEADERS, END_HEADERS | END_STREAM, 3, b"t")),
+            Ok(())
         );
         assert_eq!(events, vec![(true, 3), (false, 3)]);
     }
@@ -760,7 +876,8 @@ mod tests {
             let mut out = Vec::new();
             let mut opened = Vec::new();
             for chunk in input.chunks(size) {
-                watch.feed(chunk, Some(&mut out), |o, id| opened.push((o, id)));
+                let fed = watch.feed(chunk, Some(&mut out), |o, id| opened.push((o, id)));
+                assert_eq!(fed, Ok(()), "reads of {size}");
             }
             assert_eq!(out, want, "reads of {size}");
             assert_eq!(opened, vec![(true, 1), (true, 3)]);
@@ -780,5 +897,46 @@ mod tests {
                 .iter()
                 .any(|(n, v)| n == b"x-hearth-token" && v == b"hth_1_abc"));
         }
+    }
+
+    #[test]
+    fn a_block_must_end_where_a_field_ends_or_the_connection_is_closed() {
+        let whole = hpack::Encoder::new().encode(vec![
+            (&b":path"[..], &b"/x"[..]),
+            (b"content-type", b"application/grpc"),
+            (b"x-long", &[b'v'; 300][..]),
+        ]);
+        assert!(hpack_fields_end(&whole));
+        assert!(hpack_fields_end(&[]));
+        // Cut anywhere inside a field: the injected field would become part of it.
+        let ends: Vec<usize> = (0..=whole.len())
+            .filter(|&cut| hpack_fields_end(&whole[..cut]))
+            .collect();
+        assert_eq!(
+            ends.len(),
+            4,
+            "the empty block and after each field: {ends:?}"
+        );
+        assert!(ends.contains(&whole.len()));
+        // A literal `content-type` (static 31) whose value would take in the secret.
+        let mut trap = vec![0x0f, 0x10]; // without indexing, name index 31
+        hpack_int(&mut trap, 0, 7, 73);
+        assert!(!hpack_fields_end(&trap));
+        let mut watch = FrameWatch::new(true, Some(authorization_field("secret")));
+        let mut out = Vec::new();
+        let fed = watch.feed(
+            &frame(HEADERS, END_HEADERS, 1, &trap),
+            Some(&mut out),
+            |_, _| {},
+        );
+        assert_eq!(fed, Err(BadBlock));
+        assert!(
+            !out.windows(6).any(|w| w == b"secret"),
+            "nothing injected into a block that ends inside a field"
+        );
+        // A block larger than the relay holds.
+        let mut watch = FrameWatch::new(true, Some(authorization_field("secret")));
+        let huge = frame(HEADERS, 0, 1, &vec![0x80 | 2; MAX_BLOCK + 1]);
+        assert_eq!(watch.feed(&huge, None, |_, _| {}), Err(BadBlock));
     }
 }
