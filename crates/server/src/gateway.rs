@@ -108,7 +108,7 @@ where
                     let engine = ("127.0.0.1", lease.engine.port);
                     // An engine gone already: the ordinary path answers (and starts another).
                     if let Ok(upstream) = tokio::net::TcpStream::connect(engine).await {
-                        let token = call.token.unwrap_or_default();
+                        let token = call.token().unwrap_or_default().to_string();
                         return relay::relay(app, user, token, lease, upstream, stream, first)
                             .await;
                     }
@@ -145,31 +145,62 @@ async fn serve_connection<I>(
     }
 }
 
-/// The Hearth token of a call, or what to do without one. Two forms: `authorization: Bearer
-/// T` (PySpark's `;token=T`) and `x-hearth-token: T` (`;x-hearth-token=T`, plain metadata).
-/// The second exists for speed: PySpark turns `;token=` into gRPC call credentials, which
-/// run a Python callback on a thread pool for every call (about 1.6 ms per `collect()`,
-/// measured: more than the whole relay to Sail costs), while plain metadata costs nothing.
-fn bearer(req: &Request<Incoming>) -> Result<&str, &'static str> {
-    if let Some(h) = req.headers().get(TOKEN_HEADER) {
-        return h
-            .to_str()
-            .ok()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(
+/// The Hearth token of a call, or what to do without one: from its `x-hearth-token` and
+/// `authorization` values, read by the ordinary path and the relay alike. Two forms:
+/// `authorization: Bearer T` (PySpark's `;token=T`) and `x-hearth-token: T`
+/// (`;x-hearth-token=T`, plain metadata), which wins when both come. The second exists for
+/// speed: PySpark turns `;token=` into gRPC call credentials, which run a Python callback on
+/// a thread pool for every call (about 1.6 ms per `collect()`, measured: more than the whole
+/// relay to Sail costs), while plain metadata costs nothing.
+pub fn token_of<'a>(
+    plain: Option<&'a str>,
+    authorization: Option<&'a str>,
+) -> Result<&'a str, &'static str> {
+    if let Some(t) = plain {
+        return Some(t.trim()).filter(|t| !t.is_empty()).ok_or(
             "x-hearth-token must hold a Hearth token: put it in the URL as ;x-hearth-token=TOKEN",
         );
     }
-    let Some(h) = req.headers().get(hyper::header::AUTHORIZATION) else {
+    let Some(h) = authorization else {
         return Err("no Hearth token: connect with sc://HOST:PORT/;use_ssl=true;x-hearth-token=TOKEN or Spark's sc://HOST:PORT/;token=TOKEN (`hearth connect` prints the URL; `hearth token create` makes a token)");
     };
-    h.to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
+    h.strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or("the authorization header must read `Bearer <Hearth token>`: put the token in the URL as ;token=TOKEN")
+}
+
+/// [`token_of`] a request's headers (a value that is not text counts as an empty one).
+fn bearer(req: &Request<Incoming>) -> Result<&str, &'static str> {
+    let text = |name| req.headers().get(name).map(|v| v.to_str().unwrap_or(""));
+    token_of(
+        text(TOKEN_HEADER),
+        text(hyper::header::AUTHORIZATION.as_str()),
+    )
+}
+
+/// What a call carries to the engine instead of what it came with: the engine's address, and
+/// the engine's secret in place of the Hearth token, which never reaches the engine (in
+/// either form), as the engine's secret never leaves Hearth.
+fn to_engine(
+    parts: &mut hyper::http::request::Parts,
+    port: u16,
+    secret: &str,
+) -> Result<(), &'static str> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = format!("http://127.0.0.1:{port}{path}")
+        .parse()
+        .map_err(|_| "the request's path is not valid")?;
+    parts.headers.remove(TOKEN_HEADER);
+    let secret = format!("Bearer {secret}")
+        .parse()
+        .map_err(|_| "the engine's secret is not a valid header")?;
+    parts.headers.insert(hyper::header::AUTHORIZATION, secret);
+    Ok(())
 }
 
 async fn handle(
@@ -236,22 +267,8 @@ async fn handle(
         }
     };
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    parts.uri = match format!("http://127.0.0.1:{}{path}", lease.engine.port).parse() {
-        Ok(u) => u,
-        Err(_) => return grpc_error(UNAVAILABLE, "the request's path is not valid"),
-    };
-    // The Hearth token never reaches the engine; the engine's secret never leaves Hearth.
-    parts.headers.remove(TOKEN_HEADER);
-    match format!("Bearer {}", lease.engine.secret).parse() {
-        Ok(v) => {
-            parts.headers.insert(hyper::header::AUTHORIZATION, v);
-        }
-        Err(_) => return grpc_error(UNAVAILABLE, "the engine's secret is not a valid header"),
+    if let Err(why) = to_engine(&mut parts, lease.engine.port, &lease.engine.secret) {
+        return grpc_error(UNAVAILABLE, why);
     }
     match upstream.request(Request::from_parts(parts, body)).await {
         Ok(resp) => resp.map(|inner| LeasedBody::new(inner, Some(lease))),
@@ -338,6 +355,44 @@ mod tests {
         assert_eq!(r.headers()["grpc-status"], "16");
         assert_eq!(r.headers()["grpc-message"], "no Hearth token");
         assert!(r.body().is_end_stream());
+    }
+
+    #[test]
+    fn either_form_of_the_token_is_read_the_plain_one_first() {
+        assert_eq!(token_of(Some(" hth_1_p "), None), Ok("hth_1_p"));
+        assert_eq!(
+            token_of(Some("hth_1_p"), Some("Bearer hth_1_b")),
+            Ok("hth_1_p")
+        );
+        assert_eq!(token_of(None, Some("Bearer hth_1_b ")), Ok("hth_1_b"));
+        assert!(token_of(Some(" "), Some("Bearer hth_1_b")).is_err());
+        assert!(token_of(None, Some("Basic x"))
+            .unwrap_err()
+            .contains(";token=TOKEN"));
+        assert!(token_of(None, None)
+            .unwrap_err()
+            .contains("no Hearth token"));
+    }
+
+    #[test]
+    fn the_engine_gets_its_secret_and_never_the_hearth_token() {
+        let req = Request::builder()
+            .uri("http://gateway/spark.connect.SparkConnectService/ExecutePlan")
+            .header("x-hearth-token", "hth_1_p")
+            .header("authorization", "Bearer hth_1_b")
+            .header("x-hearth-engine", "spark")
+            .body(())
+            .expect("request");
+        let (mut parts, ()) = req.into_parts();
+        assert_eq!(to_engine(&mut parts, 4242, "engine-secret"), Ok(()));
+        assert_eq!(
+            parts.uri.to_string(),
+            "http://127.0.0.1:4242/spark.connect.SparkConnectService/ExecutePlan"
+        );
+        assert!(parts.headers.get("x-hearth-token").is_none());
+        let auth: Vec<_> = parts.headers.get_all("authorization").iter().collect();
+        assert_eq!(auth, vec!["Bearer engine-secret"]);
+        assert_eq!(parts.headers["x-hearth-engine"], "spark");
     }
 
     #[test]

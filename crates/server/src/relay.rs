@@ -51,10 +51,16 @@ const PRIORITY: u8 = 0x20;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct FirstCall {
     pub path: String,
-    pub token: Option<String>,
-    /// The call carried an `authorization` header (PySpark's `;token=`).
-    pub authorization: bool,
+    /// The token's two forms as they came (`gateway::token_of` reads them).
+    pub plain_token: Option<String>,
+    pub authorization: Option<String>,
     pub engine: Option<String>,
+}
+
+impl FirstCall {
+    pub fn token(&self) -> Option<&str> {
+        crate::gateway::token_of(self.plain_token.as_deref(), self.authorization.as_deref()).ok()
+    }
 }
 
 /// A frame header: payload length, type, flags, stream id.
@@ -62,6 +68,24 @@ fn frame_header(b: &[u8]) -> (usize, u8, u8, u32) {
     let len = (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]);
     let id = u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & 0x7fff_ffff;
     (len, b[3], b[4], id)
+}
+
+/// The header block fragment a HEADERS or CONTINUATION frame's payload holds: without
+/// HEADERS' pad length, priority and padding. None if the frame's lengths do not add up.
+fn fragment(kind: u8, flags: u8, payload: &[u8]) -> Option<&[u8]> {
+    if kind != HEADERS {
+        return Some(payload);
+    }
+    let mut start = 0;
+    let mut end = payload.len();
+    if flags & PADDED != 0 {
+        start = 1;
+        end = end.checked_sub(usize::from(*payload.first()?))?;
+    }
+    if flags & PRIORITY != 0 {
+        start += 5;
+    }
+    payload.get(start..end)
 }
 
 /// Parses `buf` (everything the client sent so far): Some once the first request's header
@@ -92,17 +116,7 @@ fn parse_first(buf: &[u8]) -> Result<Option<FirstCall>, ()> {
         at += 9 + len;
         match (kind, stream) {
             (HEADERS, None) => {
-                let mut start = 0;
-                let mut end = payload.len();
-                if flags & PADDED != 0 {
-                    let pad = usize::from(*payload.first().ok_or(())?);
-                    start = 1;
-                    end = end.checked_sub(pad).ok_or(())?;
-                }
-                if flags & PRIORITY != 0 {
-                    start += 5;
-                }
-                block.extend_from_slice(payload.get(start..end).ok_or(())?);
+                block.extend_from_slice(fragment(kind, flags, payload).ok_or(())?);
                 stream = Some(id);
                 if flags & END_HEADERS != 0 {
                     break;
@@ -130,14 +144,8 @@ fn parse_first(buf: &[u8]) -> Result<Option<FirstCall>, ()> {
         let value = String::from_utf8_lossy(&value).into_owned();
         match name.as_slice() {
             b":path" => call.path = value,
-            // Either form the ordinary path takes (`gateway::bearer`), the plain one first.
-            b"x-hearth-token" => call.token = Some(value.trim().to_string()),
-            b"authorization" => {
-                call.authorization = true;
-                if call.token.is_none() {
-                    call.token = value.strip_prefix("Bearer ").map(|t| t.trim().to_string())
-                }
-            }
+            b"x-hearth-token" => call.plain_token = Some(value),
+            b"authorization" => call.authorization = Some(value),
             b"x-hearth-engine" => call.engine = Some(value.trim().to_string()),
             _ => {}
         }
@@ -189,10 +197,10 @@ pub async fn takes(
     };
     // The JVM engine would see the client's `authorization` beside the secret the relay adds:
     // that form of the token is swapped call by call instead.
-    if kind == EngineKind::Spark && call.authorization {
+    if kind == EngineKind::Spark && call.authorization.is_some() {
         return None;
     }
-    let token = call.token.as_deref()?;
+    let token = call.token()?;
     let user = crate::api::user_for_token(app, token).await.ok()?;
     Some((user, kind))
 }
@@ -307,20 +315,8 @@ impl FrameWatch {
         let Some((kind, flags, id)) = self.in_block.take() else {
             return Ok(());
         };
-        let payload = std::mem::take(&mut self.payload);
-        let mut start = 0;
-        let mut end = payload.len();
-        if kind == HEADERS && flags & PADDED != 0 {
-            let pad = usize::from(*payload.first().ok_or(BadBlock)?);
-            start = 1;
-            end = end.checked_sub(pad).ok_or(BadBlock)?;
-        }
-        if kind == HEADERS && flags & PRIORITY != 0 {
-            start += 5;
-        }
         self.block
-            .extend_from_slice(payload.get(start..end).ok_or(BadBlock)?);
-        self.payload = payload;
+            .extend_from_slice(fragment(kind, flags, &self.payload).ok_or(BadBlock)?);
         self.payload.clear();
         if flags & END_HEADERS == 0 {
             return Ok(());
@@ -726,7 +722,7 @@ mod tests {
         };
         let plain = first(&[(b":path", b"/x"), (b"x-hearth-token", b" hth_1_p ")]);
         assert_eq!(
-            (plain.token.as_deref(), plain.authorization),
+            (plain.token(), plain.authorization.is_some()),
             (Some("hth_1_p"), false)
         );
         // Both: the plain one counts (as on the ordinary path), and the bearer is noticed.
@@ -735,12 +731,12 @@ mod tests {
             (b"x-hearth-token", b"hth_1_p"),
         ]);
         assert_eq!(
-            (both.token.as_deref(), both.authorization),
+            (both.token(), both.authorization.is_some()),
             (Some("hth_1_p"), true)
         );
         let bearer = first(&[(b"authorization", b"Bearer hth_1_b")]);
         assert_eq!(
-            (bearer.token.as_deref(), bearer.authorization),
+            (bearer.token(), bearer.authorization.is_some()),
             (Some("hth_1_b"), true)
         );
     }
@@ -763,7 +759,7 @@ mod tests {
             assert_eq!(parse_first(&bytes[..cut]), Ok(None), "at {cut}");
         }
         let call = parse_first(&bytes).expect("valid").expect("complete");
-        assert_eq!(call.token.as_deref(), Some("hth_1_abc"));
+        assert_eq!(call.token(), Some("hth_1_abc"));
         assert_eq!(call.engine.as_deref(), Some("sail"));
         assert!(call.path.ends_with("/ExecutePlan"));
     }
