@@ -12,6 +12,7 @@ pub mod remote;
 pub mod sandbox;
 mod shim;
 mod taskdir;
+pub mod tunnel;
 pub mod users;
 
 use std::path::PathBuf;

@@ -18,7 +18,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// How long connecting, the TLS handshake and the server's first answer may take.
@@ -354,7 +354,7 @@ pub async fn join(
 pub struct Session {
     incoming: tokio::sync::mpsc::Receiver<Result<ServerMessage, AgentError>>,
     reader: tokio::task::JoinHandle<()>,
-    writer: tokio::io::WriteHalf<Stream>,
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
     /// The interval the server asked for.
     pub heartbeat: Duration,
     /// The node's name, as its certificate says.
@@ -375,7 +375,17 @@ impl Session {
         offer: &NodeOffer,
     ) -> Result<Session, AgentError> {
         let stream = dial(server, cfg).await?;
-        let (r, mut writer) = tokio::io::split(stream);
+        Session::over(stream, offer).await
+    }
+
+    /// Says what the node offers on a connection already made (mutual TLS to a server, or
+    /// the in-process stream of `hearth up`'s own node) and waits for the welcome.
+    pub async fn over<S>(stream: S, offer: &NodeOffer) -> Result<Session, AgentError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (r, writer) = tokio::io::split(stream);
+        let mut writer: Box<dyn AsyncWrite + Send + Unpin> = Box::new(writer);
         let mut reader = BufReader::new(r);
         write_frame(
             &mut writer,
@@ -644,8 +654,28 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
 
     offer.data_dir = Some(cfg.data_dir.display().to_string());
     let runtime_root = offer.runtime.as_ref().map(|r| PathBuf::from(&r.root));
-    let (runner, mut outgoing) =
-        crate::remote::Runner::new(cfg.data_dir.clone(), cfg.shim.clone(), runtime_root);
+    // Tasks' Spark UIs listen on loopback ports this node keeps for itself (the door
+    // reaches them through the connection); its own nftables table, named for its data dir.
+    let ports = if isolation.enabled {
+        let name = hex::encode(&Sha256::digest(cfg.data_dir.display().to_string().as_bytes())[..6]);
+        crate::portguard::PortGuard::new(&format!("n{name}")).map(Arc::new)
+    } else {
+        Err("isolation is off".to_string())
+    };
+    if let (true, Err(why)) = (isolation.enabled, &ports) {
+        eprintln!("WARNING: jobs here run without Spark UIs: their ports cannot be kept from other users ({why})");
+    }
+    if let Ok(guard) = &ports {
+        tokio::spawn(crate::portguard::keep_guarded(Arc::downgrade(guard)));
+    }
+    let (runner, mut outgoing) = crate::remote::Runner::new(
+        cfg.data_dir.clone(),
+        cfg.data_dir.join("cache"),
+        isolation.enabled,
+        cfg.shim.clone(),
+        runtime_root,
+        ports,
+    );
     // What an earlier run of this agent started and still runs (its shims outlive it).
     runner.reattach();
     let mut backoff = Duration::from_secs(1);
@@ -687,8 +717,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
 }
 
 /// One connection's life: heartbeats, the server's requests (tasks, file parts) and what
-/// the node's tasks say, until the connection fails.
-async fn serve(
+/// the node's tasks say, until the connection fails. The same for a joined node's
+/// mutual-TLS connection and for the in-process node of `hearth up`.
+pub async fn serve(
     s: &mut Session,
     runner: &Arc<crate::remote::Runner>,
     outgoing: &mut tokio::sync::mpsc::UnboundedReceiver<AgentMessage>,
@@ -736,6 +767,10 @@ async fn serve(
                     ServerMessage::Forget { job, attempt, grace_ms } => {
                         runner.forget(TaskRef { job, attempt }, Duration::from_millis(grace_ms))
                     }
+                    ServerMessage::Open { stream, job, attempt } => {
+                        runner.open(stream, TaskRef { job, attempt })
+                    }
+                    ServerMessage::Tunnel(frame) => runner.tunnel(frame),
                     ServerMessage::Chunk { sha256, offset, data, eof, error } => {
                         let data = match error {
                             Some(why) => Err(why),

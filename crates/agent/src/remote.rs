@@ -6,7 +6,9 @@
 //! offset and its end reported again after any reconnect, so a server that restarted or a
 //! connection that broke loses neither a line nor an end.
 
+use crate::portguard::PortGuard;
 use crate::sandbox::{self, ShimCommand, Task, TaskExit, TaskSpec};
+use crate::tunnel::Tunnels;
 use crate::{users, LinuxUser};
 use hearth_model::cluster::{
     check_file_name, check_sha256, node_workspace, AgentMessage, StartTask, TaskLayout, TaskRef,
@@ -62,14 +64,27 @@ struct Held {
     end_sent: bool,
     /// The server wants nothing more of it: dropped once its process is gone.
     forgotten: bool,
+    /// The guarded loopback port of its Spark UI, and the uid that must listen on it.
+    ui: Option<(u16, u32)>,
 }
 
 /// Runs the server's tasks on this node.
 pub struct Runner {
     data_dir: PathBuf,
+    /// Job files by SHA-256 (`ab/abcd...`): the agent's own cache, or for the server's own
+    /// machine the server's blob store itself, where every file already is.
+    cache_dir: PathBuf,
+    /// Whether tasks run under their users' own uids (root, with namespaces and cgroups);
+    /// without, as this process's uid, like every other task here.
+    isolated: bool,
     shim: ShimCommand,
     /// The Spark runtime, bound read-only into every task.
     runtime_root: Option<PathBuf>,
+    /// Loopback ports of tasks' Spark UIs, kept for root (this process) alone; or why they
+    /// cannot be kept here (then, isolated, tasks run without a UI).
+    ports: Result<Arc<PortGuard>, String>,
+    /// Streams the server opened to tasks' UIs.
+    tunnels: Arc<Tunnels>,
     out: mpsc::UnboundedSender<AgentMessage>,
     fetches: Mutex<HashMap<(String, u64), oneshot::Sender<Chunk>>>,
     held: Mutex<HashMap<TaskRef, Held>>,
@@ -79,14 +94,25 @@ pub struct Runner {
 impl Runner {
     pub fn new(
         data_dir: PathBuf,
+        cache_dir: PathBuf,
+        isolated: bool,
         shim: ShimCommand,
         runtime_root: Option<PathBuf>,
+        ports: Result<Arc<PortGuard>, String>,
     ) -> (Arc<Runner>, mpsc::UnboundedReceiver<AgentMessage>) {
         let (out, rx) = mpsc::unbounded_channel();
+        let frames = out.clone();
+        let tunnels = Tunnels::new(Box::new(move |f| {
+            frames.send(AgentMessage::Tunnel(f)).is_ok()
+        }));
         let runner = Arc::new(Runner {
             data_dir,
+            cache_dir,
+            isolated,
             shim,
             runtime_root,
+            ports,
+            tunnels,
             out,
             fetches: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
@@ -120,10 +146,73 @@ impl Runner {
         }
     }
 
-    /// The connection broke: send nothing more until the next one asks.
+    /// The connection broke: send nothing more until the next one asks. Its streams are
+    /// gone with it.
     pub fn disconnected(&self) {
         for h in lock(&self.held).values_mut() {
             h.resumed = false;
+        }
+        self.tunnels.close_all();
+    }
+
+    /// The server opens a stream to an attempt's Spark UI (the door reaching it). Only a
+    /// port this node guards, with the task's own uid listening on it: never whatever else
+    /// took the number.
+    pub fn open(self: &Arc<Self>, stream: u64, task: TaskRef) {
+        let ui = lock(&self.held)
+            .get(&task)
+            .filter(|h| h.ended.is_none())
+            .and_then(|h| h.ui);
+        let runner = self.clone();
+        tokio::spawn(async move {
+            let connected = match ui {
+                None => Err("it runs without a Spark UI here".to_string()),
+                Some((port, uid)) => runner.connect_ui(port, uid).await,
+            };
+            let error = match connected {
+                Ok(socket) => {
+                    runner.tunnels.attach(stream, socket);
+                    None
+                }
+                Err(why) => Some(why),
+            };
+            runner.send(AgentMessage::Opened { stream, error });
+        });
+    }
+
+    async fn connect_ui(&self, port: u16, uid: u32) -> Result<tokio::net::TcpStream, String> {
+        let guarded = !self.isolated || self.ports.as_ref().is_ok_and(|g| g.holds(port));
+        if !guarded || crate::portguard::listener_uid(port) != Some(uid) {
+            return Err("it is not up yet: try again in a few seconds".into());
+        }
+        let socket = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        .map_err(|_| "its web server did not answer within 5 s".to_string())?
+        .map_err(|e| format!("its web server did not answer: {e}"))?;
+        let _ = socket.set_nodelay(true);
+        Ok(socket)
+    }
+
+    /// Part of a stream the server opened.
+    pub fn tunnel(&self, frame: hearth_model::cluster::TunnelFrame) {
+        self.tunnels.deliver(frame);
+    }
+
+    /// A loopback port for a task's Spark UI, guarded so that only this process reaches it
+    /// (without isolation every task is this process's uid: any free port).
+    fn reserve_ui_port(&self) -> Result<u16, String> {
+        if !self.isolated {
+            return Ok(crate::portguard::free_local_port());
+        }
+        self.ports.as_ref().map_err(Clone::clone)?.reserve()
+    }
+
+    fn release_ui_port(&self, port: u16) {
+        if let Ok(guard) = &self.ports {
+            guard.release(port);
         }
     }
 
@@ -239,6 +328,11 @@ impl Runner {
                 }
             };
             let key = TaskRef { job, attempt };
+            // Its UI keeps its port, guarded again (a restart of the guard's owner starts
+            // from an empty table).
+            let ui = read_ui(&layout).filter(|(port, _)| {
+                !self.isolated || self.ports.as_ref().is_ok_and(|g| g.guard(*port).is_ok())
+            });
             lock(&self.held).insert(
                 key,
                 Held {
@@ -251,6 +345,7 @@ impl Runner {
                     ended: None,
                     end_sent: false,
                     forgotten: false,
+                    ui,
                 },
             );
             eprintln!("hearth agent: took back job {job} (attempt {attempt}) from an earlier run");
@@ -266,8 +361,12 @@ impl Runner {
     fn finished(&self, key: TaskRef, layout: &TaskLayout, end: AgentMessage) {
         let _ = std::fs::remove_dir_all(&layout.tmp);
         let _ = std::fs::remove_dir_all(&layout.conf);
+        let _ = std::fs::remove_file(layout.dir.join(UI_PORT));
         {
             let mut held = lock(&self.held);
+            if let Some((port, _)) = held.get_mut(&key).and_then(|h| h.ui.take()) {
+                self.release_ui_port(port);
+            }
             match held.get_mut(&key) {
                 Some(h) if h.forgotten => {
                     held.remove(&key);
@@ -325,6 +424,7 @@ impl Runner {
                     ended: None,
                     end_sent: false,
                     forgotten: false,
+                    ui: None,
                 },
             );
         }
@@ -352,8 +452,23 @@ impl Runner {
         }
         let home = node_workspace(&self.data_dir, &task.user.name);
         let (name, uid) = (task.user.linux_name.clone(), task.user.uid);
+        let isolated = self.isolated;
         let user = tokio::task::spawn_blocking(move || {
-            users::ensure_user(&name, uid, &home).map_err(|e| e.to_string())
+            if isolated {
+                users::ensure_user(&name, uid, &home).map_err(|e| e.to_string())
+            } else {
+                // No other uid to run as: the task is this process's, in a workspace of its own.
+                std::fs::create_dir_all(&home)
+                    .map_err(|e| format!("creating {}: {e}", home.display()))?;
+                // SAFETY: geteuid and getegid cannot fail.
+                let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+                Ok(LinuxUser {
+                    uid,
+                    gid,
+                    name,
+                    home,
+                })
+            }
         })
         .await
         .map_err(|e| e.to_string())??;
@@ -372,17 +487,42 @@ impl Runner {
                 .or_else(|_| std::fs::copy(&cached, &dest).map(|_| ()))
                 .map_err(|e| format!("placing {}: {e}", f.name))?;
         }
-        let owner = Some((user.uid, user.gid));
+        let owner = self.isolated.then_some((user.uid, user.gid));
         mkdir(&layout.tmp, 0o700, owner)?;
         mkdir(&layout.conf, 0o700, owner)?;
-        write_secret(&layout.properties, &task.properties, owner)?;
-        let spec = self.spec(&task, layout, user);
-        // Stopped or forgotten while its files came: there was no process to stop yet, so
-        // the stop is honoured here, as if it had run and been stopped.
         let key = TaskRef {
             job: task.job,
             attempt: task.attempt,
         };
+        let mut properties = task.properties.clone();
+        let ui = match &task.ui_base {
+            None => None,
+            Some(base) => match self.reserve_ui_port() {
+                Ok(port) => {
+                    // Kept beside the task, so that a restarted agent guards it again.
+                    std::fs::write(layout.dir.join(UI_PORT), format!("{port} {}", user.uid))
+                        .map_err(|e| format!("recording the UI port: {e}"))?;
+                    if let Some(h) = lock(&self.held).get_mut(&key) {
+                        h.ui = Some((port, user.uid));
+                    }
+                    Some((port, base.as_str()))
+                }
+                Err(why) => {
+                    eprintln!(
+                        "hearth agent: job {} runs without its Spark UI: {why}",
+                        task.job
+                    );
+                    None
+                }
+            },
+        };
+        for (k, v) in hearth_model::cluster::ui_properties(ui) {
+            properties.push_str(&format!("{k}={v}\n"));
+        }
+        write_secret(&layout.properties, &properties, owner)?;
+        let spec = self.spec(&task, layout, user);
+        // Stopped or forgotten while its files came: there was no process to stop yet, so
+        // the stop is honoured here, as if it had run and been stopped.
         if lock(&self.held)
             .get(&key)
             .is_none_or(|h| h.stopping || h.forgotten)
@@ -400,6 +540,7 @@ impl Runner {
         self.send(AgentMessage::Started {
             job: task.job,
             attempt: task.attempt,
+            ui_port: ui.map(|(port, _)| port),
         });
         Ok(launched.wait().await)
     }
@@ -429,11 +570,11 @@ impl Runner {
     /// The cached copy of a file, fetched from the server first if the cache lacks it. The
     /// cache is content-addressed: a file is kept only once its digest checks.
     async fn fetch(&self, sha256: &str) -> Result<PathBuf, String> {
-        let path = self.data_dir.join("cache").join(&sha256[..2]).join(sha256);
+        let path = self.cache_dir.join(&sha256[..2]).join(sha256);
         if path.is_file() {
             return Ok(path);
         }
-        let parent = path.parent().unwrap_or(&self.data_dir).to_path_buf();
+        let parent = path.parent().unwrap_or(&self.cache_dir).to_path_buf();
         std::fs::create_dir_all(&parent).map_err(|e| format!("creating the file cache: {e}"))?;
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp = parent.join(format!(".{sha256}.{}.{n}", std::process::id()));
@@ -524,6 +665,14 @@ impl Runner {
 
 /// In an attempt's directory: the server forgot it (a restarted agent leaves it alone).
 const FORGOTTEN: &str = "forgotten";
+/// In an attempt's directory while it runs: its UI's port and the uid listening on it.
+const UI_PORT: &str = "ui.port";
+
+fn read_ui(layout: &TaskLayout) -> Option<(u16, u32)> {
+    let text = std::fs::read_to_string(layout.dir.join(UI_PORT)).ok()?;
+    let (port, uid) = text.trim().split_once(' ')?;
+    Some((port.parse().ok()?, uid.parse().ok()?))
+}
 
 /// The end of an attempt, as the server hears it.
 fn ended(key: TaskRef, result: Result<TaskExit, String>) -> AgentMessage {

@@ -840,6 +840,93 @@ fn a_job_constrained_to_a_label_runs_on_the_joined_node_with_it_and_its_log_says
 }
 
 #[test]
+fn a_job_on_a_joined_node_has_its_spark_ui_behind_the_door_like_a_local_one() {
+    let mut h = Hearth::start_with(&[
+        "--node-timeout",
+        "5s",
+        "--cores",
+        "1",
+        "--engine-cores",
+        "1",
+    ]);
+    let alice = h.add_user("alice");
+    let bob = h.add_user("bob");
+    let j = create_token(&h, "1h");
+    let agent = worker(&h, &j, "uinode", "2", "2g", &["--label", "ui=yes"]);
+    let app = common::apps().join("ui_job.py").display().to_string();
+    let id = h.submit(
+        &alice,
+        &[
+            "--num-executors",
+            "0",
+            "--driver-memory",
+            "1g",
+            "--constraint",
+            "ui=yes",
+            &app,
+            "600",
+        ],
+    );
+    h.wait_state(&alice, id, "running", LONG);
+    wait_log_within(LONG, "the job's log", "[uinode] ready", || {
+        h.logs(&alice, id)
+    });
+    let base = format!("/ui/jobs/{id}");
+    // Through the node's connection: the job's own pages, Spark's links under the door.
+    let page = common::wait_page(&h, &alice.token, &format!("{base}/jobs/"), DEADLINE);
+    assert!(page.body.contains("ui-job"), "{}", page.body);
+    assert!(
+        page.body.contains(&format!("{base}/stages/")),
+        "{}",
+        page.body
+    );
+    // A page larger than a tunnel's window arrives whole (Spark's own JavaScript).
+    let js = common::get_page(
+        &h,
+        Some(&alice.token),
+        &format!("{base}/static/vis-timeline-graph2d.min.js"),
+        false,
+    );
+    assert_eq!(js.status, 200);
+    assert!(js.body.len() > 300 * 1024, "{}", js.body.len());
+    // `hearth job show` prints where it is.
+    let show = text(&h.cli(&alice, &["job", "show", &id.to_string()]).stdout);
+    assert!(show.contains(&base), "{show}");
+    // Others: as if it did not exist; admins sandboxed, as on the server's machine.
+    assert_eq!(
+        common::get_page(&h, Some(&bob.token), &format!("{base}/jobs/"), false).status,
+        404
+    );
+    let admin = common::get_page(&h, Some(&h.admin.token), &format!("{base}/jobs/"), false);
+    assert_eq!(admin.status, 200);
+    assert!(admin.csp.contains("sandbox"), "{}", admin.csp);
+    // On the node the port is its own guard's: only root reaches it, not even alice.
+    let port: u16 = std::fs::read_to_string(h.data_dir.join(format!("jobs/{id}/ui.port")))
+        .expect("ui.port")
+        .trim()
+        .parse()
+        .expect("port");
+    assert!(
+        !common::connects_as(bob.uid, port),
+        "bob reached the UI port"
+    );
+    assert!(
+        !common::connects_as(alice.uid, port),
+        "the port is for the door only"
+    );
+    // The UI goes with the job; no stream is left open on either side.
+    let out = h.cli(&alice, &["cancel", &id.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    h.wait_job(&alice, id, DEADLINE);
+    assert_eq!(
+        common::get_page(&h, Some(&alice.token), &format!("{base}/jobs/"), false).status,
+        404
+    );
+    assert!(!h.data_dir.join(format!("jobs/{id}/ui.port")).exists());
+    drop(agent);
+}
+
+#[test]
 fn hearth_server_runs_no_job_itself_and_its_joined_node_does() {
     let mut h = Hearth::start_server(&["--node-timeout", "5s"]);
     let alice = h.add_user("alice");

@@ -370,7 +370,7 @@ fn logs_follow_live_and_resume_without_losing_a_line() {
 }
 
 #[test]
-fn a_restart_reattaches_running_jobs_keeps_queued_ones_and_marks_vanished_ones_lost() {
+fn a_restart_reattaches_running_jobs_keeps_queued_ones_and_runs_vanished_ones_again() {
     let mut h = Hearth::start_with(&["--cores", "2"]);
     let alice = h.add_user("alice");
     let small = ["--num-executors", "0", "--driver-memory", "512m"];
@@ -390,8 +390,9 @@ fn a_restart_reattaches_running_jobs_keeps_queued_ones_and_marks_vanished_ones_l
     );
 
     h.kill9();
-    // While Hearth is down, the victim's processes vanish, shim and all.
-    let victim_dir = h.data_dir.join("jobs").join(victim.to_string());
+    // While Hearth is down, the victim's processes vanish, shim and all. (Its first
+    // attempt's directory on the server's own node.)
+    let victim_dir = h.data_dir.join("jobs").join(format!("{victim}-1"));
     let _ = Command::new("pkill")
         .args([
             "-9",
@@ -412,25 +413,46 @@ fn a_restart_reattaches_running_jobs_keeps_queued_ones_and_marks_vanished_ones_l
     let job = h.wait_job(&alice, survivor, 2 * MIN);
     assert_eq!(job["state"], "succeeded", "{job}\n{}", h.server_log());
     // Every line once, those printed while Hearth was down included (the shim writes the
-    // log, not Hearth).
+    // node's copy of the log, from which the node sends what the job's log lacks), each
+    // marked with the node like a joined node's.
     let log = h.logs(&alice, survivor);
     for line in (0..12)
         .map(|i| format!("line {i:05}"))
         .chain(["sleepy done".to_string()])
     {
         assert_eq!(
-            log.lines().filter(|l| *l == line).count(),
+            log.lines()
+                .filter(|l| l.strip_prefix("[local] ") == Some(line.as_str()))
+                .count(),
             1,
             "`{line}`:
 {log}"
         );
     }
-    let job = h.wait_job(&alice, victim, MIN);
-    assert_eq!(job["state"], "lost", "{job}");
+    // The vanished one was lost, with the reason, and runs again (as any lost job does
+    // while `--max-retries` allows).
+    let deadline = std::time::Instant::now() + MIN;
+    let job = loop {
+        let (_, job) = h.api(&alice, "GET", &format!("/api/v1/jobs/{victim}"), None);
+        if job["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(job["attempts"][0]["outcome"], "lost", "{job}");
     assert!(
-        job["reason"].as_str().unwrap_or("").contains("restarted"),
+        job["attempts"][0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("restarted"),
         "{job}"
     );
+    h.wait_state(&alice, victim, "running", MIN);
+    let out = h.cli(&alice, &["cancel", &victim.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let job = h.wait_job(&alice, victim, MIN);
+    assert_eq!(job["state"], "cancelled", "{job}");
     let job = h.wait_job(&alice, queued, 2 * MIN);
     assert_eq!(job["state"], "succeeded", "{job}");
 

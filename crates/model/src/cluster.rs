@@ -221,6 +221,40 @@ pub struct StartTask {
     pub memory_limit_mib: u64,
     pub cpu_cores: u32,
     pub pids_max: u32,
+    /// Give the task a Spark UI, reached through Hearth's door under this path (e.g.
+    /// `/ui/jobs/7`): the node reserves a port it guards and adds [`ui_properties`] to the
+    /// task's properties. None: no UI (`spark.ui.enabled=false` is then added).
+    #[serde(default)]
+    pub ui_base: Option<String>,
+}
+
+/// The Spark properties that place a task's UI: on `port` of loopback behind the door's
+/// `proxy_base`, never on another port; or, with None, no UI at all. The one place these
+/// are written, for the server's own tasks and the ones nodes place.
+pub fn ui_properties(ui: Option<(u16, &str)>) -> Vec<(&'static str, String)> {
+    match ui {
+        Some((port, proxy_base)) => vec![
+            ("spark.ui.port", port.to_string()),
+            ("spark.ui.proxyBase", proxy_base.to_string()),
+            // Never wander to the next port: only the guarded one is safe.
+            ("spark.port.maxRetries", "0".into()),
+        ],
+        None => vec![("spark.ui.enabled", "false".into())],
+    }
+}
+
+/// Part of a byte stream between the server and a node (see `hearth_agent::tunnel`):
+/// bytes (hex), an acknowledgement of bytes taken, or the end of the sender's side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelFrame {
+    pub stream: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub close: bool,
 }
 
 /// Checks a node name: what `hearth node drain NAME` must be able to type.
@@ -277,11 +311,21 @@ pub enum AgentMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         machine: Option<MachineUse>,
     },
-    /// A task's process is running.
+    /// A task's process is running; its Spark UI on `ui_port` of the node's loopback, if
+    /// the server asked for one and the node could guard a port for it.
     Started {
         job: i64,
         attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ui_port: Option<u16>,
     },
+    /// The answer to `Open`: the stream is connected, or `error` says why not.
+    Opened {
+        stream: u64,
+        error: Option<String>,
+    },
+    /// Part of a stream the server opened.
+    Tunnel(TunnelFrame),
     /// Every attempt the node holds (running, or ended but not yet forgotten by the
     /// server): sent first on each connection, so a restarted server adopts what still
     /// runs and a reconnected node's missing starts are known at once.
@@ -364,6 +408,10 @@ pub enum ServerMessage {
         attempt: u32,
         grace_ms: u64,
     },
+    /// Open a byte stream to the Spark UI of this attempt (the door reaching it).
+    Open { stream: u64, job: i64, attempt: u32 },
+    /// Part of a stream the server opened.
+    Tunnel(TunnelFrame),
     /// Part of a file the node asked for: `data` in hex, `eof` on the last part; `error`
     /// when the server will not or cannot send it.
     Chunk {
@@ -524,6 +572,38 @@ mod tests {
         };
         assert!(encode(&huge).is_none());
         assert!(decode::<AgentMessage>(b"{\"type\":\"nope\"}").is_err());
+    }
+
+    #[test]
+    fn a_full_tunnel_frame_fits_and_reads_back() {
+        let f = TunnelFrame {
+            stream: u64::MAX,
+            data: Some("ab".repeat(24 * 1024)),
+            ack: None,
+            close: false,
+        };
+        for line in [
+            encode(&ServerMessage::Tunnel(f.clone())).expect("fits"),
+            encode(&AgentMessage::Tunnel(f.clone())).expect("fits"),
+        ] {
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).to_string();
+            let back = decode::<ServerMessage>(text.as_bytes())
+                .map(|m| matches!(m, ServerMessage::Tunnel(g) if g == f))
+                .or_else(|_| {
+                    decode::<AgentMessage>(text.as_bytes())
+                        .map(|m| matches!(m, AgentMessage::Tunnel(g) if g == f))
+                });
+            assert_eq!(back, Ok(true), "{}", &text[..80]);
+        }
+        // An older agent's start, without a UI port, still reads.
+        assert_eq!(
+            decode::<AgentMessage>(br#"{"type":"started","job":1,"attempt":2}"#),
+            Ok(AgentMessage::Started {
+                job: 1,
+                attempt: 2,
+                ui_port: None
+            })
+        );
     }
 
     #[test]

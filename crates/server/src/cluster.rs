@@ -31,8 +31,9 @@ const MAX_LABELS: usize = 64;
 /// The cluster port's state, shared with the API.
 pub struct Cluster {
     pub tls: ClusterTls,
-    /// Where the cluster port listens.
-    pub addr: SocketAddr,
+    /// Where the cluster port listens; None when it is off (`hearth up` still has its
+    /// in-process node).
+    pub addr: Option<SocketAddr>,
     /// A node whose last heartbeat is older than this is down.
     pub node_timeout: Duration,
     live: Mutex<HashMap<i64, Live>>,
@@ -49,6 +50,9 @@ pub struct Cluster {
     /// When this server started: every node gets a node timeout from then to report the
     /// jobs it runs before they count as lost.
     pub started_ms: i64,
+    /// Streams asked of nodes and not yet answered, by id: the answer goes to the waiter.
+    opening: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Option<String>>>>,
+    next_stream: AtomicU64,
 }
 
 /// A connected node.
@@ -66,6 +70,10 @@ struct Live {
     ip: IpAddr,
     /// What the node said about itself on this connection (isolation, workspaces).
     offer: NodeOffer,
+    /// The server's own machine, connected in process (`hearth up`).
+    in_process: bool,
+    /// Byte streams to its tasks' web servers (the door's), carried on this connection.
+    tunnels: Arc<hearth_agent::tunnel::Tunnels>,
     /// The node's machine as its last heartbeat measured it (memory only: it is stale by
     /// the next heartbeat, so it is never stored).
     machine: Option<MachineUse>,
@@ -104,7 +112,7 @@ pub struct RemoteTask {
 }
 
 impl Cluster {
-    pub fn new(tls: ClusterTls, addr: SocketAddr, node_timeout: Duration) -> Cluster {
+    pub fn new(tls: ClusterTls, addr: Option<SocketAddr>, node_timeout: Duration) -> Cluster {
         Cluster {
             tls,
             addr,
@@ -115,6 +123,69 @@ impl Cluster {
             workers: Mutex::new(HashMap::new()),
             server_ip: Mutex::new(None),
             started_ms: now_ms(),
+            opening: Mutex::new(HashMap::new()),
+            next_stream: AtomicU64::new(1),
+        }
+    }
+
+    /// A byte stream to the Spark UI of `job`'s `attempt` on `node`, carried over the
+    /// node's connection (the door's way to a joined node's loopback). The node connects
+    /// only to a port it guards with the task's uid listening; Err says why not.
+    pub async fn open_tunnel(
+        &self,
+        node: &str,
+        job: i64,
+        attempt: u32,
+    ) -> Result<tokio::io::DuplexStream, String> {
+        let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let tunnels = {
+            let live = self.live();
+            let l = live
+                .values()
+                .find(|l| l.name == node)
+                .ok_or_else(|| format!("node {node} is not connected"))?;
+            self.opening
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(stream, answer);
+            if l.tx
+                .send(ServerMessage::Open {
+                    stream,
+                    job,
+                    attempt,
+                })
+                .is_err()
+            {
+                return Err(format!("node {node} is not connected"));
+            }
+            l.tunnels.clone()
+        };
+        let got = tokio::time::timeout(Duration::from_secs(10), answered).await;
+        self.opening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&stream);
+        match got {
+            Ok(Ok(None)) => {
+                let (door, tunnel) = tokio::io::duplex(64 * 1024);
+                tunnels.attach(stream, tunnel);
+                Ok(door)
+            }
+            Ok(Ok(Some(why))) => Err(why),
+            _ => Err(format!("node {node} did not answer within 10 s")),
+        }
+    }
+
+    /// A node's answer to an `Open`.
+    fn opened(&self, stream: u64, error: Option<String>) {
+        let waiter = self
+            .opening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&stream);
+        if let Some(w) = waiter {
+            let _ = w.send(error);
         }
     }
 
@@ -180,8 +251,9 @@ impl Cluster {
     }
 
     /// The jobs the server waits for on `node_id` that were sent before connection `conn`
-    /// and that the node did not report on it: it never got them.
-    pub fn unreported(&self, node_id: i64, conn: u64, reported: &[TaskRef]) -> Vec<i64> {
+    /// and that the node did not report on it: it never got them, or (true beside the job:
+    /// waited for since a restart of the server) its processes were gone meanwhile.
+    pub fn unreported(&self, node_id: i64, conn: u64, reported: &[TaskRef]) -> Vec<(i64, bool)> {
         self.tasks()
             .iter()
             .filter(|(job, t)| {
@@ -191,7 +263,7 @@ impl Cluster {
                         .iter()
                         .any(|r| r.job == **job && r.attempt == t.attempt)
             })
-            .map(|(job, _)| *job)
+            .map(|(job, t)| (*job, t.conn == 0))
             .collect()
     }
 
@@ -333,9 +405,25 @@ impl Cluster {
         })
     }
 
-    /// A connected node's address, by name.
+    /// A connected node's address as other nodes reach it, by name: the server's own
+    /// machine's is the server's address as joined nodes see it (loopback while none has
+    /// connected: then no other node needs to reach it).
     pub fn node_ip(&self, node: &str) -> Option<IpAddr> {
-        self.live().values().find(|l| l.name == node).map(|l| l.ip)
+        let (ip, in_process) = self
+            .live()
+            .values()
+            .find(|l| l.name == node)
+            .map(|l| (l.ip, l.in_process))?;
+        if in_process {
+            return Some(self.server_ip().unwrap_or(ip));
+        }
+        Some(ip)
+    }
+
+    /// Whether `node` is the server's own machine, connected in process: its loopback is
+    /// the server's, where the door reaches tasks' web servers.
+    pub fn is_in_process(&self, node: &str) -> bool {
+        self.live().values().any(|l| l.name == node && l.in_process)
     }
 
     /// This server's address as nodes reach it, once one has connected.
@@ -386,7 +474,6 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    tokio::spawn(flush(app.clone(), cluster.clone()));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -406,7 +493,7 @@ pub async fn serve(
 
 /// Writes the heartbeats held in memory to the store, so a restarted server still knows
 /// when each node was last seen.
-async fn flush(app: AppState, cluster: Arc<Cluster>) {
+pub async fn flush(app: AppState, cluster: Arc<Cluster>) {
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     loop {
         tick.tick().await;
@@ -600,6 +687,13 @@ async fn join(
     if let Err(why) = check_offer(&offer) {
         return refused(format!("bad node description: {why}"), &why);
     }
+    if offer.name == crate::LOCAL_NODE {
+        let why = format!(
+            "`{}` names the server's own machine: pass another --name",
+            crate::LOCAL_NODE
+        );
+        return refused(format!("name taken: {why}"), &why);
+    }
     let key = match hex::decode(public_key) {
         Ok(k) => k,
         Err(_) => {
@@ -655,9 +749,11 @@ async fn join(
     }
 }
 
-/// A node's connection: welcome, then heartbeats until it goes away or is removed.
+/// A node's connection: welcome, then heartbeats until it goes away or is removed. The
+/// same for joined nodes (after mutual TLS) and the server's own in-process node (whose
+/// `fingerprint` is [`crate::node::IN_PROCESS`]).
 #[allow(clippy::too_many_arguments)]
-async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
+pub(crate) async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
     app: &AppState,
     cluster: &Cluster,
     peer: SocketAddr,
@@ -704,6 +800,10 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
     let conn = cluster.next_conn.fetch_add(1, Ordering::Relaxed);
     let kick = Arc::new(tokio::sync::Notify::new());
     let (tx, mut outbox) = tokio::sync::mpsc::unbounded_channel();
+    let frames = tx.clone();
+    let tunnels = hearth_agent::tunnel::Tunnels::new(Box::new(move |f| {
+        frames.send(ServerMessage::Tunnel(f)).is_ok()
+    }));
     let paths = match (&offer.runtime, &offer.data_dir) {
         (Some(rt), Some(dir)) if std::path::Path::new(dir).is_absolute() => Some(NodePaths {
             runtime: rt.clone(),
@@ -723,6 +823,8 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
             ip: peer.ip(),
             offer: offer.clone(),
             machine: None,
+            in_process: fingerprint == crate::node::IN_PROCESS,
+            tunnels: tunnels.clone(),
         },
     );
     // One connection per node: a reconnect replaces a connection that has not noticed yet.
@@ -783,8 +885,10 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
                             let chunk = chunk(app, cluster, node.id, sha256, offset).await;
                             ok = write_frame(w, &chunk).await.is_ok();
                         }
-                        Ok(AgentMessage::Started { job, attempt }) => {
-                            crate::remote::started(app, node.id, job, attempt);
+                        Ok(AgentMessage::Opened { stream, error }) => cluster.opened(stream, error),
+                        Ok(AgentMessage::Tunnel(frame)) => tunnels.deliver(frame),
+                        Ok(AgentMessage::Started { job, attempt, ui_port }) => {
+                            crate::remote::started(app, node.id, job, attempt, ui_port);
                         }
                         Ok(AgentMessage::Tasks { tasks }) => {
                             crate::remote::report(app, node.id, &node.name, conn, &tasks);
@@ -823,6 +927,7 @@ async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
             }
         }
     }
+    tunnels.close_all();
     let last = {
         let mut live = cluster.live();
         match live.get(&node.id) {

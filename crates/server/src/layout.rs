@@ -55,44 +55,4 @@ pub fn private_dirs(
     })
 }
 
-/// A TCP port free on the loopback interface now (the OS may hand it out again; Spark moves
-/// on to the next port by itself where that matters).
-pub fn free_local_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(4040)
-}
-
-/// The uid owning a socket listening on `port` (IPv4 or IPv6), from /proc/net.
-pub fn listener_uid(port: u16) -> Option<u32> {
-    let want = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|f| {
-        let text = std::fs::read_to_string(f).ok()?;
-        text.lines().skip(1).find_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            // local_address is column 1, state column 3 (0A = LISTEN), uid column 7.
-            if cols.len() > 7 && cols[1].ends_with(&want) && cols[3] == "0A" {
-                cols[7].parse().ok()
-            } else {
-                None
-            }
-        })
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_listener_is_found_with_its_owner() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        // SAFETY: geteuid cannot fail.
-        let me = unsafe { libc::geteuid() };
-        assert_eq!(listener_uid(port), Some(me));
-        drop(l);
-        assert_eq!(listener_uid(port), None);
-    }
-}
+pub use hearth_agent::portguard::{free_local_port, listener_uid};

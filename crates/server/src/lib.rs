@@ -13,6 +13,7 @@ pub mod engines;
 pub mod error;
 pub mod gateway;
 pub mod layout;
+pub mod node;
 pub mod policy;
 pub mod relay;
 pub mod remote;
@@ -27,12 +28,10 @@ pub mod web;
 use anyhow::Context;
 use config::Config;
 use hearth_agent::sandbox::Isolation;
-use std::collections::HashMap;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 /// The name of the one node `hearth up` runs.
 pub const LOCAL_NODE: &str = "local";
@@ -48,10 +47,6 @@ pub struct App {
     pub runtime: RwLock<(Result<runtime::Runtime, Vec<String>>, std::time::Instant)>,
     /// Wakes the dispatcher: a job was submitted, ended or cancelled.
     pub wake: tokio::sync::Notify,
-    /// Task directories of jobs whose processes this server watches.
-    pub running: Mutex<HashMap<i64, PathBuf>>,
-    /// Workers of spread jobs whose driver runs on another node: (attempt, task dir) by job.
-    pub local_workers: Mutex<HashMap<i64, (u32, PathBuf)>>,
     pub shutting_down: AtomicBool,
     /// The scheduling policy, replaced whole when an admin changes it.
     pub policy: RwLock<Arc<policy::Policy>>,
@@ -67,9 +62,10 @@ pub struct App {
     pub connect: Option<gateway::ConnectInfo>,
     /// Loopback ports of users' web servers (Spark UIs), kept for Hearth's proxy alone; or
     /// why they cannot be guarded on this machine.
-    pub ports: Result<hearth_agent::portguard::PortGuard, String>,
-    /// The cluster port, when on.
-    pub cluster: Option<Arc<cluster::Cluster>>,
+    pub ports: Result<Arc<hearth_agent::portguard::PortGuard>, String>,
+    /// The nodes and the tasks on them: joined machines over the cluster port (when on),
+    /// and `hearth up`'s own machine through its in-process agent.
+    pub cluster: Arc<cluster::Cluster>,
     /// The machine's recent use, sampled every `cfg.usage_interval`.
     pub usage: usage::UsageRing,
     /// This machine's measured use (the local node's), refreshed every few seconds.
@@ -184,7 +180,7 @@ pub async fn run(
         }
     }
     let ports = if isolation.enabled {
-        hearth_agent::portguard::PortGuard::new(&instance)
+        hearth_agent::portguard::PortGuard::new(&instance).map(Arc::new)
     } else {
         Err("isolation is off".to_string())
     };
@@ -214,10 +210,7 @@ pub async fn run(
         Some(addr) => Some(gateway_listener(&cfg, addr).await?),
         None => None,
     };
-    let cluster = match cfg.cluster_listen {
-        Some(addr) => Some(cluster_listener(&cfg, addr).await?),
-        None => None,
-    };
+    let (cluster, cluster_port) = cluster_listener(&cfg).await?;
     let usage = usage::UsageRing::new(cfg.usage_interval);
     let app = Arc::new(App {
         cfg,
@@ -227,8 +220,6 @@ pub async fn run(
         isolation,
         runtime: RwLock::new((runtime, std::time::Instant::now())),
         wake: tokio::sync::Notify::new(),
-        running: Mutex::new(HashMap::new()),
-        local_workers: Mutex::new(HashMap::new()),
         shutting_down: AtomicBool::new(false),
         hashing: tokio::sync::Semaphore::new(2),
         policy: RwLock::new(Arc::new(policy)),
@@ -237,15 +228,29 @@ pub async fn run(
         engines: Default::default(),
         connect: connect.as_ref().map(|c| c.0.clone()),
         ports,
-        cluster: cluster.as_ref().map(|c| c.0.clone()),
+        cluster: cluster.clone(),
         usage,
         machine: Default::default(),
     });
     accounts::bootstrap_admin(&app)?;
+    if app.cfg.local_jobs {
+        // Before reconciling: jobs that ran here wait for this node to report them.
+        if let Err(why) = node::ensure_row(&app) {
+            eprintln!("WARNING: this machine runs no jobs: {why}");
+        }
+    }
     dispatch::reconcile(&app).await?;
+    let (local_node, local_node_stop) = if app.cfg.local_jobs {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (Some(tokio::spawn(node::run(app.clone(), rx))), Some(tx))
+    } else {
+        (None, None)
+    };
     engines::reattach_or_reap(&app).await;
     let dispatcher = tokio::spawn(dispatch::run(app.clone()));
-    tokio::spawn(keep_ports_guarded(app.clone()));
+    if let Ok(guard) = &app.ports {
+        tokio::spawn(hearth_agent::portguard::keep_guarded(Arc::downgrade(guard)));
+    }
     tokio::spawn(usage::run(app.clone()));
     // Memory in use is known from the first reading: the local node shows it at once.
     app.machine.measure();
@@ -273,10 +278,11 @@ pub async fn run(
         tokio::spawn(gateway::serve(app.clone(), listener, tls, stop_rx.clone()));
     }
     tokio::spawn(engines::reap_idle(app.clone()));
-    if let Some((cluster, listener)) = cluster {
+    tokio::spawn(cluster::flush(app.clone(), cluster.clone()));
+    if let (Some(listener), Some(addr)) = (cluster_port, cluster.addr) {
         eprintln!(
-            "Cluster port on {} (CA sha256 {}; `hearth node token create` prints the join command)",
-            cluster.addr, cluster.tls.ca_sha256
+            "Cluster port on {addr} (CA sha256 {}; `hearth node token create` prints the join command)",
+            cluster.tls.ca_sha256
         );
         tokio::spawn(cluster::serve(
             app.clone(),
@@ -291,6 +297,10 @@ pub async fn run(
     app.wake.notify_one();
     dispatch::stop_all(&app).await;
     engines::stop_all(&app).await;
+    if let (Some(node), Some(stop)) = (local_node, local_node_stop) {
+        let _ = stop.send(true);
+        let _ = node.await;
+    }
     let _ = stop_tx.send(true);
     // Open log streams end when their jobs do; do not wait on idle clients forever.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
@@ -304,40 +314,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Puts the port guard's rules back whenever they go missing (someone flushed the
-/// machine's nftables ruleset): a guarded port must never be open to everyone for long.
-async fn keep_ports_guarded(app: Arc<App>) {
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-        if app.is_shutting_down() {
-            return;
-        }
-        let Ok(_) = &app.ports else { return };
-        let app2 = app.clone();
-        let checked = tokio::task::spawn_blocking(move || match &app2.ports {
-            Ok(guard) => guard.ensure(),
-            Err(_) => Ok(false),
-        })
-        .await;
-        match checked {
-            Ok(Ok(true)) => tracing::warn!("the port guard's rules were gone: put back"),
-            Ok(Err(e)) => tracing::error!("checking the port guard: {e}"),
-            _ => {}
-        }
-    }
-}
-
-/// Binds the cluster port and prepares its TLS (Hearth's CA, made on the first start).
+/// The node registry, with its TLS (Hearth's CA, made on the first start) and the
+/// cluster port bound, unless it is off.
 async fn cluster_listener(
     cfg: &Config,
-    addr: std::net::SocketAddr,
-) -> anyhow::Result<(Arc<cluster::Cluster>, tokio::net::TcpListener)> {
+) -> anyhow::Result<(Arc<cluster::Cluster>, Option<tokio::net::TcpListener>)> {
     let tls = tls::ClusterTls::load(&tls::TlsFiles::new(&cfg.data_dir))
         .context("making the cluster port's TLS certificate")?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen for agents on {addr}: pass --cluster-listen ADDR:PORT for another address, or `off`")
-    })?;
-    let addr = listener.local_addr()?;
+    let listener = match cfg.cluster_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen for agents on {addr}: pass --cluster-listen ADDR:PORT for another address, or `off`")
+        })?),
+        None => None,
+    };
+    let addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
     Ok((
         Arc::new(cluster::Cluster::new(tls, addr, cfg.node_timeout)),
         listener,

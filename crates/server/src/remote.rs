@@ -63,9 +63,7 @@ fn save_mark(app: &App, id: i64, attempt: u32, offset: u64) {
 /// How far each of a spread job's workers' output is logged: what the server follows now,
 /// over what the mark held (a worker not yet reported again after a restart).
 fn worker_offsets(app: &App, id: i64, attempt: u32) -> std::collections::BTreeMap<i64, u64> {
-    let Some(cluster) = &app.cluster else {
-        return Default::default();
-    };
+    let cluster = &app.cluster;
     let followed: Vec<(i64, Option<u64>)> = cluster
         .worker_keys()
         .into_iter()
@@ -204,7 +202,7 @@ pub fn start_worker(
     node: &str,
     part: crate::standalone::Part,
 ) -> Result<(), String> {
-    let cluster = app.cluster.as_ref().ok_or("the cluster port is off")?;
+    let cluster = &app.cluster;
     let (node_id, paths) = cluster
         .paths(node)
         .ok_or_else(|| format!("node {node} is not connected"))?;
@@ -281,8 +279,11 @@ fn task_for(
         jars: all(&spec.jars),
     };
     let mut env = spark::job_env(&rt, &linux, &user.name, id);
-    // The door to Spark UIs is on the server's machine only: remote jobs have none yet.
-    let ui = spark::UiPlace::Off;
+    // The driver's UI, placed by its node (a worker runs no driver, so has none).
+    let ui_base = part
+        .is_none_or(|p| p.driver)
+        .then(|| format!("/ui/jobs/{id}"));
+    let ui = spark::UiPlace::Node;
     let (argv, properties, files, memory_limit_mib, cpu_cores, kind) = match part {
         None => (
             spark::local_submit_argv(&app_spec),
@@ -333,10 +334,11 @@ fn task_for(
         memory_limit_mib,
         cpu_cores,
         pids_max: 4096,
+        ui_base,
     }
 }
 
-/// Starts a job's task (the driver's part of a spread job with `part`) on a joined node.
+/// Starts a job's task (the driver's part of a spread job with `part`) on its node.
 pub async fn start_part(
     app: Arc<App>,
     job: JobRow,
@@ -345,13 +347,7 @@ pub async fn start_part(
     part: Option<crate::standalone::Part>,
 ) {
     let id = job.id;
-    let Some(cluster) = app.cluster.clone() else {
-        return dispatch::fail(
-            &app,
-            id,
-            "the cluster port is off: no joined node can run it".into(),
-        );
-    };
+    let cluster = app.cluster.clone();
     let Some((node_id, paths)) = cluster.paths(&node) else {
         let _ = app.store.requeue(
             id,
@@ -395,16 +391,19 @@ pub async fn start_part(
         app.wake.notify_one();
         return;
     }
-    tracing::info!(job = id, node = %node, attempt, "started on a joined node");
+    tracing::info!(job = id, node = %node, attempt, "sent to its node");
 }
 
-/// The node says the task's process runs.
-pub fn started(app: &App, node_id: i64, job: i64, attempt: u32) {
+/// The node says the task's process runs, with its Spark UI on `ui_port` of the node.
+pub fn started(app: &App, node_id: i64, job: i64, attempt: u32, ui_port: Option<u16>) {
     if is_worker(app, job, node_id, attempt) {
         return;
     }
     if !still_wanted(app, node_id, job, attempt) {
         return;
+    }
+    if let Some(port) = ui_port {
+        dispatch::record_ui(app, job, port);
     }
     if let Err(e) = app.store.mark_running(job) {
         tracing::error!(job, "recording the start: {e}");
@@ -413,18 +412,14 @@ pub fn started(app: &App, node_id: i64, job: i64, attempt: u32) {
 
 /// Whether this is a spread job's worker the server follows.
 fn is_worker(app: &App, job: i64, node_id: i64, attempt: u32) -> bool {
-    app.cluster
-        .as_ref()
-        .is_some_and(|c| c.worker(job, node_id, attempt, None).is_some())
+    app.cluster.worker(job, node_id, attempt, None).is_some()
 }
 
 /// Whether the server waits for this attempt. The node is told to forget one the server
 /// gave up on (its node was down, or it never confirmed its start), stopping it if it
 /// still runs: the job runs elsewhere now.
 fn still_wanted(app: &App, node_id: i64, job: i64, attempt: u32) -> bool {
-    let Some(cluster) = app.cluster.as_ref() else {
-        return false;
-    };
+    let cluster = &app.cluster;
     if cluster.is_current(job, node_id, attempt) {
         return true;
     }
@@ -448,9 +443,7 @@ fn forget(app: &App, cluster: &Cluster, node_id: i64, job: i64, attempt: u32) {
 /// the others forgotten; and an attempt sent to the node earlier that it does not hold
 /// never reached it: lost, so it runs again.
 pub fn report(app: &App, node_id: i64, node: &str, conn: u64, tasks: &[TaskRef]) {
-    let Some(cluster) = app.cluster.as_ref() else {
-        return;
-    };
+    let cluster = &app.cluster;
     let (workers, tasks) = crate::standalone::adopt_reported(app, node_id, conn, tasks);
     for (t, offset) in &workers {
         cluster.send(
@@ -512,8 +505,12 @@ pub fn report(app: &App, node_id: i64, node: &str, conn: u64, tasks: &[TaskRef])
             stop(app, t.job, app.cfg.stop_grace);
         }
     }
-    for job in cluster.unreported(node_id, conn, tasks) {
-        let why = format!("lost: node {node} reconnected without it (the start never reached it)");
+    for (job, restored) in cluster.unreported(node_id, conn, tasks) {
+        let why = if restored {
+            format!("lost: its processes were gone when Hearth restarted, and node {node} recorded no exit status")
+        } else {
+            format!("lost: node {node} reconnected without it (the start never reached it)")
+        };
         if let Err(e) = lose(app, cluster, job, &why) {
             tracing::error!(job, "recording a lost job: {e}");
         }
@@ -537,9 +534,7 @@ pub fn output(
     if !still_wanted(app, node_id, job, attempt) {
         return;
     }
-    let Some(cluster) = app.cluster.as_ref() else {
-        return;
-    };
+    let cluster = &app.cluster;
     let Some(expected) = cluster.logged(job, node_id, attempt) else {
         // Not adopted yet: the node's report comes first, and a resume with it.
         return;
@@ -604,9 +599,7 @@ fn worker_output(
     lines: &[String],
 ) {
     let TaskRef { job, attempt } = task;
-    let Some(cluster) = app.cluster.as_ref() else {
-        return;
-    };
+    let cluster = &app.cluster;
     let Some(Some(expected)) = cluster.worker(job, node_id, attempt, None) else {
         return;
     };
@@ -635,9 +628,7 @@ pub fn ended(
     exit: TaskExit,
     error: Option<String>,
 ) {
-    let Some(cluster) = app.cluster.as_ref() else {
-        return;
-    };
+    let cluster = &app.cluster;
     if is_worker(app, job, node_id, attempt) {
         crate::standalone::stop_workers(app, job, Some(node_id));
         let how = match (error, exit.code, exit.signal) {
@@ -652,6 +643,9 @@ pub fn ended(
     let current = cluster.untrack(job, Some((node_id, attempt)));
     // Recorded now or before: the node need not hold it any longer.
     forget(app, cluster, node_id, job, attempt);
+    if current {
+        dispatch::release_ui(app, job);
+    }
     if !current {
         tracing::info!(
             job,
@@ -676,9 +670,7 @@ pub fn ended(
 
 /// Asks the node running `job` to stop it; false if it does not run on a joined node.
 pub fn stop(app: &App, job: i64, grace: Duration) -> bool {
-    let Some(cluster) = app.cluster.as_ref() else {
-        return false;
-    };
+    let cluster = &app.cluster;
     let Some(task) = cluster.task(job) else {
         return false;
     };
@@ -707,7 +699,6 @@ pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusql
             let nodes = dispatch::holdings(j)
                 .into_iter()
                 .map(|(n, _)| n)
-                .filter(|n| n != LOCAL_NODE)
                 .collect::<Vec<_>>();
             (j, nodes)
         })
@@ -744,9 +735,7 @@ pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusql
         let driver = job.node.as_deref().unwrap_or(LOCAL_NODE);
         if name != driver {
             // A worker's node: its executors are gone. The job is lost like its node's own
-            // jobs (requeued while retries remain), and its driver stopped: told to forget
-            // on a joined node; on this machine after the loss is recorded, so that its
-            // end is not taken for the job's (see `dispatch::watch`).
+            // jobs (requeued while retries remain), and its driver told to forget (stop).
             if let Some(id) = node_id {
                 cluster.untrack_workers(job.id, Some(id));
             }
@@ -754,9 +743,6 @@ pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusql
                 forget(app, cluster, t.node_id, job.id, t.attempt);
             }
             lose(app, cluster, job.id, &why)?;
-            if driver == LOCAL_NODE {
-                dispatch::stop_job(app, job.id, Duration::ZERO);
-            }
             continue;
         }
         lose(app, cluster, job.id, &why)?;
@@ -767,6 +753,7 @@ pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusql
 /// Gives up on a job's attempt on a joined node: requeued while retries remain, else failed.
 fn lose(app: &App, cluster: &Cluster, id: i64, why: &str) -> Result<(), rusqlite::Error> {
     cluster.untrack(id, None);
+    dispatch::release_ui(app, id);
     log_lines(app, id, &[format!("=== hearth: {why} ===")]);
     match app.store.lose_job(id, why, app.cfg.max_retries)? {
         Some(JobState::Queued) => {
@@ -782,11 +769,7 @@ fn lose(app: &App, cluster: &Cluster, id: i64, why: &str) -> Result<(), rusqlite
 /// After a restart: waits for the node running `job` to report it (see [`report`]); Err
 /// with the reason it is lost instead.
 pub fn restore(app: &App, job: &JobRow, node: &str) -> Result<(), String> {
-    let Some(cluster) = app.cluster.as_ref() else {
-        return Err(format!(
-            "lost: Hearth restarted with the cluster port off while the job ran on node {node}"
-        ));
-    };
+    let cluster = &app.cluster;
     let found = app
         .store
         .nodes()

@@ -1,6 +1,7 @@
 //! The one place that builds Spark command lines and configuration. Pure: paths in, argv
 //! and file contents out.
 
+use hearth_model::cluster::ui_properties;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -284,6 +285,9 @@ pub enum UiPlace {
     /// On a guarded loopback port, reached through Hearth's door at `proxy_base`
     /// (e.g. `/ui/jobs/7`): Spark prefixes its links with it.
     Port { port: u16, proxy_base: String },
+    /// Placed by the node the task runs on, which guards a port of its own and adds
+    /// `hearth_model::cluster::ui_properties` (a job's driver: see `StartTask::ui_base`).
+    Node,
     /// No UI: its port could not be kept from other users.
     Off,
 }
@@ -291,13 +295,9 @@ pub enum UiPlace {
 impl UiPlace {
     fn properties(&self) -> Vec<(&'static str, String)> {
         match self {
-            UiPlace::Port { port, proxy_base } => vec![
-                ("spark.ui.port", port.to_string()),
-                ("spark.ui.proxyBase", proxy_base.clone()),
-                // Never wander to the next port: only the guarded one is safe.
-                ("spark.port.maxRetries", "0".into()),
-            ],
-            UiPlace::Off => vec![("spark.ui.enabled", "false".into())],
+            UiPlace::Port { port, proxy_base } => ui_properties(Some((*port, proxy_base))),
+            UiPlace::Node => Vec::new(),
+            UiPlace::Off => ui_properties(None),
         }
     }
 }

@@ -4,8 +4,8 @@
 //! All parts run sandboxed under the job's user with the job's one `spark.authenticate`
 //! secret and RPC encryption; Spark's own traffic goes between the nodes' addresses.
 //!
-//! The driver is the job's task, tracked like any job's (`dispatch` on this machine,
-//! `remote` on a joined node): its end is the job's end. The other nodes' workers are
+//! The driver is the job's task, tracked like any job's (`remote`, on every node): its end
+//! is the job's end. The other nodes' workers are
 //! followed beside it: their output (theirs and their executors') goes into the job's one
 //! log marked with the node, and they are stopped once the job is over (`sweep`, every
 //! scheduling pass, whatever ended the job). A worker that ends while its job runs takes
@@ -64,15 +64,9 @@ impl Part {
     }
 }
 
-/// The address Spark's traffic reaches `node` at: a joined node's as the server sees its
-/// connection; this machine's as joined nodes reach it.
+/// The address Spark's traffic reaches `node` at (see `Cluster::node_ip`).
 fn address(app: &App, node: &str) -> Option<IpAddr> {
-    let cluster = app.cluster.as_ref()?;
-    if node == LOCAL_NODE {
-        cluster.server_ip()
-    } else {
-        cluster.node_ip(node)
-    }
+    app.cluster.node_ip(node)
 }
 
 /// Every node's part of `job`, the driver's node's first; Err says why it cannot run now.
@@ -161,12 +155,7 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow) {
         return;
     };
     for (node, part) in parts {
-        let started = if node == LOCAL_NODE {
-            crate::dispatch::start_local_worker(&app, &job, &user, part).await
-        } else {
-            crate::remote::start_worker(&app, &job, &user, &node, part)
-        };
-        if let Err(why) = started {
+        if let Err(why) = crate::remote::start_worker(&app, &job, &user, &node, part) {
             stop_workers(&app, id, None);
             let _ = app.store.requeue(
                 id,
@@ -176,40 +165,29 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow) {
             return;
         }
     }
-    if driver_node == LOCAL_NODE {
-        crate::dispatch::start_local(app, job, user, Some(driver_part)).await
-    } else {
-        crate::remote::start_part(app, job, user, driver_node, Some(driver_part)).await
-    }
+    crate::remote::start_part(app, job, user, driver_node, Some(driver_part)).await
 }
 
-/// Stops `job`'s workers on joined nodes (only the one on `node_id`, if given) and on this
-/// machine.
+/// Stops `job`'s workers (only the one on `node_id`, if given).
 pub fn stop_workers(app: &App, job: i64, node_id: Option<i64>) {
-    if let Some(cluster) = &app.cluster {
-        let grace = app.cfg.stop_grace.as_millis() as u64;
-        for w in cluster.untrack_workers(job, node_id) {
-            cluster.send(
-                w.node_id,
-                ServerMessage::Forget {
-                    job,
-                    attempt: w.attempt,
-                    grace_ms: grace,
-                },
-            );
-        }
-    }
-    if node_id.is_none() {
-        crate::dispatch::stop_local_worker(app, job);
+    let cluster = &app.cluster;
+    let grace = app.cfg.stop_grace.as_millis() as u64;
+    for w in cluster.untrack_workers(job, node_id) {
+        cluster.send(
+            w.node_id,
+            ServerMessage::Forget {
+                job,
+                attempt: w.attempt,
+                grace_ms: grace,
+            },
+        );
     }
 }
 
 /// Stops the workers of jobs that are over (or back in the queue, or on another attempt):
 /// run at every scheduling pass, so that every way a job ends takes its workers down.
 pub fn sweep(app: &App, active: &[JobRow]) {
-    let Some(cluster) = &app.cluster else {
-        return;
-    };
+    let cluster = &app.cluster;
     for (job, node_id, attempt) in cluster.worker_keys() {
         let current = active
             .iter()
@@ -219,7 +197,6 @@ pub fn sweep(app: &App, active: &[JobRow]) {
             stop_workers(app, job, Some(node_id));
         }
     }
-    crate::dispatch::sweep_local_workers(app, active);
 }
 
 /// A worker on a joined node ended: if its job still runs, the job is stopped (its
@@ -242,17 +219,15 @@ pub fn worker_ended(app: &App, node: &str, job: i64, exit: &str) {
 }
 
 /// After a restart: follows the workers of a spread job again, until their nodes report
-/// them (a worker on this machine is stopped with the job, see `sweep`).
+/// them.
 pub fn restore(app: &App, job: &JobRow) {
-    let Some(cluster) = &app.cluster else {
-        return;
-    };
+    let cluster = &app.cluster;
     let Ok(nodes) = app.store.nodes() else {
         return;
     };
     let driver = job.node.as_deref().unwrap_or(LOCAL_NODE);
     for w in &job.workers {
-        if w.node == driver || w.node == LOCAL_NODE {
+        if w.node == driver {
             continue;
         }
         if let Some(n) = nodes
@@ -282,9 +257,7 @@ pub fn adopt_reported(
     conn: u64,
     tasks: &[TaskRef],
 ) -> (Vec<(TaskRef, u64)>, Vec<TaskRef>) {
-    let Some(cluster) = &app.cluster else {
-        return (Vec::new(), tasks.to_vec());
-    };
+    let cluster = &app.cluster;
     let mut adopted = Vec::new();
     let mut rest = Vec::new();
     for t in tasks {

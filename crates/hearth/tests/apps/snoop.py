@@ -24,8 +24,11 @@ attempt("signal bob's process", lambda: os.kill(bob_pid, signal.SIGTERM))
 attempt("see bob's process", lambda: open(f"/proc/{bob_pid}/cmdline").read() or "empty")
 attempt("read hearth's database", lambda: open(os.path.join(data_dir, "hearth.db"), "rb").read(16))
 def only_mine(path, mine):
-    """Lists a directory; what is there besides this job's own entry is a leak."""
-    others = [e for e in os.listdir(path) if e != mine]
+    """Lists a directory; what is there besides this job's own entry (a job's attempt
+    directories are named JOB-ATTEMPT) is a leak."""
+    def own(e):
+        return e == mine or (e.startswith(mine + "-") and e[len(mine) + 1:].isdigit())
+    others = [e for e in os.listdir(path) if not own(e)]
     if not others:
         raise FileNotFoundError(f"nothing but {mine}")
     return others

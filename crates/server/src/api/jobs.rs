@@ -211,13 +211,13 @@ fn validate(app: &AppState, caller: &Caller, req: &SubmitJob) -> ApiResult<JobRe
     };
     let need = hearth_sched::Resources::new(resources.total_cores(), resources.memory_limit_mib());
     // Joined nodes count (even while down: a job may wait for its node to come back).
-    let joined = match &app.cluster {
-        Some(_) => app
-            .store
-            .nodes()
-            .map_err(|e| ApiError::internal("reading nodes", e))?,
-        None => Vec::new(),
-    };
+    let joined: Vec<_> = app
+        .store
+        .nodes()
+        .map_err(|e| ApiError::internal("reading nodes", e))?
+        .into_iter()
+        .filter(|n| n.name != LOCAL_NODE)
+        .collect();
     let fits_joined = joined.iter().any(|n| {
         n.removed_at.is_none() && need.fits_in(&hearth_sched::Resources::new(n.cores, n.memory_mib))
     });
@@ -543,7 +543,8 @@ pub async fn nodes(
         isolation: app.isolation.enabled,
         runtime: runtime.ok().map(|r| r.spark_home.display().to_string()),
         problems,
-        state: hearth_model::cluster::NodeState::Ready,
+        // Drained like any node (`hearth node drain local`).
+        state: local_state(&app),
         joined: false,
         labels: Default::default(),
         last_seen_ms: None,
@@ -566,6 +567,19 @@ pub async fn nodes(
         .chain(engines.iter().map(|a| (a.node.as_str(), a.resources, 0)));
     fill_use(&mut nodes, placed);
     Ok(Json(nodes))
+}
+
+/// The server's own machine's state: down only if its in-process node stopped answering.
+fn local_state(app: &crate::App) -> hearth_model::cluster::NodeState {
+    let row = app
+        .store
+        .nodes()
+        .ok()
+        .and_then(|ns| ns.into_iter().find(|n| n.name == LOCAL_NODE));
+    match row {
+        Some(n) if app.cfg.local_jobs => app.cluster.state(&n, crate::store::now_ms()),
+        _ => hearth_model::cluster::NodeState::Ready,
+    }
 }
 
 /// Adds to each node what is placed on it: (node, resources held, jobs it counts as) for each

@@ -16,17 +16,17 @@ use sha2::{Digest, Sha256};
 /// A join token's lifetime unless asked otherwise.
 const DEFAULT_TTL_SECONDS: u64 = 3600;
 
-/// Joined nodes as the API shows them, by name. Empty with the cluster port off.
+/// Joined nodes as the API shows them, by name (the server's own machine is shown apart,
+/// see `api::jobs::nodes`).
 pub fn joined(app: &App) -> ApiResult<Vec<api::NodeInfo>> {
-    let Some(cluster) = &app.cluster else {
-        return Ok(Vec::new());
-    };
+    let cluster = &app.cluster;
     let now = now_ms();
     let ready = cluster.job_ready();
     Ok(app
         .store
         .nodes()?
         .iter()
+        .filter(|n| n.name != crate::LOCAL_NODE)
         .map(|n| {
             let report = cluster.report(n.id, &app.instance);
             let problems = report.as_ref().and_then(|r| r.isolation_problems.clone());
@@ -71,8 +71,9 @@ pub fn counts(app: &App) -> ApiResult<Vec<(NodeState, u64)>> {
     Ok(counts)
 }
 
-fn cluster_of(app: &App) -> ApiResult<&crate::cluster::Cluster> {
-    app.cluster.as_deref().ok_or_else(|| {
+/// The cluster port's address, which join commands name.
+fn cluster_addr(app: &App) -> ApiResult<std::net::SocketAddr> {
+    app.cluster.addr.ok_or_else(|| {
         ApiError::conflict(
             "cluster_off",
             "the cluster port is off: start `hearth up` with --cluster-listen ADDR:PORT",
@@ -108,7 +109,7 @@ pub async fn create_token(
     ApiJson(req): ApiJson<api::CreateNodeToken>,
 ) -> ApiResult<(StatusCode, Json<api::CreatedNodeToken>)> {
     caller.require_admin()?;
-    let cluster = cluster_of(&app)?;
+    let addr = cluster_addr(&app)?;
     let ttl = req.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
     if ttl == 0 || ttl > auth::MAX_TTL_SECONDS {
         return Err(ApiError::bad_request(
@@ -130,7 +131,7 @@ pub async fn create_token(
     row.id = app.store.insert_node_token(&row)?;
     // Agents dial the cluster port's address; when it listens on every address, the host
     // the admin reached the API by is the best guess of one that machines can reach.
-    let server = if cluster.addr.ip().is_unspecified() {
+    let server = if addr.ip().is_unspecified() {
         let host = headers
             .get(axum::http::header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -139,14 +140,14 @@ pub async fn create_token(
                 _ => h.to_string(),
             })
             .unwrap_or_else(|| "SERVER".into());
-        format!("{host}:{}", cluster.addr.port())
+        format!("{host}:{}", addr.port())
     } else {
-        cluster.addr.to_string()
+        addr.to_string()
     };
     let token = format_join_token(row.id, &secret);
     let command = format!(
         "hearth agent --server {server} --token {token} --ca-sha256 {}",
-        cluster.tls.ca_sha256
+        app.cluster.tls.ca_sha256
     );
     Ok((
         StatusCode::CREATED,
@@ -154,7 +155,7 @@ pub async fn create_token(
             token: token_view(&row),
             secret: token,
             server,
-            ca_sha256: cluster.tls.ca_sha256.clone(),
+            ca_sha256: app.cluster.tls.ca_sha256.clone(),
             command,
         }),
     ))
@@ -217,13 +218,17 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
+    if name == crate::LOCAL_NODE {
+        return Err(ApiError::conflict(
+            "local_node",
+            "the server's own machine cannot be removed: drain it (`hearth node drain local`) to run no new jobs there, or run the control plane alone with `hearth server`",
+        ));
+    }
     let node = app
         .store
         .remove_node(&name, now_ms())?
         .ok_or_else(|| no_node(&name))?;
-    if let Some(cluster) = &app.cluster {
-        cluster.disconnect(node.id);
-    }
+    app.cluster.disconnect(node.id);
     eprintln!(
         "Node {name} removed by {}: its certificate (sha256 {}) is revoked",
         caller.0.name, node.cert_sha256

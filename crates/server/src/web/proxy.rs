@@ -94,6 +94,9 @@ struct Upstream {
     lease: Option<engines::Lease>,
     /// Jupyter serves under the door's path; Spark serves at `/` with prefixed links.
     strip_prefix: bool,
+    /// On a joined node: (node, job, attempt), reached through the node's connection (the
+    /// node checks the port as the door does here). None: on this machine's loopback.
+    remote: Option<(String, i64, u32)>,
 }
 
 fn not_found(what: &str) -> Response {
@@ -122,8 +125,9 @@ async fn serve(State(app): State<AppState>, req: Request) -> Response {
     }
     // Only a port nobody else can reach, with the owner's own server on it: never hand a
     // request (or a page of the owner's) to whatever else grabbed the number.
-    let ready = app.port_is_guarded(upstream.port)
-        && crate::layout::listener_uid(upstream.port) == Some(upstream.owner.task_uid(&app));
+    let ready = upstream.remote.is_some()
+        || (app.port_is_guarded(upstream.port)
+            && crate::layout::listener_uid(upstream.port) == Some(upstream.owner.task_uid(&app)));
     if !ready {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -147,7 +151,7 @@ async fn serve(State(app): State<AppState>, req: Request) -> Response {
     } else {
         String::new()
     };
-    forward(req, upstream, &path_and_query, &prefix, sandboxed).await
+    forward(&app, req, upstream, &path_and_query, &prefix, sandboxed).await
 }
 
 /// The job's or engine's server, if the caller may see it (the owner, or an admin).
@@ -177,9 +181,10 @@ fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, A
             token: Some(lease.engine.secret.clone()),
             lease: Some(lease),
             strip_prefix: false,
+            remote: None,
         });
     }
-    let (owner_id, port) = match target {
+    let (owner_id, port, remote) = match target {
         Target::JobUi(id) => {
             let job = app
                 .store
@@ -195,7 +200,11 @@ fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, A
             }
             let port = crate::dispatch::ui_port(app, *id)
                 .ok_or_else(|| ApiError::not_found(format!("job {id} runs without a Spark UI")))?;
-            (job.user_id, port)
+            // The driver's node: this machine's loopback, or a joined node's through it.
+            let node = job.node.clone().unwrap_or_else(|| crate::LOCAL_NODE.into());
+            let remote = (!app.cluster.is_in_process(&node))
+                .then(|| (node, *id, job.attempts.len() as u32 + 1));
+            (job.user_id, port, remote)
         }
         Target::EngineUi(id) => {
             let engine = app
@@ -208,7 +217,7 @@ fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, A
             let port = engine.ui_port.ok_or_else(|| {
                 ApiError::not_found(format!("session {id} runs without a Spark UI"))
             })?;
-            (engine.user_id, port)
+            (engine.user_id, port, None)
         }
         Target::Notebook(_) => unreachable!("handled above"),
     };
@@ -223,6 +232,7 @@ fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, A
         token: None,
         lease: None,
         strip_prefix: true,
+        remote,
     })
 }
 
@@ -383,6 +393,7 @@ fn rewrite_location(location: &str, prefix: &str) -> String {
 /// Sends the request to the server on `port` over a fresh loopback connection and streams
 /// its answer back; a WebSocket upgrade is spliced through both ways.
 async fn forward(
+    app: &AppState,
     mut req: Request,
     upstream: Upstream,
     path_and_query: &str,
@@ -427,7 +438,17 @@ async fn forward(
     };
     let unavailable =
         |why: String| ApiError::new(StatusCode::BAD_GATEWAY, "upstream", why).into_response();
-    let mut sender = match connect_local(upstream.port).await {
+    let connected = match &upstream.remote {
+        None => connect_local(upstream.port).await,
+        Some((node, job, attempt)) => match app.cluster.open_tunnel(node, *job, *attempt).await {
+            Ok(stream) => handshake(stream).await,
+            Err(why) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
+                    .into_response()
+            }
+        },
+    };
+    let mut sender = match connected {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
@@ -503,6 +524,17 @@ where
         .await
         .map_err(|e| format!("the web server did not answer: {e}"))?;
     let _ = stream.set_nodelay(true);
+    handshake(stream).await
+}
+
+/// HTTP/1.1 over a connection to a web server (on loopback, or through a node's tunnel).
+async fn handshake<S, B>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<B>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("the web server did not answer: {e}"))?;
