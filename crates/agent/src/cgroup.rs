@@ -93,13 +93,29 @@ impl TaskCgroup {
                     .into(),
             )
         })?;
-        create_at(version, Path::new(ROOT), id, limits)
+        create_at(version, Path::new(ROOT), PARENT, id, limits)
     }
 
     /// The cgroup(s) of task `id` if they exist (for stopping a task from another process).
     pub fn open(id: &str) -> Option<TaskCgroup> {
         let version = detect()?;
-        open_at(version, Path::new(ROOT), id)
+        open_at(version, Path::new(ROOT), PARENT, id)
+    }
+
+    /// Every task cgroup under Hearth's folder on this machine, of every Hearth instance,
+    /// with its id. On a v1 machine that also mounts cgroup v2 beside (hybrid), those in
+    /// the unified hierarchy's Hearth folder too.
+    pub fn all() -> Vec<(String, TaskCgroup)> {
+        let Some(version) = detect() else {
+            return Vec::new();
+        };
+        let root = Path::new(ROOT);
+        let mut places = vec![(version, root.to_path_buf())];
+        let unified = root.join("unified");
+        if version == Version::V1 && unified.join("cgroup.procs").is_file() {
+            places.push((Version::V2, unified));
+        }
+        list_at(&places, PARENT)
     }
 
     pub fn version(&self) -> Version {
@@ -165,21 +181,26 @@ impl TaskCgroup {
     /// Sends `signal` to every process in the cgroup except those in `spare`. The cgroup is
     /// frozen meanwhile, so a process cannot fork a child that misses the signal.
     pub fn signal_all(&self, signal: i32, spare: &[u32]) -> Result<()> {
-        let frozen = self.freeze();
-        let result = self.pids().map(|pids| {
-            for pid in pids.into_iter().filter(|p| !spare.contains(p)) {
-                send_signal(pid, signal);
-            }
-        });
-        if frozen {
-            self.thaw();
+        // Thawed when the guard drops: on every path out of here, errors and panics included.
+        let _frozen = self.freeze();
+        for pid in self.pids()?.into_iter().filter(|p| !spare.contains(p)) {
+            send_signal(pid, signal);
         }
-        result
+        Ok(())
     }
 
     /// Kills every process in the cgroup, including ones forking while we kill, and returns
-    /// once the cgroup is empty.
+    /// once the cgroup is empty. Whatever happens, the cgroup is left thawed: also one that
+    /// was frozen before (by a process that died before it could thaw it), whose processes
+    /// could not die otherwise (a frozen v1 process does not act on SIGKILL).
     pub fn kill_all(&self) -> Result<()> {
+        self.thaw();
+        let result = self.kill_all_thawed();
+        self.thaw();
+        result
+    }
+
+    fn kill_all_thawed(&self) -> Result<()> {
         let start = Instant::now();
         let kill_file = match &self.layout {
             Layout::V2 { dir } => Some(dir.join("cgroup.kill")).filter(|f| f.exists()),
@@ -255,23 +276,44 @@ impl TaskCgroup {
         Ok(())
     }
 
-    /// Freezes the cgroup if it can be frozen; returns whether it was (so the caller thaws).
-    fn freeze(&self) -> bool {
+    /// Freezes the cgroup if it can be frozen, for as long as the returned guard lives: it
+    /// thaws the cgroup when dropped. The only way to freeze a task's cgroup, so that no
+    /// path can leave one frozen (short of this process being killed meanwhile, which the
+    /// shim's watch and the start-up sweep, `sandbox::sweep_stale_cgroups`, undo).
+    pub fn freeze(&self) -> Option<Frozen<'_>> {
         let (request, value) = match &self.layout {
             Layout::V1 {
                 freezer: Some(dir), ..
             } => (dir.join("freezer.state"), "FROZEN"),
-            Layout::V1 { freezer: None, .. } => return false,
+            Layout::V1 { freezer: None, .. } => return None,
             Layout::V2 { dir } => (dir.join("cgroup.freeze"), "1"),
         };
+        // Armed before the request: a failed write may still have frozen part of it.
+        let guard = Frozen { cgroup: self };
         if write_file(&request, value).is_err() {
-            return false;
+            return None;
         }
         let start = Instant::now();
         while start.elapsed() < FREEZE_DEADLINE && !self.is_frozen() {
             std::thread::sleep(Duration::from_millis(2));
         }
-        true
+        Some(guard)
+    }
+
+    /// Whether the cgroup is frozen or freezing (v1 `FROZEN` or `FREEZING`, v2 a freeze
+    /// requested in `cgroup.freeze`); false if it cannot be told.
+    pub fn freeze_requested(&self) -> bool {
+        match &self.layout {
+            Layout::V1 {
+                freezer: Some(dir), ..
+            } => std::fs::read_to_string(dir.join("freezer.state"))
+                .map(|t| matches!(t.trim(), "FROZEN" | "FREEZING"))
+                .unwrap_or(false),
+            Layout::V1 { freezer: None, .. } => false,
+            Layout::V2 { dir } => std::fs::read_to_string(dir.join("cgroup.freeze"))
+                .map(|t| t.trim() == "1")
+                .unwrap_or(false),
+        }
     }
 
     fn is_frozen(&self) -> bool {
@@ -289,17 +331,37 @@ impl TaskCgroup {
         }
     }
 
-    fn thaw(&self) {
-        let result = match &self.layout {
+    /// Thaws the cgroup (whoever froze it). A cgroup already removed needs no thawing.
+    pub fn thaw(&self) {
+        let file = match &self.layout {
             Layout::V1 {
                 freezer: Some(dir), ..
-            } => write_file(&dir.join("freezer.state"), "THAWED"),
-            Layout::V1 { freezer: None, .. } => Ok(()),
-            Layout::V2 { dir } => write_file(&dir.join("cgroup.freeze"), "0"),
+            } => dir.join("freezer.state"),
+            Layout::V1 { freezer: None, .. } => return,
+            Layout::V2 { dir } => dir.join("cgroup.freeze"),
         };
-        if let Err(e) = result {
-            tracing::warn!("thawing {}: {e}", self.list_dir().display());
+        let value = match self.layout {
+            Layout::V1 { .. } => "THAWED",
+            Layout::V2 { .. } => "0",
+        };
+        if let Err(e) = std::fs::write(&file, value) {
+            if e.kind() != ErrorKind::NotFound {
+                tracing::warn!("thawing {}: {e}", self.list_dir().display());
+            }
         }
+    }
+}
+
+/// A freeze of a task's cgroup, from [`TaskCgroup::freeze`]; dropping it thaws the cgroup.
+#[must_use = "the cgroup is thawed as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct Frozen<'a> {
+    cgroup: &'a TaskCgroup,
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.cgroup.thaw();
     }
 }
 
@@ -325,8 +387,22 @@ fn v1_hierarchy(root: &Path, controller: &str) -> Option<PathBuf> {
     dir.join("cgroup.procs").is_file().then_some(dir)
 }
 
-fn layout_at(version: Version, root: &Path, id: &str) -> Layout {
-    let task = |hierarchy: PathBuf| hierarchy.join(PARENT).join(id);
+/// The hierarchies a task's cgroups live in under `root` (v1: one per controller we use).
+fn hierarchies(version: Version, root: &Path) -> Vec<PathBuf> {
+    match version {
+        Version::V1 => std::iter::once(root.join("memory"))
+            .chain(
+                ["cpu", "pids", "freezer"]
+                    .iter()
+                    .filter_map(|c| v1_hierarchy(root, c)),
+            )
+            .collect(),
+        Version::V2 => vec![root.to_path_buf()],
+    }
+}
+
+fn layout_at(version: Version, root: &Path, parent: &str, id: &str) -> Layout {
+    let task = |hierarchy: PathBuf| hierarchy.join(parent).join(id);
     match version {
         Version::V1 => Layout::V1 {
             memory: task(root.join("memory")),
@@ -340,20 +416,51 @@ fn layout_at(version: Version, root: &Path, id: &str) -> Layout {
     }
 }
 
-fn open_at(version: Version, root: &Path, id: &str) -> Option<TaskCgroup> {
+fn open_at(version: Version, root: &Path, parent: &str, id: &str) -> Option<TaskCgroup> {
     check_id(id).ok()?;
     let cgroup = TaskCgroup {
-        layout: layout_at(version, root, id),
+        layout: layout_at(version, root, parent, id),
     };
     cgroup.dirs().iter().any(|d| d.is_dir()).then_some(cgroup)
 }
 
+fn list_at(places: &[(Version, PathBuf)], parent: &str) -> Vec<(String, TaskCgroup)> {
+    let mut found = Vec::new();
+    for (version, root) in places {
+        let mut ids = std::collections::BTreeSet::new();
+        for hierarchy in hierarchies(*version, root) {
+            let Ok(entries) = std::fs::read_dir(hierarchy.join(parent)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    if let Ok(name) = entry.file_name().into_string() {
+                        ids.insert(name);
+                    }
+                }
+            }
+        }
+        for id in ids {
+            if let Some(cgroup) = open_at(*version, root, parent, &id) {
+                found.push((id, cgroup));
+            }
+        }
+    }
+    found
+}
+
 /// `root` is the mount point (v2) or the folder holding the v1 hierarchies; tests point it
 /// at the hybrid unified hierarchy.
-fn create_at(version: Version, root: &Path, id: &str, limits: &Limits) -> Result<TaskCgroup> {
+fn create_at(
+    version: Version,
+    root: &Path,
+    parent: &str,
+    id: &str,
+    limits: &Limits,
+) -> Result<TaskCgroup> {
     check_id(id)?;
     let cgroup = TaskCgroup {
-        layout: layout_at(version, root, id),
+        layout: layout_at(version, root, parent, id),
     };
     match &cgroup.layout {
         Layout::V1 { cpu, pids, .. } => {
@@ -382,7 +489,7 @@ fn create_at(version: Version, root: &Path, id: &str, limits: &Limits) -> Result
             if limits.pids_max.is_some() {
                 wanted.push("pids");
             }
-            let parent = root.join(PARENT);
+            let parent = root.join(parent);
             make_dir(&parent)?;
             for dir in [root, parent.as_path()] {
                 for controller in &wanted {
@@ -560,6 +667,29 @@ mod tests {
         unsafe { libc::geteuid() == 0 }
     }
 
+    /// Apart from Hearth's own folder: these cgroups have no shim, so a start-up sweep of
+    /// a Hearth running meanwhile would take them for leftovers.
+    const TEST_PARENT: &str = "hearth-unit-test";
+
+    fn create(id: &str, limits: &Limits) -> Result<TaskCgroup> {
+        let version = detect().ok_or_else(|| Error::Other("no cgroups".into()))?;
+        create_at(version, Path::new(ROOT), TEST_PARENT, id, limits)
+    }
+
+    fn open(id: &str) -> Option<TaskCgroup> {
+        open_at(detect()?, Path::new(ROOT), TEST_PARENT, id)
+    }
+
+    /// Removes the test folder once no test uses it any more (busy meanwhile: left).
+    fn remove_test_parent(place: Option<(Version, &Path)>) {
+        let Some((version, root)) = place.or_else(|| Some((detect()?, Path::new(ROOT)))) else {
+            return;
+        };
+        for hierarchy in hierarchies(version, root) {
+            let _ = std::fs::remove_dir(hierarchy.join(TEST_PARENT));
+        }
+    }
+
     fn unique(name: &str) -> String {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -599,7 +729,7 @@ mod tests {
             cpu_cores: Some(2),
             pids_max: Some(33),
         };
-        let cg = TaskCgroup::create(&id, &limits).expect("create");
+        let cg = create(&id, &limits).expect("create");
         let read = |dir: &Path, file: &str| {
             std::fs::read_to_string(dir.join(file))
                 .expect("read")
@@ -632,10 +762,11 @@ mod tests {
         assert_eq!(read(cpu, "cpu.shares"), "2048");
         assert_eq!(read(pids.as_ref().expect("pids"), "pids.max"), "33");
         assert!(freezer.is_some());
-        assert!(TaskCgroup::open(&id).is_some());
+        assert!(open(&id).is_some());
         cg.remove().expect("remove");
         assert!(cg.dirs().iter().all(|d| !d.exists()));
-        assert!(TaskCgroup::open(&id).is_none());
+        assert!(open(&id).is_none());
+        remove_test_parent(None);
     }
 
     #[test]
@@ -645,7 +776,7 @@ mod tests {
             return;
         }
         let id = unique("forkers");
-        let cg = TaskCgroup::create(
+        let cg = create(
             &id,
             &Limits {
                 pids_max: Some(64),
@@ -666,6 +797,7 @@ mod tests {
         assert_eq!(status.signal(), Some(libc::SIGKILL));
         assert!(!cg.oom_killed());
         cg.remove().expect("remove");
+        remove_test_parent(None);
     }
 
     #[test]
@@ -675,7 +807,7 @@ mod tests {
             return;
         }
         let id = unique("oom");
-        let cg = TaskCgroup::create(
+        let cg = create(
             &id,
             &Limits {
                 memory_bytes: Some(32 << 20),
@@ -691,6 +823,7 @@ mod tests {
         assert!(cg.oom_killed());
         cg.kill_all().expect("kill_all");
         cg.remove().expect("remove");
+        remove_test_parent(None);
     }
 
     #[test]
@@ -706,7 +839,8 @@ mod tests {
             return;
         }
         let id = unique("v2");
-        let cg = create_at(Version::V2, root, &id, &Limits::default()).expect("create");
+        let cg =
+            create_at(Version::V2, root, TEST_PARENT, &id, &Limits::default()).expect("create");
         assert_eq!(cg.version(), Version::V2);
         let mut child = spawn("while :; do sleep 100 & sleep 0.01; done");
         cg.add_pid(child.id()).expect("add");
@@ -718,6 +852,7 @@ mod tests {
         let _ = child.wait();
         assert_eq!(cg.oom_kills(), 0);
         cg.remove().expect("remove");
-        assert!(open_at(Version::V2, root, &id).is_none());
+        assert!(open_at(Version::V2, root, TEST_PARENT, &id).is_none());
+        remove_test_parent(Some((Version::V2, root)));
     }
 }

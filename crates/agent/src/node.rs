@@ -535,6 +535,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             eprintln!("  - {p}");
         }
     }
+    let _ = tokio::task::spawn_blocking(crate::sandbox::sweep_stale_cgroups).await;
     let key_path = cfg.data_dir.join("node.key");
     let cert_path = cfg.data_dir.join("node.pem");
     let state_path = cfg.data_dir.join("node.json");

@@ -391,19 +391,91 @@ fn clean_up_cgroup(id: &str) {
     }
 }
 
+/// What [`sweep_stale_cgroups`] found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// Task ids whose cgroups were left behind: thawed, their processes killed, removed.
+    pub removed: Vec<String>,
+    /// Task ids whose cgroups could not be cleaned, and why.
+    pub failed: Vec<(String, String)>,
+    /// How many cgroups were left alone because their task's shim still runs.
+    pub live: usize,
+}
+
+/// Cleans up the task cgroups that Hearth instances left behind on this machine (crashed,
+/// killed in the middle of a stop, a shim killed): every cgroup in Hearth's folder, of any
+/// instance, whose task has no live shim is thawed, its processes killed (waiting until it
+/// is empty) and removed, in every hierarchy. A cgroup whose shim still runs is never
+/// touched: it belongs to a running task, maybe another Hearth instance's, and its shim
+/// removes it when the task ends (and thaws it if it stays frozen).
+///
+/// Call it at start, before any task is launched; it blocks (a process stuck in
+/// uninterruptible sleep may take seconds to die), so from async code run it with
+/// `tokio::task::spawn_blocking`. Its findings are logged too.
+pub fn sweep_stale_cgroups() -> Sweep {
+    let mut sweep = Sweep::default();
+    // Listed before the shims are looked for: a shim makes its cgroup only after it wrote
+    // its pid, so the shim of any cgroup listed here is found below unless it has ended.
+    let cgroups = TaskCgroup::all();
+    if cgroups.is_empty() {
+        return sweep;
+    }
+    let live = taskdir::live_shim_task_ids();
+    for (id, cgroup) in cgroups {
+        if live.contains(&id) {
+            sweep.live += 1;
+            continue;
+        }
+        let frozen = cgroup.freeze_requested();
+        let pids = cgroup.pids().unwrap_or_default();
+        match cgroup.kill_all().and_then(|()| cgroup.remove()) {
+            Ok(()) => {
+                tracing::info!(
+                    task = %id,
+                    frozen,
+                    processes = pids.len(),
+                    "removed a task cgroup left behind"
+                );
+                sweep.removed.push(id);
+            }
+            Err(e) => {
+                tracing::warn!("cleaning up the cgroup {id} left behind: {e}");
+                sweep.failed.push((id, e.to_string()));
+            }
+        }
+    }
+    sweep
+}
+
 /// SIGTERM to every process of the task in `dir`, SIGKILL to what is left after `grace`.
 /// Works for a reattached task too; a task that already ended is left alone.
 ///
 /// In the sandbox, bubblewrap's own two processes are spared the SIGTERM: killing them
 /// would tear down the PID namespace with SIGKILL before the command could shut down.
+///
+/// The task's cgroup is only ever frozen for the moment of a signal and thawed on every
+/// path (see [`TaskCgroup::freeze`]). Once the shim is gone, whether it ended or was killed,
+/// whatever is left of the task's cgroups is thawed, killed and removed here, since no shim
+/// will do it any more.
 pub async fn stop(dir: &Path, grace: Duration) {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let exited = |dir: &Path| dir.join(taskdir::EXIT).exists();
-    let shim_alive =
-        |dir: &Path| taskdir::shim_pid(dir).is_some_and(|pid| taskdir::is_shim_of(pid, dir));
     let Ok(Some(spec)) = taskdir::read_json::<TaskSpec>(&dir.join(taskdir::SPEC)) else {
         return;
     };
+    stop_task(&dir, &spec, grace).await;
+    if !shim_alive(&dir) {
+        let id = spec.id.clone();
+        let _ = tokio::task::spawn_blocking(move || clean_up_cgroup(&id)).await;
+    }
+}
+
+fn shim_alive(dir: &Path) -> bool {
+    taskdir::shim_pid(dir).is_some_and(|pid| taskdir::is_shim_of(pid, dir))
+}
+
+async fn stop_task(dir: &Path, spec: &TaskSpec, grace: Duration) {
+    let dir = dir.to_path_buf();
+    let exited = |dir: &Path| dir.join(taskdir::EXIT).exists();
     // A task being launched right now has no `started` yet.
     let mut started = None;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -419,9 +491,19 @@ pub async fn stop(dir: &Path, grace: Duration) {
         return;
     }
     let Some(started) = started else {
-        // Lost or never started: only a cgroup may be left to clean.
-        let id = spec.id.clone();
-        let _ = tokio::task::spawn_blocking(move || clean_up_cgroup(&id)).await;
+        // Lost or never started: only a cgroup may be left, cleaned by the caller once the
+        // shim is gone. A shim still starting the task after all this time gets no task.
+        if shim_alive(&dir) {
+            let id = spec.id.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(cgroup) = TaskCgroup::open(&id) {
+                    if let Err(e) = cgroup.kill_all() {
+                        tracing::warn!("stopping task {id} while it starts: {e}");
+                    }
+                }
+            })
+            .await;
+        }
         return;
     };
     let signal = |signal: i32| {

@@ -2,6 +2,14 @@
 //! task, waits for it and records how it ended. It holds no state but the task's dir, so
 //! Hearth may restart meanwhile; and when the shim dies the task dies with it (bubblewrap's
 //! --die-with-parent, or PR_SET_PDEATHSIG without isolation), so no task runs unwatched.
+//!
+//! The shim never leaves its task's cgroups frozen or behind: it thaws, empties and removes
+//! them on every way out, also when it is told to end by SIGTERM, SIGINT, SIGHUP or SIGQUIT
+//! (a thread of its own takes those, ends the task, and the shim records the end and cleans
+//! up as after any end). That thread also thaws the cgroup if it stays frozen for seconds:
+//! a stop freezes it for a moment only, so such a freeze was left by a process that died
+//! in the middle of one. Only SIGKILL leaves cleaning to others (`sandbox::stop`, or the
+//! start-up sweep `sandbox::sweep_stale_cgroups`).
 
 use crate::cgroup::{Limits, TaskCgroup};
 use crate::sandbox::{find_program, is_root, probe, TaskExit, TaskSpec};
@@ -14,6 +22,160 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Signals that ask the shim to end: it stops its task and cleans up first.
+const STOP_SIGNALS: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+/// How often the watch looks whether the task's cgroup is frozen.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// A task's cgroup frozen at this many looks in a row was left frozen by a process that
+/// died before it could thaw it (a stop freezes it for a moment only): the watch thaws it.
+const FROZEN_LOOKS: u32 = 5;
+
+/// What a stop signal to the shim must end.
+#[derive(Debug)]
+enum Target {
+    Nothing,
+    Cgroup(TaskCgroup),
+    /// The process group of a task run without isolation.
+    Group(u32),
+}
+
+/// Shared between the shim's main thread and its watch thread.
+struct Watch {
+    target: Mutex<Target>,
+    stopping: AtomicBool,
+}
+
+impl Watch {
+    fn set(&self, target: Target) {
+        *self.target.lock().unwrap_or_else(PoisonError::into_inner) = target;
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Ends the target at once (a frozen cgroup is thawed first: see `kill_all`).
+    fn end_target(&self) {
+        let target = self.target.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*target {
+            Target::Nothing => {}
+            Target::Cgroup(cgroup) => {
+                if let Err(e) = cgroup.kill_all() {
+                    eprintln!("hearth shim: {e}");
+                }
+            }
+            Target::Group(pid) => {
+                if let Ok(group) = libc::pid_t::try_from(*pid) {
+                    // SAFETY: kill has no memory effects.
+                    unsafe { libc::kill(-group, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+
+    /// Thaws the task's cgroup if it stayed frozen for `FROZEN_LOOKS` looks in a row.
+    fn look(&self, frozen_looks: &mut u32) {
+        let target = self.target.lock().unwrap_or_else(PoisonError::into_inner);
+        let Target::Cgroup(cgroup) = &*target else {
+            *frozen_looks = 0;
+            return;
+        };
+        if !cgroup.freeze_requested() {
+            *frozen_looks = 0;
+            return;
+        }
+        *frozen_looks += 1;
+        if *frozen_looks >= FROZEN_LOOKS {
+            eprintln!(
+                "hearth shim: the task's cgroup stayed frozen for {} s: thawing it",
+                FROZEN_LOOKS
+            );
+            cgroup.thaw();
+            *frozen_looks = 0;
+        }
+    }
+}
+
+fn stop_signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set; sigaddset only writes into it. Both are
+    // async-signal-safe and allocate nothing, so this may run between fork and exec.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        for signal in STOP_SIGNALS {
+            libc::sigaddset(&mut set, signal);
+        }
+        set
+    }
+}
+
+/// Blocks the stop signals in this thread (and so in every thread started after) and
+/// starts the thread that takes them instead: on one, the task is ended, so that the main
+/// thread sees it end and cleans up as after any end. Also thaws a cgroup left frozen.
+/// Children get an empty signal mask again (the standard library resets it before exec).
+fn start_watch() -> Arc<Watch> {
+    let watch = Arc::new(Watch {
+        target: Mutex::new(Target::Nothing),
+        stopping: AtomicBool::new(false),
+    });
+    let set = stop_signal_set();
+    // SAFETY: the set is initialised; the old mask is not asked for.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        eprintln!(
+            "hearth shim: cannot block stop signals: {}",
+            io::Error::from_raw_os_error(rc)
+        );
+        return watch;
+    }
+    let shared = Arc::clone(&watch);
+    let spawned = std::thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || watch_loop(&shared, &set));
+    if let Err(e) = spawned {
+        eprintln!("hearth shim: cannot start its watch: {e}");
+        // Without the watch, the signals would never be taken: let them act as before.
+        // SAFETY: as above.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    }
+    watch
+}
+
+/// Async-signal-safe, for between fork and exec: the task must get the signals the shim
+/// takes in its watch (the standard library resets the mask too; this does not rely on it).
+fn unblock_stop_signals() -> io::Result<()> {
+    let set = stop_signal_set();
+    // SAFETY: pthread_sigmask reads a set on our stack.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+fn watch_loop(watch: &Watch, set: &libc::sigset_t) {
+    let timeout = libc::timespec {
+        tv_sec: libc::time_t::try_from(WATCH_EVERY.as_secs()).unwrap_or(1),
+        tv_nsec: 0,
+    };
+    let mut frozen_looks = 0;
+    loop {
+        // SAFETY: a null info pointer is allowed; the set and timeout live on our stack.
+        let signal = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &timeout) };
+        if signal > 0 {
+            eprintln!("hearth shim: got signal {signal}: stopping the task");
+            watch.stopping.store(true, Ordering::SeqCst);
+            watch.end_target();
+        } else {
+            watch.look(&mut frozen_looks);
+        }
+    }
+}
 
 enum Failure {
     /// The task never ran: reported to the launcher through the `error` file.
@@ -34,7 +196,8 @@ pub fn run(dir: &Path) -> i32 {
             io::Error::last_os_error()
         );
     }
-    let result = supervise(dir);
+    let watch = start_watch();
+    let result = supervise(dir, &watch);
     reap_orphans();
     match result {
         Ok(()) => 0,
@@ -52,7 +215,7 @@ pub fn run(dir: &Path) -> i32 {
     }
 }
 
-fn supervise(dir: &Path) -> Result<(), Failure> {
+fn supervise(dir: &Path, watch: &Watch) -> Result<(), Failure> {
     let not_started = |e: crate::Error| NotStarted(e.to_string());
     taskdir::write_atomic(
         &dir.join(taskdir::SHIM_PID),
@@ -71,14 +234,35 @@ fn supervise(dir: &Path) -> Result<(), Failure> {
             spec.log_path.display()
         ))
     })?;
+    if watch.stopping() {
+        return Err(NotStarted("the shim was told to stop".into()));
+    }
     if probe().enabled {
-        run_isolated(dir, &spec, log)
+        run_isolated(dir, &spec, log, watch)
     } else {
-        run_direct(dir, &spec, log)
+        run_direct(dir, &spec, log, watch)
     }
 }
 
-fn run_isolated(dir: &Path, spec: &TaskSpec, log: File) -> Result<(), Failure> {
+/// Ends with the task's cgroups thawed, emptied and removed, on every path (panics too).
+struct CgroupCleanup<'a> {
+    cgroup: &'a TaskCgroup,
+    watch: &'a Watch,
+}
+
+impl Drop for CgroupCleanup<'_> {
+    fn drop(&mut self) {
+        self.watch.set(Target::Nothing);
+        if let Err(e) = self.cgroup.kill_all() {
+            eprintln!("hearth shim: {e}");
+        }
+        if let Err(e) = self.cgroup.remove() {
+            eprintln!("hearth shim: {e}");
+        }
+    }
+}
+
+fn run_isolated(dir: &Path, spec: &TaskSpec, log: File, watch: &Watch) -> Result<(), Failure> {
     let missing = |what: &str| NotStarted(format!("{what} is not installed"));
     let bwrap = find_program("bwrap").ok_or_else(|| missing("bubblewrap"))?;
     let setpriv = find_program("setpriv").ok_or_else(|| missing("setpriv"))?;
@@ -90,14 +274,15 @@ fn run_isolated(dir: &Path, spec: &TaskSpec, log: File) -> Result<(), Failure> {
     };
     let cgroup =
         TaskCgroup::create(&spec.id, &limits).map_err(|e| NotStarted(format!("cgroup: {e}")))?;
-    let result = run_in_sandbox(dir, spec, log, &cgroup, &bwrap, &setpriv);
-    if let Err(e) = cgroup.kill_all() {
-        eprintln!("hearth shim: {e}");
+    let _cleanup = CgroupCleanup {
+        cgroup: &cgroup,
+        watch,
+    };
+    watch.set(Target::Cgroup(cgroup.clone()));
+    if watch.stopping() {
+        return Err(NotStarted("the shim was told to stop".into()));
     }
-    if let Err(e) = cgroup.remove() {
-        eprintln!("hearth shim: {e}");
-    }
-    result
+    run_in_sandbox(dir, spec, log, &cgroup, &bwrap, &setpriv, watch)
 }
 
 fn run_in_sandbox(
@@ -107,6 +292,7 @@ fn run_in_sandbox(
     cgroup: &TaskCgroup,
     bwrap: &Path,
     setpriv: &Path,
+    watch: &Watch,
 ) -> Result<(), Failure> {
     let (ready_read, ready_write) =
         pipe().map_err(|e| NotStarted(format!("creating a pipe: {e}")))?;
@@ -141,6 +327,7 @@ fn run_in_sandbox(
     // fork (no allocation, no locks).
     unsafe {
         command.pre_exec(move || {
+            unblock_stop_signals()?;
             // Joining before exec: every process of the task, bwrap included, starts inside.
             join_cgroups(&procs)?;
             // Handed on through bwrap and setpriv to the launcher script.
@@ -157,6 +344,12 @@ fn run_in_sandbox(
         ))
     })?;
     drop(ready_write);
+    // A stop signal taken before bwrap joined the cgroup found nothing to end there.
+    if watch.stopping() {
+        if let Err(e) = cgroup.kill_all() {
+            eprintln!("hearth shim: {e}");
+        }
+    }
 
     // The launcher script writes "x" right before it execs the command, or says why it
     // cannot; end of file with nothing means bubblewrap or setpriv failed (their message
@@ -317,7 +510,7 @@ exec "$@"
 
 /// Without isolation: the command runs directly, in a process group of its own (so `stop`
 /// reaches its children), as the user if we are root.
-fn run_direct(dir: &Path, spec: &TaskSpec, log: File) -> Result<(), Failure> {
+fn run_direct(dir: &Path, spec: &TaskSpec, log: File, watch: &Watch) -> Result<(), Failure> {
     match std::fs::metadata(&spec.cwd) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => {
@@ -353,6 +546,7 @@ fn run_direct(dir: &Path, spec: &TaskSpec, log: File) -> Result<(), Failure> {
     // SAFETY: only raw syscalls between fork and exec.
     unsafe {
         command.pre_exec(move || {
+            unblock_stop_signals()?;
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
             }
@@ -379,10 +573,14 @@ fn run_direct(dir: &Path, spec: &TaskSpec, log: File) -> Result<(), Failure> {
         })
     })?;
     let pid = child.id();
+    watch.set(Target::Group(pid));
+    if watch.stopping() {
+        watch.end_target();
+    }
     record_started(dir, pid, false)?;
-    let status = child
-        .wait()
-        .map_err(|e| Later(format!("waiting for the task: {e}")))?;
+    let status = child.wait();
+    watch.set(Target::Nothing);
+    let status = status.map_err(|e| Later(format!("waiting for the task: {e}")))?;
     // Whatever it left running in its process group goes too.
     if let Ok(group) = libc::pid_t::try_from(pid) {
         // SAFETY: kill has no memory effects.
@@ -500,6 +698,13 @@ mod tests {
         assert_eq!((exit.code, exit.signal), (Some(137), None));
     }
 
+    fn test_watch() -> Watch {
+        Watch {
+            target: Mutex::new(Target::Nothing),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
     fn spec_for_direct_run(dir: &Path, argv: &[&str]) -> TaskSpec {
         TaskSpec {
             id: "direct".into(),
@@ -537,7 +742,7 @@ mod tests {
             &["/bin/sh", "-c", "echo hi; id -u; (sleep 30 &); exit 4"],
         );
         let log = taskdir::open_log(&spec.log_path).expect("log");
-        assert!(run_direct(&dir, &spec, log).is_ok());
+        assert!(run_direct(&dir, &spec, log, &test_watch()).is_ok());
         let exit: TaskExit = taskdir::read_json(&dir.join(taskdir::EXIT))
             .expect("exit.json")
             .expect("recorded");
@@ -583,7 +788,7 @@ mod tests {
 
         let spec = spec_for_direct_run(&dir, &["no-such-command-hearth"]);
         let log = taskdir::open_log(&spec.log_path).expect("log");
-        match run_direct(&dir, &spec, log) {
+        match run_direct(&dir, &spec, log, &test_watch()) {
             Err(NotStarted(msg)) => assert_eq!(msg, "command not found: no-such-command-hearth"),
             _ => panic!("expected a start failure"),
         }

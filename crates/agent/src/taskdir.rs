@@ -6,7 +6,7 @@ use crate::{Error, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -126,4 +126,72 @@ pub fn is_shim_of(pid: u32, dir: &Path) -> bool {
 
 pub fn shim_pid(dir: &Path) -> Option<u32> {
     read_text(&dir.join(SHIM_PID))?.parse().ok()
+}
+
+/// The task ids of every live shim on this machine, of any Hearth instance: processes of
+/// root whose last argument is a task dir whose `shim.pid` names them and whose spec names
+/// the task. Files are read through each process's own root, so that a shim in another
+/// mount namespace is found too; the pid is the one in the shim's own PID namespace.
+pub fn live_shim_task_ids() -> std::collections::HashSet<String> {
+    #[derive(Deserialize)]
+    struct SpecId {
+        id: String,
+    }
+    let mut ids = std::collections::HashSet::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return ids;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let proc_dir = entry.path();
+        let Some(own_pid) = root_process_pid(&proc_dir) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
+            continue;
+        };
+        let Some(last) = cmdline.split(|b| *b == 0).rfind(|arg| !arg.is_empty()) else {
+            continue;
+        };
+        if last.first() != Some(&b'/') {
+            continue;
+        }
+        // `/proc/PID/root` + the absolute dir, as the process sees it.
+        let mut seen = proc_dir.join("root").into_os_string().into_vec();
+        seen.extend_from_slice(last);
+        let dir = std::path::PathBuf::from(std::ffi::OsString::from_vec(seen));
+        if shim_pid(&dir) != Some(own_pid) {
+            continue;
+        }
+        if let Ok(Some(spec)) = read_json::<SpecId>(&dir.join(SPEC)) {
+            // Still the same process: a pid reused meanwhile is no shim.
+            if std::fs::read(proc_dir.join("cmdline")).is_ok_and(|again| again == cmdline) {
+                tracing::trace!(pid, task = %spec.id, "a live shim");
+                ids.insert(spec.id);
+            }
+        }
+    }
+    ids
+}
+
+/// For a process of root (effective uid 0): its pid in its own PID namespace.
+fn root_process_pid(proc_dir: &Path) -> Option<u32> {
+    let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|rest| rest.split_whitespace().collect::<Vec<_>>())
+    };
+    let uids = field("Uid:")?;
+    if uids.get(1) != Some(&"0") {
+        return None;
+    }
+    field("NSpid:")?.last()?.parse().ok()
 }

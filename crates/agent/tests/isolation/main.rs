@@ -2,6 +2,7 @@
 //! cgroups. Needs root, bubblewrap, setpriv and cgroups; each test says "skipped" otherwise.
 
 mod common;
+mod freezer;
 mod fsaccess;
 mod portguard;
 mod sandbox;
