@@ -42,4 +42,21 @@ if ! pgrep -f 'hearth up' >/dev/null; then
     done
 fi
 
-cargo nextest run --workspace --no-fail-fast "$@"
+status=0
+cargo nextest run --workspace --no-fail-fast "$@" || status=$?
+
+# A run leaves no task cgroup behind, frozen or not (every stop thaws, kills and removes;
+# a start sweeps what a killed Hearth left). Checked after a whole run, when no Hearth of
+# anyone else's runs here.
+if [ $# -eq 0 ] && ! pgrep -f 'hearth (up|server|agent)' >/dev/null; then
+    left=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -type d -path '*/hearth/*' 2>/dev/null || true)
+    if [ -n "$left" ]; then
+        echo "FAILED: the tests left task cgroups behind:" >&2
+        for d in $left; do
+            state=$(cat "$d/freezer.state" 2>/dev/null || cat "$d/cgroup.freeze" 2>/dev/null || true)
+            echo "  $d ${state:+($state)} processes: $(tr '\n' ' ' < "$d/cgroup.procs" 2>/dev/null)" >&2
+        done
+        status=1
+    fi
+fi
+exit "$status"

@@ -700,9 +700,31 @@ fn free_netns() -> Option<(u32, Netns)> {
 }
 
 /// Kills what is left of a task on an agent killed with -9 (its shim outlives it, like
-/// Hearth's own): the processes whose command line names the agent's data dir.
+/// Hearth's own): first its shims are told to end (each stops its task and removes its
+/// cgroups, as on any end), then whatever still names the agent's data dir is killed.
 fn kill_tasks_of(agent: &Agent) {
     let needle = agent.data_dir.display().to_string();
+    let shims = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
+                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                (cmdline.contains("internal shim") && cmdline.contains(&needle)).then_some(pid)
+            })
+            .collect()
+    };
+    for pid in shims() {
+        // SAFETY: kill has no memory effects; pid came from /proc.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !shims().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for _ in 0..3 {
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {

@@ -233,6 +233,12 @@ pub async fn run(
         machine: Default::default(),
     });
     accounts::bootstrap_admin(&app)?;
+    // Task cgroups of Hearth instances that no longer run them (a Hearth or a test killed
+    // mid-stop): thawed, emptied and removed, before any task of ours starts. A live
+    // task's (its shim runs) is never touched.
+    if app.isolation.enabled {
+        let _ = tokio::task::spawn_blocking(hearth_agent::sandbox::sweep_stale_cgroups).await;
+    }
     if app.cfg.local_jobs {
         // Before reconciling: jobs that ran here wait for this node to report them.
         if let Err(why) = node::ensure_row(&app) {
