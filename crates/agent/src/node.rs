@@ -24,10 +24,17 @@ use tokio::net::TcpStream;
 /// How long connecting, the TLS handshake and the server's first answer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Reads one line-delimited message into `buf` (without its newline). False at a clean end
-/// of stream; an error for a line longer than [`MAX_FRAME`] or a stream cut mid-line.
+/// Reads one line-delimited message into `buf` (with its newline, which JSON decoding
+/// ignores). False at a clean end of stream; an error for a line longer than [`MAX_FRAME`]
+/// or a stream cut mid-line.
+///
+/// Cancel-safe, so it can be one branch of a `select!`: a call dropped in the middle of a
+/// line leaves what it read in `buf` (no newline yet), and the next call with the same
+/// `buf` goes on from there; only a complete line (ending in a newline) is cleared first.
 pub async fn read_frame<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<bool> {
-    buf.clear();
+    if buf.last() == Some(&b'\n') {
+        buf.clear();
+    }
     loop {
         let avail = r.fill_buf().await?;
         if avail.is_empty() {
@@ -53,6 +60,7 @@ pub async fn read_frame<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -
         buf.extend_from_slice(&avail[..take]);
         r.consume(if done { take + 1 } else { take });
         if done {
+            buf.push(b'\n');
             return Ok(true);
         }
     }
@@ -806,7 +814,7 @@ mod tests {
         let mut r = BufReader::new(&data[..]);
         let mut buf = Vec::new();
         assert!(read_frame(&mut r, &mut buf).await.expect("first"));
-        assert_eq!(buf, b"{\"a\":1}");
+        assert_eq!(buf, b"{\"a\":1}\n");
         assert!(read_frame(&mut r, &mut buf).await.expect("second"));
         assert!(!read_frame(&mut r, &mut buf).await.expect("end"));
         let long = vec![b'x'; MAX_FRAME + 10];
@@ -816,6 +824,28 @@ mod tests {
         let cut = b"{\"a\"".to_vec();
         let mut r = BufReader::new(&cut[..]);
         assert!(read_frame(&mut r, &mut buf).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_read_cancelled_mid_line_goes_on_where_it_stopped() {
+        // A line arriving in two parts, the read dropped in between (as a `select!` does
+        // when another branch is ready): nothing of the line is lost.
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let mut r = BufReader::new(rx);
+        let mut buf = Vec::new();
+        tx.write_all(b"{\"type\":\"heart").await.expect("write");
+        let cut = tokio::time::timeout(Duration::from_millis(50), read_frame(&mut r, &mut buf));
+        assert!(cut.await.is_err(), "no whole line yet");
+        tx.write_all(b"beat\",\"seq\":7}\n{\"type\":\"heartbeat\",\"seq\":8}\n")
+            .await
+            .expect("write");
+        for seq in [7, 8] {
+            assert!(read_frame(&mut r, &mut buf).await.expect("a line"));
+            assert_eq!(
+                decode::<AgentMessage>(&buf),
+                Ok(AgentMessage::Heartbeat { seq, machine: None })
+            );
+        }
     }
 
     #[test]

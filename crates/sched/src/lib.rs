@@ -48,6 +48,7 @@
 //! | `pass` | the order (two rounds of weighted, hierarchical DRF) and stages 3 to 6 per job |
 //! | `limits`, `fit`, `preempt` | stages 3, 4 and 5 |
 //! | `submit` | [`check_submission`]: refusals at submission time (queued-job quotas, priority cap) |
+//! | `admit` | [`admit`]: work asked for now (interactive engines): its limits and its node's room, as the pass accounts them |
 //! | [`sim`] | the server's apply step, modelled, for tests, benchmarks and what-if questions |
 //! | `baseline` | [`fifo_baseline`], the first scheduler, kept as the benchmark's yardstick |
 //!
@@ -65,6 +66,7 @@
 
 #![warn(missing_docs)]
 
+mod admit;
 mod baseline;
 mod config;
 mod fit;
@@ -79,6 +81,7 @@ mod snapshot;
 mod state;
 mod submit;
 
+pub use admit::{admit, Request};
 pub use baseline::fifo_baseline;
 pub use config::{Config, Group, Queue, Quota, User, DEFAULT_GROUP, DEFAULT_QUEUE};
 pub use plan::{

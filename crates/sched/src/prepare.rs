@@ -17,7 +17,18 @@ use crate::state::{
 
 impl<'a> Pass<'a> {
     pub fn prepare(snap: &'a Snapshot) -> Pass<'a> {
-        let mut pass = Pass {
+        let mut pass = Pass::prepare_empty(snap);
+        let mut names = Names::default();
+        pass.account_nodes(&mut names);
+        let free = pass.account_running(&mut names);
+        let open = pass.nodes.iter().map(|n| n.schedulable).collect();
+        pass.index = NodeIndex::new(free, open);
+        pass.admit_queued(&mut names);
+        pass
+    }
+
+    fn prepare_empty(snap: &'a Snapshot) -> Pass<'a> {
+        Pass {
             snap,
             total: Resources::ZERO,
             nodes: Vec::with_capacity(snap.nodes.len()),
@@ -37,14 +48,29 @@ impl<'a> Pass<'a> {
             claim_failures: Vec::new(),
             stopping_failures: Vec::new(),
             plan: Plan::default(),
-        };
+        }
+    }
+
+    /// The pass's accounting of running work alone (no queued job resolved), with `user`
+    /// resolved to its (queue, user) indices: what work asked for now is checked against
+    /// (see `admit`). `queue` None: the user's default queue.
+    pub fn prepare_running(
+        snap: &'a Snapshot,
+        user: &'a str,
+        queue: Option<&'a str>,
+    ) -> (Pass<'a>, usize, usize) {
+        let mut pass = Pass::prepare_empty(snap);
         let mut names = Names::default();
         pass.account_nodes(&mut names);
         let free = pass.account_running(&mut names);
         let open = pass.nodes.iter().map(|n| n.schedulable).collect();
         pass.index = NodeIndex::new(free, open);
-        pass.admit_queued(&mut names);
-        pass
+        let u = pass.user_index(&mut names, user);
+        let q = match queue {
+            Some(q) => pass.queue_index(&mut names, q),
+            None => pass.default_queue_of(&mut names, u),
+        };
+        (pass, q, u)
     }
 
     fn account_nodes(&mut self, names: &mut Names<'a>) {
@@ -284,7 +310,12 @@ impl<'a> Pass<'a> {
     }
 
     /// A job whose demand alone is beyond one of its limits.
-    fn exceeds_alone(&self, queue: usize, user: usize, total: &Resources) -> Option<WaitReason> {
+    pub(crate) fn exceeds_alone(
+        &self,
+        queue: usize,
+        user: usize,
+        total: &Resources,
+    ) -> Option<WaitReason> {
         let u = &self.users[user];
         let g = &self.groups[u.group];
         let q = &self.queues[queue];

@@ -343,45 +343,75 @@ pub enum AcquireError {
     Failed(String),
 }
 
-/// Whether a new engine for `user` fits now: in what running jobs and engines leave free on
-/// the machine, and within the user's own quota. Says what holds it back if not.
+/// Whether a new engine for `user` may start now, decided by the scheduler as a job's
+/// start is (`hearth_sched::admit`: the user's, group's and queue's limits as running jobs
+/// and engines hold them, and the room left on this machine). Says what holds it back.
 fn admit(app: &App, user: &UserRow, kind: EngineKind) -> Result<(), String> {
     let (cores, limit) = size(app, kind);
     let need = hearth_sched::Resources::new(cores, limit);
     let policy = app.policy();
     let snapshot =
         crate::dispatch::snapshot(app, &policy).map_err(|e| format!("reading the store: {e}"))?;
-    let (mut used, mut mine) = (
-        hearth_sched::Resources::default(),
-        hearth_sched::Resources::default(),
-    );
-    for a in &snapshot.running {
-        used = used.add(&a.resources);
-        if a.user == user.name {
-            mine = mine.add(&a.resources);
-        }
-    }
-    let free = crate::dispatch::node_capacity(app).saturating_sub(&used);
-    if !need.fits_in(&free) {
-        return Err(format!(
+    let request = hearth_sched::Request {
+        user: &user.name,
+        node: LOCAL_NODE,
+        resources: need,
+        queue: None,
+    };
+    hearth_sched::admit(&snapshot, &request).map_err(|why| refusal(kind, need, &why))
+}
+
+/// A refusal in words about engines: what holds the machine or the quota, engines named
+/// as engines (their allocations' ids are not jobs' ids).
+fn refusal(
+    kind: EngineKind,
+    need: hearth_sched::Resources,
+    why: &hearth_sched::WaitReason,
+) -> String {
+    use hearth_sched::{LimitKind, Scope, WaitReason};
+    let whose = |scope: &Scope| match scope {
+        Scope::User => "your quota".to_string(),
+        Scope::Group(g) => format!("group {g}'s quota"),
+        Scope::Queue(q) => format!("queue {q}'s maximum"),
+    };
+    let amount = |kind: &LimitKind, n: u64| match kind {
+        LimitKind::Cores => format!("{n} cores"),
+        LimitKind::Memory => format!("{} MiB", n),
+        LimitKind::RunningJobs => format!("{n} running jobs and engines"),
+    };
+    match why {
+        WaitReason::Resources { free, .. } => format!(
             "no room for your {} now: it needs {need} and {free} is free; \
              try again when jobs finish",
             what(kind)
-        ));
+        ),
+        WaitReason::AtLimit {
+            scope,
+            kind: k,
+            used,
+            max,
+            ..
+        } => format!(
+            "{} has no room for a {} ({need}): jobs and engines hold {} of {}; \
+             wait for some to finish or cancel one",
+            whose(scope),
+            what(kind),
+            amount(k, *used),
+            amount(k, *max)
+        ),
+        WaitReason::ExceedsLimit {
+            scope,
+            kind: k,
+            max,
+            ..
+        } => format!(
+            "a {} ({need}) is more than {} allows ({}): ask an admin for a larger quota",
+            what(kind),
+            whose(scope),
+            amount(k, *max)
+        ),
+        other => format!("your {} cannot start now: {other}", what(kind)),
     }
-    let quota = policy.config.user_quota(&user.name);
-    let over_cores = quota.max_cores.is_some_and(|m| mine.cores + need.cores > m);
-    let over_memory = quota
-        .max_memory_mib
-        .is_some_and(|m| mine.memory_mib + need.memory_mib > m);
-    if over_cores || over_memory {
-        return Err(format!(
-            "your quota has no room for a {} ({need}): your jobs and engines \
-             hold {mine}; wait for some to finish or cancel one",
-            what(kind)
-        ));
-    }
-    Ok(())
 }
 
 fn what(kind: EngineKind) -> &'static str {
