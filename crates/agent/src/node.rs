@@ -675,7 +675,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         eprintln!("WARNING: jobs here run without Spark UIs: their ports cannot be kept from other users ({why})");
     }
     if let Ok(guard) = &ports {
-        tokio::spawn(crate::portguard::keep_guarded(Arc::downgrade(guard)));
+        // The agent's own life: it checks while it runs.
+        tokio::spawn(crate::portguard::keep_guarded(
+            Arc::downgrade(guard),
+            std::future::pending(),
+        ));
     }
     let (runner, mut outgoing) = crate::remote::Runner::new(
         cfg.data_dir.clone(),

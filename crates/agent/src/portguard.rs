@@ -53,10 +53,17 @@ pub fn listener_uid(port: u16) -> Option<u32> {
 
 /// Puts a guard's rules back whenever they go missing (someone flushed the machine's
 /// nftables ruleset): a guarded port must never be open to everyone for long. Runs while
-/// the guard lives.
-pub async fn keep_guarded(guard: std::sync::Weak<PortGuard>) {
+/// the guard lives, until `stop` resolves.
+pub async fn keep_guarded(
+    guard: std::sync::Weak<PortGuard>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
     loop {
-        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+        }
         let Some(g) = guard.upgrade() else { return };
         match tokio::task::spawn_blocking(move || g.ensure()).await {
             Ok(Ok(true)) => tracing::warn!("the port guard's rules were gone: put back"),

@@ -472,11 +472,11 @@ pub async fn serve(
     app: AppState,
     cluster: Arc<Cluster>,
     listener: tokio::net::TcpListener,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: crate::background::Stop,
 ) {
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = crate::background::stopped(&mut stop) => return,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
@@ -493,10 +493,13 @@ pub async fn serve(
 
 /// Writes the heartbeats held in memory to the store, so a restarted server still knows
 /// when each node was last seen.
-pub async fn flush(app: AppState, cluster: Arc<Cluster>) {
+pub async fn flush(app: AppState, cluster: Arc<Cluster>, mut stop: crate::background::Stop) {
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = crate::background::stopped(&mut stop) => return,
+            _ = tick.tick() => {}
+        }
         let seen: Vec<(i64, i64)> = cluster
             .live()
             .iter()

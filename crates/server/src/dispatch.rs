@@ -71,8 +71,9 @@ pub fn node_capacity(app: &App) -> Resources {
     Resources::new(app.cfg.cores, app.cfg.memory_mib)
 }
 
-pub async fn run(app: Arc<App>) {
+pub async fn run(app: Arc<App>, mut stop: crate::background::Stop) {
     loop {
+        // Nothing new starts once Hearth is stopping.
         if app.is_shutting_down() {
             return;
         }
@@ -80,6 +81,7 @@ pub async fn run(app: Arc<App>) {
             tracing::error!("scheduling pass failed: {e}");
         }
         tokio::select! {
+            _ = crate::background::stopped(&mut stop) => return,
             _ = app.wake.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
         }

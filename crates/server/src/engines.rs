@@ -756,16 +756,16 @@ fn idle_timeout(app: &App, kind: EngineKind) -> Duration {
 }
 
 /// Stops engines nobody used for their kind's idle timeout. Runs until Hearth shuts down.
-pub async fn reap_idle(app: Arc<App>) {
+pub async fn reap_idle(app: Arc<App>, mut stop: crate::background::Stop) {
     let shortest = app
         .cfg
         .engine_idle_timeout
         .min(app.cfg.notebook_idle_timeout);
     let tick = (shortest / 5).clamp(Duration::from_millis(500), Duration::from_secs(10));
     loop {
-        tokio::time::sleep(tick).await;
-        if app.is_shutting_down() {
-            return;
+        tokio::select! {
+            _ = crate::background::stopped(&mut stop) => return,
+            _ = tokio::time::sleep(tick) => {}
         }
         // A notebook whose kernel is running a cell is in use, even if nobody watches it.
         let notebooks: Vec<Arc<Engine>> = app

@@ -43,7 +43,7 @@ pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: crate::background::Stop,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let mut http = HttpConnector::new();
@@ -62,7 +62,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stop.changed() => return,
+            _ = crate::background::stopped(&mut stop) => return,
         };
         let _ = stream.set_nodelay(true);
         let (app, acceptor, upstream) = (app.clone(), acceptor.clone(), upstream.clone());

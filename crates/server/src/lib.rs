@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod blobs;
 pub mod cluster;
 pub mod config;
@@ -246,21 +247,35 @@ pub async fn run(
         }
     }
     dispatch::reconcile(&app).await?;
-    let (local_node, local_node_stop) = if app.cfg.local_jobs {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        (Some(tokio::spawn(node::run(app.clone(), rx))), Some(tx))
-    } else {
-        (None, None)
-    };
-    engines::reattach_or_reap(&app).await;
-    let dispatcher = tokio::spawn(dispatch::run(app.clone()));
-    if let Ok(guard) = &app.ports {
-        tokio::spawn(hearth_agent::portguard::keep_guarded(Arc::downgrade(guard)));
+    let mut background = background::Background::default();
+    if app.cfg.local_jobs {
+        let app = app.clone();
+        background.spawn("the in-process node", move |stop| node::run(app, stop));
     }
-    tokio::spawn(usage::run(app.clone()));
+    engines::reattach_or_reap(&app).await;
+    {
+        let app = app.clone();
+        background.spawn("the dispatcher", move |stop| dispatch::run(app, stop));
+    }
+    if let Ok(guard) = &app.ports {
+        let guard = Arc::downgrade(guard);
+        background.spawn("the port guard's check", move |mut stop| async move {
+            hearth_agent::portguard::keep_guarded(guard, async move {
+                background::stopped(&mut stop).await
+            })
+            .await
+        });
+    }
+    {
+        let app = app.clone();
+        background.spawn("the usage sampler", move |stop| usage::run(app, stop));
+    }
     // Memory in use is known from the first reading: the local node shows it at once.
     app.machine.measure();
-    tokio::spawn(usage::measure(app.clone()));
+    {
+        let app = app.clone();
+        background.spawn("the machine meter", move |stop| usage::measure(app, stop));
+    }
     let url = format!("http://{}", listener.local_addr()?);
     eprintln!(
         "Hearth is up at {url} (data in {})",
@@ -269,50 +284,57 @@ pub async fn run(
     tracing::info!(%url, "serving");
 
     let router = api::router(app.clone());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut serve_rx = stop_rx.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        let _ = serve_rx.changed().await;
+    background.spawn("the API and console", move |mut stop| async move {
+        let serving = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { background::stopped(&mut stop).await });
+        if let Err(e) = serving.await {
+            tracing::error!("serving the API: {e}");
+        }
     });
-    let server = tokio::spawn(async move { server.await });
     if let Some((info, listener, tls)) = connect {
         eprintln!(
             "Spark Connect gateway on {} (sc://HOST:{}/;use_ssl=true;x-hearth-token=TOKEN; `hearth connect` prints the URL)",
             info.addr,
             info.addr.port()
         );
-        tokio::spawn(gateway::serve(app.clone(), listener, tls, stop_rx.clone()));
+        let app = app.clone();
+        background.spawn("the Spark Connect gateway", move |stop| {
+            gateway::serve(app, listener, tls, stop)
+        });
     }
-    tokio::spawn(engines::reap_idle(app.clone()));
-    tokio::spawn(cluster::flush(app.clone(), cluster.clone()));
+    {
+        let app = app.clone();
+        background.spawn("the engine reaper", move |stop| {
+            engines::reap_idle(app, stop)
+        });
+    }
+    {
+        let (app, cluster) = (app.clone(), cluster.clone());
+        background.spawn("the heartbeat flush", move |stop| {
+            cluster::flush(app, cluster, stop)
+        });
+    }
     if let (Some(listener), Some(addr)) = (cluster_port, cluster.addr) {
         eprintln!(
             "Cluster port on {addr} (CA sha256 {}; `hearth node token create` prints the join command)",
             cluster.tls.ca_sha256
         );
-        tokio::spawn(cluster::serve(
-            app.clone(),
-            cluster,
-            listener,
-            stop_rx.clone(),
-        ));
+        let app = app.clone();
+        background.spawn("the cluster port", move |stop| {
+            cluster::serve(app, cluster, listener, stop)
+        });
     }
     shutdown.await;
     eprintln!("Hearth is shutting down: stopping running jobs...");
+    // Nothing new starts from here; what runs on this machine is stopped and its end
+    // recorded (through the in-process node, still running), then every loop stops.
     app.shutting_down.store(true, Ordering::SeqCst);
     app.wake.notify_one();
     dispatch::stop_all(&app).await;
     engines::stop_all(&app).await;
-    if let (Some(node), Some(stop)) = (local_node, local_node_stop) {
-        let _ = stop.send(true);
-        let _ = node.await;
-    }
-    let _ = stop_tx.send(true);
-    // Open log streams end when their jobs do; do not wait on idle clients forever.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
-    dispatcher.abort();
-    drop(stop_rx);
-    // Every task is stopped: nothing left to guard.
+    // Open log streams end when their jobs do; idle clients are not waited for long.
+    background.stop(std::time::Duration::from_secs(3)).await;
+    // Every task here is stopped: nothing left to guard.
     if let Ok(guard) = &app.ports {
         guard.teardown();
     }

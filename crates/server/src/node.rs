@@ -18,7 +18,6 @@ use hearth_model::cluster::{decode, AgentMessage, NodeOffer, NodeRuntime, WORKSP
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::BufReader;
-use tokio::sync::watch;
 
 /// What stands for the in-process node's certificate fingerprint in the store: no real
 /// certificate's SHA-256 (64 hex digits) can be this.
@@ -30,7 +29,7 @@ const RUNTIME_RECHECK: Duration = Duration::from_secs(10);
 
 /// Runs the server's own node until `stop` turns true: its runner, and its connection to
 /// the server (made again if it ever ends, as an agent reconnects).
-pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+pub async fn run(app: Arc<App>, mut stop: crate::background::Stop) {
     if let Err(why) = ensure_row(&app) {
         tracing::error!("this machine cannot run jobs: {why}");
         eprintln!("WARNING: this machine runs no jobs: {why}");
@@ -57,7 +56,7 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             Ok(mut session) => {
                 let ended = tokio::select! {
                     err = hearth_agent::node::serve(&mut session, &runner, &mut outgoing, &mut meter) => Some(err),
-                    _ = stop.changed() => None,
+                    _ = crate::background::stopped(&mut stop) => None,
                     _ = runtime_appears(&app), if !has_runtime => {
                         tracing::info!("the Spark runtime is there now: this machine takes jobs");
                         Some(AgentError::Transient("the runtime appeared".into()))

@@ -78,17 +78,16 @@ impl LocalMachine {
 /// Measures this machine at the pace agents send heartbeats at most (not `--usage-interval`,
 /// a minute by default: too slow a figure beside joined nodes', and CPU use is averaged
 /// over the gap between readings) until the server shuts down.
-pub async fn measure(app: Arc<App>) {
+pub async fn measure(app: Arc<App>, mut stop: crate::background::Stop) {
     let every = Duration::from_millis(MAX_HEARTBEAT_MS);
     // The first reading was taken at start-up (`app.machine.measure()`).
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        if app.is_shutting_down() {
-            return;
+        tokio::select! {
+            _ = crate::background::stopped(&mut stop) => return,
+            _ = tick.tick() => app.machine.measure(),
         }
-        app.machine.measure();
     }
 }
 
@@ -124,13 +123,13 @@ pub fn sample(app: &App) -> Result<UsageSample, rusqlite::Error> {
 }
 
 /// Samples every `cfg.usage_interval` until the server shuts down.
-pub async fn run(app: Arc<App>) {
+pub async fn run(app: Arc<App>, mut stop: crate::background::Stop) {
     let mut tick = tokio::time::interval(app.cfg.usage_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        if app.is_shutting_down() {
-            return;
+        tokio::select! {
+            _ = crate::background::stopped(&mut stop) => return,
+            _ = tick.tick() => {}
         }
         match sample(&app) {
             Ok(s) => app.usage.push(s),
