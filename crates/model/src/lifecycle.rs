@@ -5,12 +5,13 @@
 //!
 //! ```text
 //!  queued ──Admitted──▶ starting ──Running──▶ running
-//!    ▲  │                │  │                  │
-//!    │  └─Cancel─▶ cancelled  │                  │
-//!    │                   │    └──── Exited, CouldNotStart, Lost, Cancel ──▶ succeeded,
-//!    └── Unplaced, Launching at shutdown,      failed, cancelled (or back to queued: a
-//!        a preempted run's Exited, a Lost      preemption, or a lost run with retries left)
-//!        run with retries left
+//!    │                    │                      │
+//!    │ Cancel             ├─ Unplaced, Launching at shutdown ─────────▶ queued
+//!    ▼                    └──────────┬───────────┘
+//!  cancelled                         ├─ Exited of a preempted run ─────▶ queued (+ attempt)
+//!                                    ├─ Lost, retries left ────────────▶ queued (+ attempt)
+//!                                    └─ Exited, CouldNotStart, Lost, Launching after a
+//!                                       Cancel ──▶ succeeded, failed or cancelled
 //! ```
 
 use crate::api::Attempt;
