@@ -470,7 +470,7 @@ pub struct UsageHistory {
     pub samples: Vec<UsageSample>,
 }
 
-/// One earlier run of a job that did not end it (a preemption).
+/// One earlier run of a job that did not end it (`outcome`: preempted, or lost).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     pub started_at_ms: Option<i64>,

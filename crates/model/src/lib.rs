@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod lifecycle;
 pub mod size;
 
 pub use size::{format_mib, parse_mib, SizeError};
@@ -12,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The life of a job. `Queued -> Starting -> Running -> {Succeeded, Failed, Cancelled}`;
-/// `Lost` when Hearth could no longer find the job's processes or their exit status.
+/// `Lost` when Hearth could no longer find the job's processes or their exit status. Back
+/// to `Queued` after a preemption or a lost run with retries left. Every move is decided
+/// by [`lifecycle::apply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {

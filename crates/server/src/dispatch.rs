@@ -1,11 +1,12 @@
 //! The dispatcher: feeds the scheduler a snapshot, applies its plan in one transaction,
 //! starts admitted jobs on their nodes (through `remote`, the same for the server's own
-//! machine as for joined ones), stops preempted and cancelled ones, records how a job
-//! ended, and reconciles after a restart.
+//! machine as for joined ones), stops preempted and cancelled ones, records what happens to
+//! a job as `lifecycle` events (carrying out their effects), and reconciles after a restart.
 
-use crate::store::{now_ms, JobEnd, JobRow, Workers};
+use crate::store::{now_ms, JobRow, Workers};
 use crate::{App, LOCAL_NODE};
 use hearth_agent::sandbox::TaskExit;
+use hearth_model::lifecycle::{self, Effect, Event, Transition};
 use hearth_model::JobState;
 use hearth_sched::{Allocation, Node, PendingJob, Resources, Snapshot};
 use std::path::PathBuf;
@@ -237,15 +238,19 @@ fn pass(app: &Arc<App>) -> Result<(), rusqlite::Error> {
             .iter()
             .map(|j| (j.id as i64, reason.clone()))
             .collect();
-        app.store.apply_plan(&[], &waiting)?;
+        app.store
+            .apply_plan(&[], &waiting, &lifecycle_policy(app))?;
         return Ok(());
     }
     let plan = hearth_sched::schedule(&snapshot);
     for p in &plan.preemptions {
         let id = p.job as i64;
-        if app.store.mark_preempting(id, &p.to_string())? {
+        let event = Event::Preempt {
+            why: p.to_string(),
+            grace_ms: p.grace_ms,
+        };
+        if record(app, id, event)?.is_some() {
             tracing::info!(job = id, by = p.by, "preempting");
-            crate::remote::stop(app, id, Duration::from_millis(p.grace_ms));
         }
     }
     let placements: Vec<(i64, String, Vec<Workers>)> = plan
@@ -268,7 +273,11 @@ fn pass(app: &Arc<App>) -> Result<(), rusqlite::Error> {
         .iter()
         .map(|w| (w.job as i64, w.reason.to_string()))
         .collect();
-    for id in app.store.apply_plan(&placements, &waiting)? {
+    for (id, t) in app
+        .store
+        .apply_plan(&placements, &waiting, &lifecycle_policy(app))?
+    {
+        carry_out(app, id, &t.effects);
         let app = app.clone();
         tokio::spawn(async move { start(app, id).await });
     }
@@ -309,19 +318,58 @@ pub(crate) fn release_ui(app: &App, id: i64) {
     let _ = std::fs::remove_file(ui_port_file(app, id));
 }
 
+/// The settings `lifecycle` decides by, now.
+pub(crate) fn lifecycle_policy(app: &App) -> lifecycle::Policy {
+    lifecycle::Policy {
+        max_retries: app.cfg.max_retries,
+        shutting_down: app.is_shutting_down(),
+        stop_grace_ms: app.cfg.stop_grace.as_millis() as u64,
+    }
+}
+
+/// Records what happened to a job (the store applies `lifecycle`'s transition in one
+/// transaction) and carries out what follows; None if it changed nothing.
+pub(crate) fn record(
+    app: &App,
+    id: i64,
+    event: Event,
+) -> Result<Option<Transition>, rusqlite::Error> {
+    let t = app.store.apply_event(id, &event, &lifecycle_policy(app))?;
+    if let Some(t) = &t {
+        carry_out(app, id, &t.effects);
+    }
+    Ok(t)
+}
+
+/// [`record`], an error only logged: for callers with no one to tell.
+pub(crate) fn record_or_log(app: &App, id: i64, event: Event) -> Option<Transition> {
+    match record(app, id, event) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(job = id, "recording what happened to the job: {e}");
+            None
+        }
+    }
+}
+
+/// Does what a transition asks of the server, in order. `Launch` is the caller's own.
+fn carry_out(app: &App, id: i64, effects: &[Effect]) {
+    for effect in effects {
+        match effect {
+            Effect::LogLine(line) => crate::remote::log_lines(app, id, std::slice::from_ref(line)),
+            Effect::ForgetUi => release_ui(app, id),
+            Effect::Stop { grace_ms } => {
+                crate::remote::stop(app, id, Duration::from_millis(*grace_ms));
+            }
+            Effect::Launch => {}
+            Effect::WakeScheduler => app.wake.notify_one(),
+        }
+    }
+}
+
 pub(crate) fn fail(app: &App, id: i64, reason: String) {
     tracing::warn!(job = id, "{reason}");
-    release_ui(app, id);
-    let end = JobEnd {
-        state: JobState::Failed,
-        exit_code: None,
-        reason: Some(reason),
-        oom_killed: false,
-    };
-    if let Err(e) = app.store.finish_job(id, &end) {
-        tracing::error!(job = id, "recording the failure: {e}");
-    }
-    app.wake.notify_one();
+    record_or_log(app, id, Event::CouldNotStart { why: reason });
 }
 
 /// Starts an admitted job on the node (or, spread, the nodes) the scheduler placed it on.
@@ -343,34 +391,18 @@ async fn start(app: Arc<App>, id: i64) {
     crate::remote::start(app, job, user, node).await
 }
 
-/// Whether a cancel, or Hearth's shutdown, came while a job was being admitted or
-/// prepared; if so, `clean_up` runs and the job is recorded cancelled (or put back in the
-/// queue) instead of started.
-pub(crate) fn stopped_before_start(app: &App, id: i64, clean_up: impl FnOnce()) -> bool {
-    match app.store.job(id) {
-        Ok(Some(j)) if j.cancel_requested || j.state.is_terminal() => {
-            clean_up();
-            let _ = app.store.finish_job(
-                id,
-                &JobEnd {
-                    state: JobState::Cancelled,
-                    exit_code: None,
-                    reason: Some("cancelled before it started".into()),
-                    oom_killed: false,
-                },
-            );
-            app.wake.notify_one();
+/// Whether the job's task may be sent to its node now: not if a cancel, or Hearth's
+/// shutdown, came while it was being admitted or prepared (it is then recorded cancelled,
+/// or put back in the queue), nor if it is no longer starting. A store that cannot answer
+/// does not hold the start up.
+pub(crate) fn may_launch(app: &App, id: i64) -> bool {
+    match record(app, id, Event::Launching) {
+        Ok(Some(t)) => t.effects.contains(&Effect::Launch),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::error!(job = id, "reading the job before its start: {e}");
             true
         }
-        _ if app.is_shutting_down() => {
-            clean_up();
-            let _ = app.store.requeue(
-                id,
-                "requeued: Hearth was shutting down as the job was starting",
-            );
-            true
-        }
-        _ => false,
     }
 }
 
@@ -379,83 +411,21 @@ pub(crate) fn stop_job(app: &App, id: i64, grace: Duration) {
     crate::remote::stop(app, id, grace);
 }
 
+/// The job's process ended: `lifecycle` says what that makes of the job.
 pub(crate) fn record_end(app: &App, id: i64, exit: &TaskExit) {
-    let job = match app.store.job(id) {
-        Ok(Some(j)) => j,
-        _ => return,
+    let event = Event::Exited {
+        code: exit.code,
+        signal: exit.signal,
+        oom_killed: exit.oom_killed,
     };
-    // Preempted, not failed: back in the queue with the run in its history.
-    if job.preempt_reason.is_some() && !job.cancel_requested && !app.is_shutting_down() {
-        match app.store.requeue_preempted(id) {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => tracing::error!(job = id, "requeueing a preempted job: {e}"),
-        }
-    }
-    let end = if job.cancel_requested {
-        JobEnd {
-            state: JobState::Cancelled,
-            exit_code: exit.code,
-            reason: Some("cancelled by its owner or an admin".into()),
-            oom_killed: false,
-        }
-    } else if app.is_shutting_down()
-        && exit.code != Some(0)
-        && job.node.as_deref().is_none_or(|n| n == LOCAL_NODE)
-    {
-        // Only local jobs are stopped at shutdown; one on a joined node ended by itself.
-        JobEnd {
-            state: JobState::Cancelled,
-            exit_code: exit.code,
-            reason: Some("stopped because Hearth shut down".into()),
-            oom_killed: false,
-        }
-    } else if exit.oom_killed {
-        JobEnd {
-            state: JobState::Failed,
-            exit_code: exit.code,
-            reason: Some(format!(
-                "killed by the OOM killer: the job used more than its memory limit of {} MiB \
-                 (heap plus Spark's overhead); ask for more with --driver-memory or --executor-memory",
-                job.resources.memory_limit_mib()
-            )),
-            oom_killed: true,
-        }
-    } else if exit.code == Some(0) {
-        JobEnd {
-            state: JobState::Succeeded,
-            exit_code: Some(0),
-            reason: None,
-            oom_killed: false,
-        }
-    } else {
-        let reason = match (exit.code, exit.signal) {
-            (Some(c), _) => format!("the job's process exited with code {c}; its log says why"),
-            (None, Some(s)) => format!("the job's process was killed by signal {s}"),
-            (None, None) => "the job's process ended without an exit status".into(),
-        };
-        JobEnd {
-            state: JobState::Failed,
-            exit_code: exit.code,
-            reason: Some(reason),
-            oom_killed: false,
-        }
-    };
-    if let Err(e) = app.store.finish_job(id, &end) {
-        tracing::error!(job = id, "recording the end: {e}");
-    }
+    record_or_log(app, id, event);
 }
 
 /// Cancels a job: a queued one at once, a running one by stopping its process tree.
+/// If the scheduler admitted it meanwhile, it is stopped like a running job (a start
+/// checks the request before launching).
 pub async fn cancel(app: &Arc<App>, job: &JobRow) -> Result<(), rusqlite::Error> {
-    // Only while it is still queued; if the scheduler admitted it meanwhile, it is stopped
-    // like a running job (a start checks the request before launching).
-    if job.state == JobState::Queued && app.store.cancel_queued(job.id)? {
-        app.wake.notify_one();
-        return Ok(());
-    }
-    app.store.request_cancel(job.id)?;
-    crate::remote::stop(app, job.id, app.cfg.stop_grace);
+    record(app, job.id, Event::Cancel)?;
     Ok(())
 }
 
@@ -501,8 +471,7 @@ pub async fn reconcile(app: &Arc<App>) -> Result<(), rusqlite::Error> {
     {
         let node = job.node.clone().unwrap_or_else(|| LOCAL_NODE.into());
         if let Err(why) = crate::remote::restore(app, &job, &node) {
-            release_ui(app, job.id);
-            app.store.lose_job(job.id, &why, app.cfg.max_retries)?;
+            record(app, job.id, Event::Lost { why })?;
             continue;
         }
         crate::standalone::restore(app, &job);

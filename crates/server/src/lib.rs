@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The name of the one node `hearth up` runs.
-pub const LOCAL_NODE: &str = "local";
+pub const LOCAL_NODE: &str = hearth_model::lifecycle::LOCAL_NODE;
 
 /// The shared state of a running server.
 pub struct App {

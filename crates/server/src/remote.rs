@@ -18,6 +18,7 @@ use hearth_model::api::SubmitJob;
 use hearth_model::cluster::{
     node_workspace, NodeState, ServerMessage, StartTask, TaskFile, TaskLayout, TaskRef, TaskUser,
 };
+use hearth_model::lifecycle::Event;
 use hearth_model::JobState;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -349,11 +350,8 @@ pub async fn start_part(
     let id = job.id;
     let cluster = app.cluster.clone();
     let Some((node_id, paths)) = cluster.paths(&node) else {
-        let _ = app.store.requeue(
-            id,
-            &format!("requeued: node {node} went away before the job started"),
-        );
-        app.wake.notify_one();
+        let why = format!("node {node} went away before the job started");
+        dispatch::record_or_log(&app, id, Event::Unplaced { why });
         return;
     };
     let attempt = job.attempts.len() as u32 + 1;
@@ -372,7 +370,7 @@ pub async fn start_part(
     log_lines(&app, id, &[note]);
     save_mark(&app, id, attempt, 0);
     // A cancel, or Hearth's shutdown, that came while the job was being admitted.
-    if crate::dispatch::stopped_before_start(&app, id, || {}) {
+    if !dispatch::may_launch(&app, id) {
         return;
     }
     let remote = RemoteTask {
@@ -384,11 +382,8 @@ pub async fn start_part(
         logged: Some(0),
     };
     if !cluster.start_task(id, remote, ServerMessage::StartTask(Box::new(task))) {
-        let _ = app.store.requeue(
-            id,
-            &format!("requeued: node {node} disconnected as the job was starting"),
-        );
-        app.wake.notify_one();
+        let why = format!("node {node} disconnected as the job was starting");
+        dispatch::record_or_log(&app, id, Event::Unplaced { why });
         return;
     }
     tracing::info!(job = id, node = %node, attempt, "sent to its node");
@@ -405,9 +400,7 @@ pub fn started(app: &App, node_id: i64, job: i64, attempt: u32, ui_port: Option<
     if let Some(port) = ui_port {
         dispatch::record_ui(app, job, port);
     }
-    if let Err(e) = app.store.mark_running(job) {
-        tracing::error!(job, "recording the start: {e}");
-    }
+    dispatch::record_or_log(app, job, Event::Running);
 }
 
 /// Whether this is a spread job's worker the server follows.
@@ -488,9 +481,7 @@ pub fn report(app: &App, node_id: i64, node: &str, conn: u64, tasks: &[TaskRef])
             );
         }
         // It runs (or ran) there, whether or not its start was heard.
-        if let Err(e) = app.store.mark_running(t.job) {
-            tracing::error!(job = t.job, "recording the start: {e}");
-        }
+        dispatch::record_or_log(app, t.job, Event::Running);
         cluster.send(
             node_id,
             ServerMessage::Resume {
@@ -643,9 +634,6 @@ pub fn ended(
     let current = cluster.untrack(job, Some((node_id, attempt)));
     // Recorded now or before: the node need not hold it any longer.
     forget(app, cluster, node_id, job, attempt);
-    if current {
-        dispatch::release_ui(app, job);
-    }
     if !current {
         tracing::info!(
             job,
@@ -661,10 +649,7 @@ pub fn ended(
             job,
             format!("could not start the job on node {node}: {why}"),
         ),
-        None => {
-            dispatch::record_end(app, job, &exit);
-            app.wake.notify_one();
-        }
+        None => dispatch::record_end(app, job, &exit),
     }
 }
 
@@ -750,18 +735,19 @@ pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusql
     Ok(())
 }
 
-/// Gives up on a job's attempt on a joined node: requeued while retries remain, else failed.
+/// Gives up on a job's attempt on a joined node: requeued while retries remain, else failed
+/// (as `lifecycle` decides).
 fn lose(app: &App, cluster: &Cluster, id: i64, why: &str) -> Result<(), rusqlite::Error> {
     cluster.untrack(id, None);
-    dispatch::release_ui(app, id);
-    log_lines(app, id, &[format!("=== hearth: {why} ===")]);
-    match app.store.lose_job(id, why, app.cfg.max_retries)? {
-        Some(JobState::Queued) => {
-            tracing::warn!(job = id, "{why}; requeued");
-            app.wake.notify_one();
-        }
-        Some(state) => tracing::warn!(job = id, "{why}; {}", state.as_str()),
-        None => {}
+    let lost = Event::Lost {
+        why: why.to_string(),
+    };
+    if let Some(t) = dispatch::record(app, id, lost)? {
+        let state = match t.life.state {
+            JobState::Queued => "requeued",
+            other => other.as_str(),
+        };
+        tracing::warn!(job = id, "{why}; {state}");
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::spark::{self, Standalone};
 use crate::store::{JobRow, UserRow};
 use crate::{App, LOCAL_NODE};
 use hearth_model::cluster::{ServerMessage, TaskRef};
+use hearth_model::lifecycle::Event;
 use hearth_sched::Resources;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -132,8 +133,7 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow) {
     let parts = match plan(&app, &job) {
         Ok(p) => p,
         Err(why) => {
-            let _ = app.store.requeue(id, &format!("requeued: {why}"));
-            app.wake.notify_one();
+            crate::dispatch::record_or_log(&app, id, Event::Unplaced { why });
             return;
         }
     };
@@ -157,11 +157,8 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow) {
     for (node, part) in parts {
         if let Err(why) = crate::remote::start_worker(&app, &job, &user, &node, part) {
             stop_workers(&app, id, None);
-            let _ = app.store.requeue(
-                id,
-                &format!("requeued: its worker on node {node} could not start: {why}"),
-            );
-            app.wake.notify_one();
+            let why = format!("its worker on node {node} could not start: {why}");
+            crate::dispatch::record_or_log(&app, id, Event::Unplaced { why });
             return;
         }
     }

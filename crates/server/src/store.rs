@@ -1,8 +1,11 @@
 //! The metadata store: users, tokens, blobs and jobs in SQLite (WAL, migrations, one
 //! transaction per change), so a kill -9 at any moment leaves a consistent store.
-//! Every query of the server lives here; nothing else speaks SQL.
+//! Every query of the server lives here; nothing else speaks SQL. A job's life is decided
+//! by `hearth_model::lifecycle` alone: the store reads the job, asks it, and writes the
+//! answer, in one transaction.
 
 use hearth_model::api::{Attempt, SubmitJob};
+use hearth_model::lifecycle::{self, Event, JobLife, Transition};
 use hearth_model::{JobResources, JobState};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
@@ -187,7 +190,7 @@ pub struct JobRow {
     pub queue: String,
     pub priority: String,
     pub preemptible: bool,
-    /// Earlier runs that were preempted.
+    /// Earlier runs that did not end it (preempted, lost).
     pub attempts: Vec<Attempt>,
     /// Set while a preemption stops the job: why, for its attempt history.
     pub preempt_reason: Option<String>,
@@ -196,11 +199,27 @@ pub struct JobRow {
     pub workers: Vec<Workers>,
 }
 
-/// `count` executors of a spread job on `node`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Workers {
-    pub node: String,
-    pub count: u32,
+pub use hearth_model::lifecycle::Workers;
+
+impl JobRow {
+    /// What its life's transitions read and change.
+    pub fn life(&self) -> JobLife {
+        JobLife {
+            state: self.state,
+            cancel_requested: self.cancel_requested,
+            preempt_reason: self.preempt_reason.clone(),
+            attempts: self.attempts.clone(),
+            node: self.node.clone(),
+            workers: self.workers.clone(),
+            started_at: self.started_at,
+            running_at: self.running_at,
+            finished_at: self.finished_at,
+            exit_code: self.exit_code,
+            reason: self.reason.clone(),
+            oom_killed: self.oom_killed,
+            memory_limit_mib: self.resources.memory_limit_mib(),
+        }
+    }
 }
 
 /// Which jobs a listing shows; every field narrows it, None does not.
@@ -221,15 +240,6 @@ pub struct NewJob {
     pub queue: String,
     pub priority: String,
     pub preemptible: bool,
-}
-
-/// How a job ended, as recorded once.
-#[derive(Debug, Clone)]
-pub struct JobEnd {
-    pub state: JobState,
-    pub exit_code: Option<i32>,
-    pub reason: Option<String>,
-    pub oom_killed: bool,
 }
 
 fn bad_json(e: serde_json::Error) -> rusqlite::Error {
@@ -738,114 +748,6 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
-    /// Marks a running job as being preempted (it is stopped next); false if it already is
-    /// or has ended.
-    pub fn mark_preempting(&self, id: i64, reason: &str) -> Result<bool> {
-        let n = self.conn().execute(
-            "UPDATE jobs SET preempt_reason = ?2
-             WHERE id = ?1 AND state IN ('starting', 'running') AND preempt_reason IS NULL",
-            params![id, reason],
-        )?;
-        Ok(n > 0)
-    }
-
-    /// Puts a preempted job back in the queue with its original submission time, and the
-    /// run that was cut short in its history.
-    pub fn requeue_preempted(&self, id: i64) -> Result<bool> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let job = tx
-            .query_row(
-                &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
-                [id],
-                job_row,
-            )
-            .optional()?;
-        let Some(job) = job else {
-            return Ok(false);
-        };
-        let Some(reason) = job.preempt_reason.clone() else {
-            return Ok(false);
-        };
-        let mut attempts = job.attempts;
-        attempts.push(Attempt {
-            started_at_ms: job.started_at,
-            running_at_ms: job.running_at,
-            ended_at_ms: now_ms(),
-            outcome: "preempted".into(),
-            reason: reason.clone(),
-        });
-        let n = tx.execute(
-            "UPDATE jobs SET state = 'queued', started_at = NULL, running_at = NULL, node = NULL, workers = NULL,
-             preempt_reason = NULL, attempts = ?2, reason = ?3
-             WHERE id = ?1 AND state IN ('starting', 'running')",
-            params![
-                id,
-                serde_json::to_string(&attempts).map_err(bad_json)?,
-                reason
-            ],
-        )?;
-        tx.commit()?;
-        Ok(n > 0)
-    }
-
-    /// A job whose node was lost: back in the queue with the lost run in its history while
-    /// it has retries left (`max_retries` lost runs), else failed with the reason. None if
-    /// the job had already left `starting`/`running` (its end was recorded meanwhile).
-    pub fn lose_job(&self, id: i64, reason: &str, max_retries: u32) -> Result<Option<JobState>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let job = tx
-            .query_row(
-                &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
-                [id],
-                job_row,
-            )
-            .optional()?;
-        let Some(job) = job.filter(|j| matches!(j.state, JobState::Starting | JobState::Running))
-        else {
-            return Ok(None);
-        };
-        let lost_before = job.attempts.iter().filter(|a| a.outcome == "lost").count();
-        let mut attempts = job.attempts;
-        attempts.push(Attempt {
-            started_at_ms: job.started_at,
-            running_at_ms: job.running_at,
-            ended_at_ms: now_ms(),
-            outcome: "lost".into(),
-            reason: reason.to_string(),
-        });
-        let attempts = serde_json::to_string(&attempts).map_err(bad_json)?;
-        let state = if lost_before < max_retries as usize && !job.cancel_requested {
-            tx.execute(
-                "UPDATE jobs SET state = 'queued', started_at = NULL, running_at = NULL, node = NULL, workers = NULL,
-                 preempt_reason = NULL, attempts = ?2, reason = ?3
-                 WHERE id = ?1 AND state IN ('starting', 'running')",
-                params![id, attempts, format!("requeued: {reason}")],
-            )?;
-            JobState::Queued
-        } else {
-            let why = if job.cancel_requested {
-                format!("cancelled: {reason}")
-            } else {
-                format!("{reason}; no retries left (--max-retries {max_retries})")
-            };
-            let state = if job.cancel_requested {
-                JobState::Cancelled
-            } else {
-                JobState::Failed
-            };
-            tx.execute(
-                "UPDATE jobs SET state = ?2, reason = ?3, attempts = ?4, finished_at = ?5
-                 WHERE id = ?1 AND state IN ('starting', 'running')",
-                params![id, state.as_str(), why, attempts, now_ms()],
-            )?;
-            state
-        };
-        tx.commit()?;
-        Ok(Some(state))
-    }
-
     pub fn job(&self, id: i64) -> Result<Option<JobRow>> {
         self.conn()
             .query_row(
@@ -903,31 +805,25 @@ impl Store {
     }
 
     /// Applies one scheduling plan in one transaction: admitted jobs become `starting` on
-    /// their node; waiting jobs get their current reason. Returns the jobs actually admitted
-    /// (a job cancelled meanwhile is not).
+    /// their node (as `lifecycle` says); waiting jobs get their current reason. Returns the
+    /// jobs actually admitted (a job cancelled meanwhile is not), with their transitions.
     pub fn apply_plan(
         &self,
         placements: &[(i64, String, Vec<Workers>)],
         waiting: &[(i64, String)],
-    ) -> Result<Vec<i64>> {
+        policy: &lifecycle::Policy,
+    ) -> Result<Vec<(i64, Transition)>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let now = now_ms();
         let mut admitted = Vec::new();
         for (id, node, workers) in placements {
-            let workers = if workers.is_empty() {
-                None
-            } else {
-                Some(serde_json::to_string(workers).map_err(bad_json)?)
+            let event = Event::Admitted {
+                node: node.clone(),
+                workers: workers.clone(),
             };
-            let n = tx.execute(
-                "UPDATE jobs SET state = 'starting', started_at = ?2, node = ?3, workers = ?4,
-                 reason = NULL
-                 WHERE id = ?1 AND state = 'queued'",
-                params![id, now, node, workers],
-            )?;
-            if n == 1 {
-                admitted.push(*id);
+            if let Some(t) = apply_in(&tx, *id, &event, policy, now)? {
+                admitted.push((*id, t));
             }
         }
         for (id, reason) in waiting {
@@ -941,58 +837,80 @@ impl Store {
         Ok(admitted)
     }
 
-    pub fn mark_running(&self, id: i64) -> Result<()> {
-        self.conn().execute(
-            "UPDATE jobs SET state = 'running', running_at = ?2
-             WHERE id = ?1 AND state = 'starting'",
-            params![id, now_ms()],
-        )?;
-        Ok(())
+    /// Applies `event` to a job in one transaction: reads its row, asks
+    /// `lifecycle::apply`, writes the result. None if there is no such job or the event
+    /// changes nothing; the caller carries out the transition's effects.
+    pub fn apply_event(
+        &self,
+        id: i64,
+        event: &Event,
+        policy: &lifecycle::Policy,
+    ) -> Result<Option<Transition>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let t = apply_in(&tx, id, event, policy, now_ms())?;
+        tx.commit()?;
+        Ok(t)
     }
+}
 
-    /// Puts a job that never started back in the queue.
-    pub fn requeue(&self, id: i64, reason: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE jobs SET state = 'queued', started_at = NULL, node = NULL, workers = NULL, reason = ?2
-             WHERE id = ?1 AND state = 'starting'",
-            params![id, reason],
-        )?;
-        Ok(())
+/// One event on one job, inside the caller's transaction.
+fn apply_in(
+    conn: &Connection,
+    id: i64,
+    event: &Event,
+    policy: &lifecycle::Policy,
+    now: i64,
+) -> Result<Option<Transition>> {
+    let job = conn
+        .query_row(
+            &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+            [id],
+            job_row,
+        )
+        .optional()?;
+    let Some(job) = job else {
+        return Ok(None);
+    };
+    let before = job.life();
+    let Ok(t) = lifecycle::apply(&before, event, policy, now) else {
+        return Ok(None);
+    };
+    if t.life != before {
+        write_life(conn, id, &t.life)?;
     }
+    Ok(Some(t))
+}
 
-    /// Records how a job ended, once: a job already terminal is left as it was.
-    pub fn finish_job(&self, id: i64, end: &JobEnd) -> Result<bool> {
-        let n = self.conn().execute(
-            "UPDATE jobs SET state = ?2, exit_code = ?3, reason = ?4, oom_killed = ?5,
-             finished_at = ?6
-             WHERE id = ?1 AND state IN ('queued', 'starting', 'running')",
-            params![
-                id,
-                end.state.as_str(),
-                end.exit_code,
-                end.reason,
-                end.oom_killed,
-                now_ms()
-            ],
-        )?;
-        Ok(n > 0)
-    }
-
-    /// Cancels a job that is still queued; false if it has left the queue meanwhile.
-    pub fn cancel_queued(&self, id: i64) -> Result<bool> {
-        let n = self.conn().execute(
-            "UPDATE jobs SET state = 'cancelled', reason = 'cancelled before it started',
-             finished_at = ?2 WHERE id = ?1 AND state = 'queued'",
-            params![id, now_ms()],
-        )?;
-        Ok(n > 0)
-    }
-
-    pub fn request_cancel(&self, id: i64) -> Result<()> {
-        self.conn()
-            .execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])?;
-        Ok(())
-    }
+/// Writes every column a job's life holds.
+fn write_life(conn: &Connection, id: i64, life: &JobLife) -> Result<()> {
+    let workers = if life.workers.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&life.workers).map_err(bad_json)?)
+    };
+    conn.execute(
+        "UPDATE jobs SET state = ?2, cancel_requested = ?3, preempt_reason = ?4, attempts = ?5,
+         node = ?6, workers = ?7, started_at = ?8, running_at = ?9, finished_at = ?10,
+         exit_code = ?11, reason = ?12, oom_killed = ?13
+         WHERE id = ?1",
+        params![
+            id,
+            life.state.as_str(),
+            life.cancel_requested,
+            life.preempt_reason,
+            serde_json::to_string(&life.attempts).map_err(bad_json)?,
+            life.node,
+            workers,
+            life.started_at,
+            life.running_at,
+            life.finished_at,
+            life.exit_code,
+            life.reason,
+            life.oom_killed,
+        ],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1105,21 +1023,39 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    const POLICY: lifecycle::Policy = lifecycle::Policy {
+        max_retries: 1,
+        shutting_down: false,
+        stop_grace_ms: 1000,
+    };
+
+    fn state_after(store: &Store, id: i64, event: Event) -> Option<JobState> {
+        store
+            .apply_event(id, &event, &POLICY)
+            .expect("apply")
+            .map(|t| t.life.state)
+    }
+
     #[test]
     fn a_lost_job_runs_again_while_retries_remain_then_fails_with_the_reason() {
         let (store, dir) = temp_store();
         let id = queued_job(&store);
         let place = || {
             store
-                .apply_plan(&[(id, "n1".into(), Vec::new())], &[])
+                .apply_plan(&[(id, "n1".into(), Vec::new())], &[], &POLICY)
                 .expect("plan")
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>()
         };
         assert_eq!(place(), vec![id]);
-        store.mark_running(id).expect("running");
         assert_eq!(
-            store
-                .lose_job(id, "lost: node n1 sent no heartbeat for 3s", 1)
-                .expect("lose"),
+            state_after(&store, id, Event::Running),
+            Some(JobState::Running)
+        );
+        let lost = |why: &str| Event::Lost { why: why.into() };
+        assert_eq!(
+            state_after(&store, id, lost("lost: node n1 sent no heartbeat for 3s")),
             Some(JobState::Queued)
         );
         let job = store.job(id).expect("get").expect("exists");
@@ -1129,9 +1065,7 @@ mod tests {
         assert!(job.attempts[0].running_at_ms.is_some());
         assert_eq!(place(), vec![id]);
         assert_eq!(
-            store
-                .lose_job(id, "lost: node n1 was removed", 1)
-                .expect("lose"),
+            state_after(&store, id, lost("lost: node n1 was removed")),
             Some(JobState::Failed)
         );
         let job = store.job(id).expect("get").expect("exists");
@@ -1144,7 +1078,7 @@ mod tests {
             job.reason
         );
         // Already terminal: nothing more is recorded.
-        assert_eq!(store.lose_job(id, "again", 1).expect("lose"), None);
+        assert_eq!(state_after(&store, id, lost("again")), None);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -1152,24 +1086,65 @@ mod tests {
     fn a_finished_job_is_recorded_once() {
         let (store, dir) = temp_store();
         let id = queued_job(&store);
-        assert_eq!(
-            store
-                .apply_plan(&[(id, "local".into(), Vec::new())], &[])
-                .expect("plan"),
-            vec![id]
-        );
-        let end = |state| JobEnd {
-            state,
-            exit_code: Some(0),
-            reason: None,
+        let admitted = store
+            .apply_plan(&[(id, "local".into(), Vec::new())], &[], &POLICY)
+            .expect("plan");
+        assert_eq!(admitted.len(), 1);
+        let exit = |code| Event::Exited {
+            code: Some(code),
+            signal: None,
             oom_killed: false,
         };
-        assert!(store
-            .finish_job(id, &end(JobState::Succeeded))
-            .expect("end"));
-        assert!(!store.finish_job(id, &end(JobState::Lost)).expect("end"));
+        assert_eq!(state_after(&store, id, exit(0)), Some(JobState::Succeeded));
+        assert_eq!(state_after(&store, id, exit(1)), None);
         let job = store.job(id).expect("get").expect("exists");
-        assert_eq!(job.state, JobState::Succeeded);
+        assert_eq!((job.state, job.exit_code), (JobState::Succeeded, Some(0)));
+        assert!(job.finished_at.is_some());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_transition_is_written_whole_and_reads_back_as_it_was_decided() {
+        let (store, dir) = temp_store();
+        let id = queued_job(&store);
+        let workers = vec![Workers {
+            node: "n2".into(),
+            count: 2,
+        }];
+        store
+            .apply_plan(&[(id, "n1".into(), workers.clone())], &[], &POLICY)
+            .expect("plan");
+        let job = store.job(id).expect("get").expect("exists");
+        assert_eq!((job.node.as_deref(), &job.workers), (Some("n1"), &workers));
+        for event in [
+            Event::Running,
+            Event::Preempt {
+                why: "preempted for job 9".into(),
+                grace_ms: 5,
+            },
+            Event::Exited {
+                code: Some(143),
+                signal: None,
+                oom_killed: false,
+            },
+        ] {
+            let before = store.job(id).expect("get").expect("exists").life();
+            let t = store
+                .apply_event(id, &event, &POLICY)
+                .expect("apply")
+                .expect("a transition");
+            let after = store.job(id).expect("get").expect("exists").life();
+            assert_eq!(after, t.life, "{event:?} from {before:?}");
+        }
+        let job = store.job(id).expect("get").expect("exists");
+        assert_eq!(job.state, JobState::Queued);
+        assert!(job.workers.is_empty() && job.node.is_none());
+        assert_eq!(job.attempts[0].outcome, "preempted");
+        // A cancel of a queued job ends it at once.
+        assert_eq!(
+            state_after(&store, id, Event::Cancel),
+            Some(JobState::Cancelled)
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }
