@@ -10,7 +10,7 @@ pub mod node;
 pub mod portguard;
 pub mod remote;
 pub mod sandbox;
-mod shim;
+pub mod shim;
 mod taskdir;
 pub mod tunnel;
 pub mod users;

@@ -4,7 +4,7 @@
 //! output to the task's log, and records its exit status (and OOM kill) in the task's dir.
 //!
 //! The shim is `hearth internal shim DIR` (any command taking DIR as its last argument and
-//! calling [`run_shim`]). DIR holds, all root-owned and written whole:
+//! calling `shim::run`). DIR holds, all root-owned and written whole:
 //! `spec.json` (the [`TaskSpec`]), `shim.pid`, `started` (JSON: `pid`, `shim_pid`,
 //! `started_ms`, `isolated`), `exit.json` (the [`TaskExit`]), `error` (why the task did not
 //! start, in words) and `shim.log` (the shim's own messages).
@@ -560,9 +560,4 @@ fn parent_of(pid: u32) -> Option<u32> {
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The shim's body, run by `hearth internal shim DIR`; returns the process exit code.
-pub fn run_shim(dir: &Path) -> i32 {
-    crate::shim::run(dir)
 }

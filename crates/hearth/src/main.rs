@@ -451,7 +451,7 @@ fn run(cli: Cli) -> Result<i32> {
     match cli.cmd {
         Top::Internal {
             cmd: InternalCommand::Shim { dir },
-        } => Ok(hearth_agent::sandbox::run_shim(&dir)),
+        } => Ok(hearth_agent::shim::run(&dir)),
         Top::Up(args) => serve(*args, true),
         Top::Server(args) => serve(*args, false),
         Top::Agent(args) => {

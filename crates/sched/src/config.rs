@@ -2,8 +2,8 @@
 //! optional: with an empty [`Config`] every user is in the group `default`, whose jobs go to
 //! the queue `default`, with no limits.
 
+use crate::priority::Priority;
 use crate::resources::Resources;
-use crate::snapshot::Priority;
 
 /// The queue jobs go to when nothing else says where.
 pub const DEFAULT_QUEUE: &str = "default";

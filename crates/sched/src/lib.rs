@@ -71,10 +71,12 @@ mod baseline;
 mod config;
 mod fit;
 mod limits;
+mod nodes;
 mod pass;
 mod plan;
 mod preempt;
 mod prepare;
+mod priority;
 mod resources;
 pub mod sim;
 mod snapshot;
@@ -88,10 +90,9 @@ pub use plan::{
     LimitKind, NodeExecutors, Placement, Plan, PreemptReason, Preemption, Scope, WaitReason,
     Waiting,
 };
+pub use priority::{ParsePriorityError, Priority};
 pub use resources::Resources;
-pub use snapshot::{
-    Allocation, Gang, JobId, JobOptions, Node, ParsePriorityError, PendingJob, Priority, Snapshot,
-};
+pub use snapshot::{Allocation, Gang, JobId, JobOptions, Node, PendingJob, Snapshot};
 pub use submit::{check_submission, Refusal};
 
 /// One scheduling pass: what to start, what to preempt, and why everything else waits.

@@ -7,8 +7,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use crate::fit::Fit;
 use crate::limits::JOBS_SHOWN;
+use crate::nodes::Fit;
 use crate::plan::{NodeExecutors, Placement, Plan, WaitReason, Waiting};
 use crate::preempt::within_guarantee;
 use crate::resources::Resources;

@@ -5,11 +5,11 @@
 //! more is preempted, and no job ever loses its place to one with a weaker claim, so
 //! preemptions do not cascade.
 
-use crate::fit::remember_failure;
+use crate::nodes::remember_failure;
 use crate::plan::{PreemptReason, Preemption};
 use crate::resources::Resources;
 use crate::snapshot::JobId;
-use crate::state::{Candidate, Pass, Victim};
+use crate::state::{Candidate, Pass, Victim, VictimIndex};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Claim {
@@ -235,19 +235,4 @@ impl Pass<'_> {
         }
         vi
     }
-}
-
-/// Preemptible running work, built on the first claim of a pass.
-pub(crate) struct VictimIndex {
-    /// (node, victim), least entitled first.
-    by_rank: Vec<(usize, Victim)>,
-    /// Per node, least entitled first.
-    by_node: Vec<Vec<Victim>>,
-    /// Entries before this are all stopping already.
-    start: usize,
-    /// Scratch per node: free resources plus victims counted so far in this search;
-    /// valid where `stamp` equals `generation`.
-    acc: Vec<Resources>,
-    stamp: Vec<u32>,
-    generation: u32,
 }

@@ -6,10 +6,11 @@
 use std::collections::HashSet;
 
 use crate::config::{Quota, DEFAULT_QUEUE};
-use crate::fit::NodeIndex;
+use crate::nodes::NodeIndex;
 use crate::plan::{LimitKind, Plan, Scope, WaitReason, Waiting};
+use crate::priority::Priority;
 use crate::resources::Resources;
-use crate::snapshot::{Gang, JobId, JobOptions, Priority, Snapshot};
+use crate::snapshot::{Gang, JobId, JobOptions, Snapshot};
 use crate::state::{
     Alloc, Candidate, FastMap, GroupState, Member, NodeState, Pass, QueueState, RunningJob,
     UserState,

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::config::Quota;
-use crate::fit::NodeIndex;
+use crate::nodes::NodeIndex;
 use crate::plan::{Plan, WaitReason};
-use crate::preempt::VictimIndex;
+use crate::priority::Priority;
 use crate::resources::Resources;
-use crate::snapshot::{Gang, JobId, JobOptions, PendingJob, Priority, Snapshot};
+use crate::snapshot::{Gang, JobId, JobOptions, PendingJob, Snapshot};
 
 /// The working state of one pass. Built by [`Pass::prepare`], consumed by the round loop
 /// in `pass.rs`, with placement, limits and preemption in their own modules.
@@ -265,4 +265,19 @@ impl FastHasher {
     fn add(&mut self, word: u64) {
         self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
+}
+
+/// Preemptible running work, built on the first claim of a pass.
+pub(crate) struct VictimIndex {
+    /// (node, victim), least entitled first.
+    pub by_rank: Vec<(usize, Victim)>,
+    /// Per node, least entitled first.
+    pub by_node: Vec<Vec<Victim>>,
+    /// Entries before this are all stopping already.
+    pub start: usize,
+    /// Scratch per node: free resources plus victims counted so far in this search;
+    /// valid where `stamp` equals `generation`.
+    pub acc: Vec<Resources>,
+    pub stamp: Vec<u32>,
+    pub generation: u32,
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::plan::Scope;
-use crate::snapshot::{JobOptions, Priority, Snapshot};
+use crate::priority::Priority;
+use crate::snapshot::{JobOptions, Snapshot};
 
 /// Why a submission is refused, in words that say what to do instead.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -243,6 +243,35 @@ impl TokenCache {
     }
 }
 
+/// The user a Hearth token belongs to, or why it is not valid. The one token check, shared
+/// by the REST API and the Spark Connect gateway.
+pub async fn user_for_token(
+    app: &std::sync::Arc<crate::App>,
+    token: &str,
+) -> crate::error::ApiResult<crate::store::UserRow> {
+    let check = match app.tokens.check_cached(&app.store, token)? {
+        Some(c) => c,
+        None => {
+            // Argon2 is slow on purpose: off the async workers, and only a few at once,
+            // so a flood of made-up tokens cannot stall the API for everyone else.
+            let _slot = app.hashing.acquire().await;
+            let (app2, token) = (app.clone(), token.to_string());
+            tokio::task::spawn_blocking(move || app2.tokens.verify(&app2.store, &token))
+                .await
+                .map_err(|e| crate::error::ApiError::internal("checking the token", e))??
+        }
+    };
+    match check {
+        TokenCheck::Valid { user_id } => match app.store.user_by_id(user_id)? {
+            Some(u) => Ok(u),
+            None => Err(crate::error::ApiError::unauthorized(
+                "the token's user no longer exists",
+            )),
+        },
+        TokenCheck::Invalid(why) => Err(crate::error::ApiError::unauthorized(why)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

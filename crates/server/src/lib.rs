@@ -3,36 +3,33 @@
 //! dispatcher that feeds the scheduler and runs its plans on the machine's agent.
 
 pub mod accounts;
-pub mod api;
 pub mod auth;
 pub mod background;
 pub mod blobs;
 pub mod cluster;
 pub mod config;
-pub mod dispatch;
-pub mod engines;
 pub mod error;
-pub mod gateway;
+pub mod interactive;
+pub mod jobs;
 pub mod layout;
-pub mod node;
 pub mod policy;
-pub mod relay;
-pub mod remote;
 pub mod runtime;
 pub mod spark;
-pub mod standalone;
 pub mod store;
 pub mod tls;
-pub mod usage;
 pub mod web;
 
 use anyhow::Context;
+use cluster::local as node;
 use config::Config;
 use hearth_agent::sandbox::Isolation;
+use interactive::{engines, gateway};
+use jobs::dispatch;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use web::usage;
 
 /// The name of the one node `hearth up` runs.
 pub const LOCAL_NODE: &str = hearth_model::lifecycle::LOCAL_NODE;
@@ -110,6 +107,22 @@ impl App {
     /// Whether Hearth's proxy may serve `port`: only ports nobody else can reach.
     pub fn port_is_guarded(&self, port: u16) -> bool {
         !self.isolation.enabled || self.ports.as_ref().is_ok_and(|g| g.holds(port))
+    }
+
+    /// The Spark runtime, or why there is none; looked for again now and then while it is
+    /// missing (`hearth runtime install` while Hearth runs).
+    pub fn runtime(&self) -> Result<runtime::Runtime, Vec<String>> {
+        const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+        {
+            let guard = self.runtime.read().unwrap_or_else(|p| p.into_inner());
+            if guard.0.is_ok() || guard.1.elapsed() < RECHECK {
+                return guard.0.clone();
+            }
+        }
+        let fresh = self.cfg.runtime.locate();
+        let mut guard = self.runtime.write().unwrap_or_else(|p| p.into_inner());
+        *guard = (fresh.clone(), std::time::Instant::now());
+        fresh
     }
 
     pub fn policy(&self) -> Arc<policy::Policy> {
@@ -233,6 +246,7 @@ pub async fn run(
         usage,
         machine: Default::default(),
     });
+    cluster.set_events(Arc::new(jobs::remote::NodeTasks(Arc::downgrade(&app))));
     accounts::bootstrap_admin(&app)?;
     // Task cgroups of Hearth instances that no longer run them (a Hearth or a test killed
     // mid-stop): thawed, emptied and removed, before any task of ours starts. A live
@@ -255,7 +269,9 @@ pub async fn run(
     engines::reattach_or_reap(&app).await;
     {
         let app = app.clone();
-        background.spawn("the dispatcher", move |stop| dispatch::run(app, stop));
+        background.spawn("the dispatcher", move |stop| {
+            dispatch::run(app, engines::allocations, stop)
+        });
     }
     if let Ok(guard) = &app.ports {
         let guard = Arc::downgrade(guard);
@@ -283,7 +299,7 @@ pub async fn run(
     );
     tracing::info!(%url, "serving");
 
-    let router = api::router(app.clone());
+    let router = web::api::router(app.clone());
     background.spawn("the API and console", move |mut stop| async move {
         let serving = axum::serve(listener, router)
             .with_graceful_shutdown(async move { background::stopped(&mut stop).await });

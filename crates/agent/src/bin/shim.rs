@@ -6,5 +6,5 @@ fn main() {
         eprintln!("usage: hearth-agent-shim DIR");
         std::process::exit(2);
     };
-    std::process::exit(hearth_agent::sandbox::run_shim(std::path::Path::new(&dir)));
+    std::process::exit(hearth_agent::shim::run(std::path::Path::new(&dir)));
 }

@@ -6,9 +6,9 @@
 //! store and the engines is cheap (active jobs only, engines in memory) and needs no hook in
 //! the dispatcher; `app.wake` cannot be shared, since a listener would steal its wake-ups.
 
-use crate::api::jobs::job_view;
-use crate::api::{AppState, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::web::api::jobs::job_view;
+use crate::web::api::{AppState, Caller};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};

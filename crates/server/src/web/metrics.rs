@@ -2,10 +2,10 @@
 //! scraper): jobs by state, queue waits, recent scheduling latency, node use, and every
 //! route's request count and latency. Written by hand: the format is a few lines of text.
 
-use crate::api::{AppState, Caller, ROUTES};
-use crate::dispatch::gang;
 use crate::error::ApiResult;
+use crate::jobs::dispatch::gang;
 use crate::store::now_ms;
+use crate::web::api::{AppState, Caller, ROUTES};
 use crate::LOCAL_NODE;
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -180,7 +180,7 @@ pub async fn serve(State(app): State<AppState>, caller: Caller) -> ApiResult<Res
         "gauge",
         "Nodes by state: the local node (always ready) and nodes that joined with `hearth agent`.",
     );
-    for (state, n) in crate::api::nodes::counts(&app)? {
+    for (state, n) in crate::web::api::nodes::counts(&app)? {
         let _ = writeln!(out, "hearth_nodes{{state=\"{state}\"}} {n}");
     }
 
@@ -241,7 +241,7 @@ pub async fn serve(State(app): State<AppState>, caller: Caller) -> ApiResult<Res
     let measured: Vec<(String, hearth_model::api::MeasuredUse)> =
         std::iter::once((LOCAL_NODE.to_string(), app.machine.latest().map(Into::into)))
             .chain(
-                crate::api::nodes::joined(&app)?
+                crate::web::api::nodes::joined(&app)?
                     .into_iter()
                     .map(|n| (n.name, n.measured)),
             )

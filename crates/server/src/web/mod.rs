@@ -2,12 +2,14 @@
 //! embedded in the binary (it must work on a closed network), plus what only a browser needs:
 //! cookie sessions ([`session`]), live job events ([`events`]) and Prometheus [`metrics`].
 
+pub mod api;
 pub mod events;
 pub mod metrics;
 pub mod proxy;
 pub mod session;
+pub mod usage;
 
-use crate::api::AppState;
+use crate::web::api::AppState;
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

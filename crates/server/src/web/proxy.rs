@@ -12,10 +12,10 @@
 //! nothing of Hearth's CSRF header. An admin looking at someone else's UI gets it in a CSP
 //! sandbox: the page is the owner's code, and must not act with the admin's session.
 
-use crate::api::AppState;
-use crate::engines::{self, EngineKind, LeasedBody};
 use crate::error::ApiError;
+use crate::interactive::engines::{self, EngineKind, LeasedBody};
 use crate::store::UserRow;
+use crate::web::api::AppState;
 use crate::web::session;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -198,7 +198,7 @@ fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, A
                     job.state
                 )));
             }
-            let port = crate::dispatch::ui_port(app, *id)
+            let port = crate::jobs::dispatch::ui_port(app, *id)
                 .ok_or_else(|| ApiError::not_found(format!("job {id} runs without a Spark UI")))?;
             // The driver's node: this machine's loopback, or a joined node's through it.
             let node = job.node.clone().unwrap_or_else(|| crate::LOCAL_NODE.into());
@@ -303,7 +303,7 @@ async fn authenticate(
             t
         }
     };
-    crate::api::user_for_token(app, &token)
+    crate::auth::user_for_token(app, &token)
         .await
         .map_err(|e| Refusal::Unauthenticated(e.message))
 }
@@ -439,9 +439,9 @@ async fn forward(
     let unavailable =
         |why: String| ApiError::new(StatusCode::BAD_GATEWAY, "upstream", why).into_response();
     let connected = match &upstream.remote {
-        None => connect_local(upstream.port).await,
+        None => crate::interactive::upstream::connect_local(upstream.port).await,
         Some((node, job, attempt)) => match app.cluster.open_tunnel(node, *job, *attempt).await {
-            Ok(stream) => handshake(stream).await,
+            Ok(stream) => crate::interactive::upstream::handshake(stream).await,
             Err(why) => {
                 return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
                     .into_response()
@@ -510,68 +510,6 @@ async fn forward(
     }
     head.headers = headers;
     Response::from_parts(head, Body::new(LeasedBody::new(body, upstream.lease)))
-}
-
-/// An HTTP/1.1 connection to a web server on loopback (a fresh one per request: it costs
-/// microseconds here, and a request never waits behind another's long poll).
-async fn connect_local<B>(port: u16) -> Result<hyper::client::conn::http1::SendRequest<B>, String>
-where
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("the web server did not answer: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    handshake(stream).await
-}
-
-/// HTTP/1.1 over a connection to a web server (on loopback, or through a node's tunnel).
-async fn handshake<S, B>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<B>, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("the web server did not answer: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    Ok(sender)
-}
-
-/// GET `path` from the web server on `port` with an `Authorization` header: Hearth asking a
-/// notebook whether its kernels are busy. Status and body (at most 1 MiB).
-pub async fn get_local(
-    port: u16,
-    path: &str,
-    authorization: &str,
-) -> Result<(u16, Vec<u8>), String> {
-    use http_body_util::BodyExt;
-    let mut sender = connect_local::<Body>(port).await?;
-    let req = hyper::Request::builder()
-        .uri(path)
-        .header(header::HOST, format!("127.0.0.1:{port}"))
-        .header(header::AUTHORIZATION, authorization)
-        .body(Body::empty())
-        .map_err(|e| e.to_string())?;
-    let fetch = async {
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let body = http_body_util::Limited::new(resp.into_body(), 1 << 20)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, body.to_vec()))
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), fetch)
-        .await
-        .map_err(|_| "no answer in 10 s".to_string())?
 }
 
 #[cfg(test)]

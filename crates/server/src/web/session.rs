@@ -3,9 +3,9 @@
 //! Because browsers send cookies on their own, a cookie-authenticated request that changes
 //! something must also carry a CSRF header that only a page of ours can compute.
 
-use crate::api::{ApiJson, AppState, Caller};
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
+use crate::web::api::{ApiJson, AppState, Caller};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse, Response};

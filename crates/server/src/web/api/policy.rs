@@ -2,8 +2,8 @@
 //! fair share (everyone may look: knowing why one waits is a feature).
 
 use super::{ApiJson, AppState, Caller};
-use crate::dispatch::{gang, node_capacity};
 use crate::error::{ApiError, ApiResult};
+use crate::jobs::dispatch::{gang, node_capacity};
 use crate::policy::{self, SaveError};
 use axum::extract::State;
 use axum::Json;

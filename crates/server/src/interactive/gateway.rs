@@ -7,8 +7,8 @@
 //! TLS (Hearth's CA or the admin's certificate) for everyone; plaintext h2c only from
 //! loopback, because PySpark speaks plaintext to a host named exactly `localhost`.
 
-use crate::engines::{self, LeasedBody};
-use crate::relay;
+use crate::interactive::engines::{self, LeasedBody};
+use crate::interactive::relay;
 use crate::App;
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response};
@@ -213,7 +213,7 @@ async fn handle(
         Ok(t) => t.to_string(),
         Err(why) => return grpc_error(UNAUTHENTICATED, why),
     };
-    let user = match crate::api::user_for_token(&app, &token).await {
+    let user = match crate::auth::user_for_token(&app, &token).await {
         Ok(u) => u,
         Err(e) if e.status == hyper::StatusCode::UNAUTHORIZED => {
             return grpc_error(

@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 /// How often the dispatcher looks again even when nothing woke it.
 const TICK: Duration = Duration::from_secs(2);
-/// How often a missing runtime is looked for again (e.g. after `hearth runtime install`).
-const RUNTIME_RECHECK: Duration = Duration::from_secs(10);
 
 /// Everything a job holds (or, queued, would hold in local mode), over all its nodes.
 pub fn gang(job: &JobRow) -> Resources {
@@ -72,13 +70,13 @@ pub fn node_capacity(app: &App) -> Resources {
     Resources::new(app.cfg.cores, app.cfg.memory_mib)
 }
 
-pub async fn run(app: Arc<App>, mut stop: crate::background::Stop) {
+pub async fn run(app: Arc<App>, interactive: Interactive, mut stop: crate::background::Stop) {
     loop {
         // Nothing new starts once Hearth is stopping.
         if app.is_shutting_down() {
             return;
         }
-        if let Err(e) = pass(&app) {
+        if let Err(e) = pass(&app, interactive) {
             tracing::error!("scheduling pass failed: {e}");
         }
         tokio::select! {
@@ -89,18 +87,9 @@ pub async fn run(app: Arc<App>, mut stop: crate::background::Stop) {
     }
 }
 
-/// The runtime, re-checking now and then while it is missing.
+/// The runtime (see [`App::runtime`]).
 pub fn runtime(app: &App) -> Result<crate::runtime::Runtime, Vec<String>> {
-    {
-        let guard = app.runtime.read().unwrap_or_else(|p| p.into_inner());
-        if guard.0.is_ok() || guard.1.elapsed() < RUNTIME_RECHECK {
-            return guard.0.clone();
-        }
-    }
-    let fresh = app.cfg.runtime.locate();
-    let mut guard = app.runtime.write().unwrap_or_else(|p| p.into_inner());
-    *guard = (fresh.clone(), Instant::now());
-    fresh
+    app.runtime()
 }
 
 /// How the scheduler sees a job. A job that fits one node (by its capacity) runs in local
@@ -126,8 +115,17 @@ fn options(j: &JobRow, largest: &[Resources]) -> hearth_sched::JobOptions {
     }
 }
 
-/// The scheduler's view of now: the node, what runs, what waits, and the policy.
-pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, rusqlite::Error> {
+/// What users' interactive engines hold now (`interactive::engines::allocations`): handed
+/// to the dispatcher, which counts it like running jobs and knows nothing else of engines.
+pub type Interactive = fn(&App) -> Vec<Allocation>;
+
+/// The scheduler's view of now: the nodes, what runs (jobs, and `interactive`: what engines
+/// hold), what waits, and the policy.
+pub fn snapshot(
+    app: &App,
+    policy: &crate::policy::Policy,
+    interactive: Vec<Allocation>,
+) -> Result<Snapshot, rusqlite::Error> {
     let queued = app.store.jobs_in(&[JobState::Queued])?;
     let active = app
         .store
@@ -191,9 +189,8 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
                     resources,
                 })
             })
-            // Spark Connect engines (issue 5): a live engine holds its user's resources
-            // like a running, non-preemptible job (ids >= engines::ENGINE_ALLOCATION_BASE).
-            .chain(crate::engines::allocations(app))
+            // A live engine holds its user's resources like a running, non-preemptible job.
+            .chain(interactive)
             .collect(),
         queued: queued
             .iter()
@@ -216,14 +213,14 @@ pub fn snapshot(app: &App, policy: &crate::policy::Policy) -> Result<Snapshot, r
 
 /// One scheduling pass: start what the plan places, stop what it preempts, and record why
 /// everything else waits.
-fn pass(app: &Arc<App>) -> Result<(), rusqlite::Error> {
-    crate::remote::lose_jobs_of_down_nodes(app, &app.cluster)?;
+fn pass(app: &Arc<App>, interactive: Interactive) -> Result<(), rusqlite::Error> {
+    crate::jobs::remote::lose_jobs_of_down_nodes(app, &app.cluster)?;
     let active = app
         .store
         .jobs_in(&[JobState::Starting, JobState::Running])?;
-    crate::standalone::sweep(app, &active);
+    crate::jobs::standalone::sweep(app, &active);
     let policy = app.policy();
-    let snapshot = snapshot(app, &policy)?;
+    let snapshot = snapshot(app, &policy, interactive(app))?;
     if snapshot.queued.is_empty() {
         return Ok(());
     }
@@ -356,10 +353,12 @@ pub(crate) fn record_or_log(app: &App, id: i64, event: Event) -> Option<Transiti
 fn carry_out(app: &App, id: i64, effects: &[Effect]) {
     for effect in effects {
         match effect {
-            Effect::LogLine(line) => crate::remote::log_lines(app, id, std::slice::from_ref(line)),
+            Effect::LogLine(line) => {
+                crate::jobs::remote::log_lines(app, id, std::slice::from_ref(line))
+            }
             Effect::ForgetUi => release_ui(app, id),
             Effect::Stop { grace_ms } => {
-                crate::remote::stop(app, id, Duration::from_millis(*grace_ms));
+                crate::jobs::remote::stop(app, id, Duration::from_millis(*grace_ms));
             }
             Effect::Launch => {}
             Effect::WakeScheduler => app.wake.notify_one(),
@@ -385,10 +384,10 @@ async fn start(app: Arc<App>, id: i64) {
         Err(e) => return fail(&app, id, format!("reading the job: {e}")),
     };
     if !job.workers.is_empty() {
-        return crate::standalone::start(app, job, user).await;
+        return crate::jobs::standalone::start(app, job, user).await;
     }
     let node = job.node.clone().unwrap_or_else(|| LOCAL_NODE.into());
-    crate::remote::start(app, job, user, node).await
+    crate::jobs::remote::start(app, job, user, node).await
 }
 
 /// Whether the job's task may be sent to its node now: not if a cancel, or Hearth's
@@ -408,7 +407,7 @@ pub(crate) fn may_launch(app: &App, id: i64) -> bool {
 
 /// Stops a running job's driver (not a cancel: its end is recorded as it comes).
 pub(crate) fn stop_job(app: &App, id: i64, grace: Duration) {
-    crate::remote::stop(app, id, grace);
+    crate::jobs::remote::stop(app, id, grace);
 }
 
 /// The job's process ended: `lifecycle` says what that makes of the job.
@@ -443,7 +442,7 @@ pub async fn stop_all(app: &Arc<App>) {
         .map(|j| j.id)
         .collect();
     for id in &here {
-        crate::remote::stop(app, *id, app.cfg.stop_grace);
+        crate::jobs::remote::stop(app, *id, app.cfg.stop_grace);
     }
     let deadline = Instant::now() + app.cfg.stop_grace + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -470,11 +469,11 @@ pub async fn reconcile(app: &Arc<App>) -> Result<(), rusqlite::Error> {
         .jobs_in(&[JobState::Starting, JobState::Running])?
     {
         let node = job.node.clone().unwrap_or_else(|| LOCAL_NODE.into());
-        if let Err(why) = crate::remote::restore(app, &job, &node) {
+        if let Err(why) = crate::jobs::remote::restore(app, &job, &node) {
             record(app, job.id, Event::Lost { why })?;
             continue;
         }
-        crate::standalone::restore(app, &job);
+        crate::jobs::standalone::restore(app, &job);
     }
     Ok(())
 }

@@ -350,8 +350,8 @@ fn admit(app: &App, user: &UserRow, kind: EngineKind) -> Result<(), String> {
     let (cores, limit) = size(app, kind);
     let need = hearth_sched::Resources::new(cores, limit);
     let policy = app.policy();
-    let snapshot =
-        crate::dispatch::snapshot(app, &policy).map_err(|e| format!("reading the store: {e}"))?;
+    let snapshot = crate::jobs::dispatch::snapshot(app, &policy, allocations(app))
+        .map_err(|e| format!("reading the store: {e}"))?;
     let request = hearth_sched::Request {
         user: &user.name,
         node: LOCAL_NODE,
@@ -477,7 +477,7 @@ pub fn log_path(app: &App, id: i64) -> PathBuf {
 /// Lays out the engine's directory (root-owned, except `tmp` and `conf`, which belong to
 /// the user: `conf` holds the engine's secrets, for its eyes only) and describes its task.
 fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
-    let rt = crate::dispatch::runtime(app).map_err(|p| p.join("; "))?;
+    let rt = crate::jobs::dispatch::runtime(app).map_err(|p| p.join("; "))?;
     let io = |what: &str, err: std::io::Error| format!("{what}: {err}");
     let dir = engine_dir(app, e.id);
     let linux = user.linux(app);
@@ -807,7 +807,7 @@ pub async fn reap_idle(app: Arc<App>, mut stop: crate::background::Stop) {
 async fn kernels_busy(e: &Engine) -> bool {
     let path = format!("{}api/kernels", notebook_path(&e.user));
     let auth = format!("token {}", e.secret);
-    match crate::web::proxy::get_local(e.port, &path, &auth).await {
+    match crate::interactive::upstream::get_local(e.port, &path, &auth).await {
         Ok((200, body)) => serde_json::from_slice::<Vec<serde_json::Value>>(&body)
             .map(|kernels| {
                 kernels

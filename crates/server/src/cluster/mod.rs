@@ -4,7 +4,8 @@
 //! to a node that was not removed. Heartbeats are kept in memory and written to the store
 //! every few seconds, so a thousand nodes cost little.
 
-use crate::api::AppState;
+pub mod local;
+
 use crate::store::{now_ms, NodeRow};
 use crate::tls::{cert_sha256, ClusterTls};
 use hearth_agent::node::{read_frame, write_frame};
@@ -28,8 +29,39 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// The most labels a node may report.
 const MAX_LABELS: usize = 64;
 
+/// What the server does with what nodes say of their tasks: the jobs' side of the
+/// protocol (`jobs::remote::NodeTasks`). The registry carries the messages and decides
+/// nothing about jobs; it is handed this once the server is assembled.
+pub trait TaskEvents: Send + Sync {
+    /// A task's process runs, its Spark UI on `ui_port` of the node.
+    fn started(&self, node_id: i64, job: i64, attempt: u32, ui_port: Option<u16>);
+    /// What a node holds, first on each of its connections.
+    fn report(&self, node_id: i64, node: &str, conn: u64, tasks: &[TaskRef]);
+    /// Lines of a task's log, the bytes `bytes` of the node's copy.
+    fn output(
+        &self,
+        node_id: i64,
+        node: &str,
+        task: TaskRef,
+        bytes: std::ops::Range<u64>,
+        lines: &[String],
+    );
+    /// A task ended, or could not start.
+    #[allow(clippy::too_many_arguments)]
+    fn ended(
+        &self,
+        node_id: i64,
+        node: &str,
+        job: i64,
+        attempt: u32,
+        exit: hearth_agent::sandbox::TaskExit,
+        error: Option<String>,
+    );
+}
+
 /// The cluster port's state, shared with the API.
 pub struct Cluster {
+    events: std::sync::OnceLock<Arc<dyn TaskEvents>>,
     pub tls: ClusterTls,
     /// Where the cluster port listens; None when it is off (`hearth up` still has its
     /// in-process node).
@@ -114,6 +146,7 @@ pub struct RemoteTask {
 impl Cluster {
     pub fn new(tls: ClusterTls, addr: Option<SocketAddr>, node_timeout: Duration) -> Cluster {
         Cluster {
+            events: std::sync::OnceLock::new(),
             tls,
             addr,
             node_timeout,
@@ -126,6 +159,15 @@ impl Cluster {
             opening: Mutex::new(HashMap::new()),
             next_stream: AtomicU64::new(1),
         }
+    }
+
+    /// Hands the registry what to do with nodes' task messages (once, at start).
+    pub fn set_events(&self, events: Arc<dyn TaskEvents>) {
+        let _ = self.events.set(events);
+    }
+
+    fn events(&self) -> Option<&Arc<dyn TaskEvents>> {
+        self.events.get()
     }
 
     /// A byte stream to the Spark UI of `job`'s `attempt` on `node`, carried over the
@@ -469,7 +511,7 @@ impl Cluster {
 
 /// Accepts cluster connections until `stop` turns true.
 pub async fn serve(
-    app: AppState,
+    app: Arc<crate::App>,
     cluster: Arc<Cluster>,
     listener: tokio::net::TcpListener,
     mut stop: crate::background::Stop,
@@ -493,7 +535,7 @@ pub async fn serve(
 
 /// Writes the heartbeats held in memory to the store, so a restarted server still knows
 /// when each node was last seen.
-pub async fn flush(app: AppState, cluster: Arc<Cluster>, mut stop: crate::background::Stop) {
+pub async fn flush(app: Arc<crate::App>, cluster: Arc<Cluster>, mut stop: crate::background::Stop) {
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     loop {
         tokio::select! {
@@ -526,7 +568,7 @@ async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, reason: &str) {
     .await;
 }
 
-async fn connection(app: AppState, cluster: Arc<Cluster>, tcp: TcpStream, peer: SocketAddr) {
+async fn connection(app: Arc<crate::App>, cluster: Arc<Cluster>, tcp: TcpStream, peer: SocketAddr) {
     // A TLS connection starts with a handshake record (0x16); anything else is someone
     // speaking plain text to the port, which deserves a clearer line than a TLS error.
     let mut first = [0u8; 1];
@@ -639,7 +681,7 @@ fn same_digest(a: &[u8], b: &[u8]) -> bool {
 /// A join: the token must be known, its secret right, not revoked, not expired. Log lines
 /// say which (never the token); the agent is told what to do next.
 async fn join(
-    app: &AppState,
+    app: &Arc<crate::App>,
     cluster: &Cluster,
     peer: SocketAddr,
     token: &str,
@@ -754,10 +796,10 @@ async fn join(
 
 /// A node's connection: welcome, then heartbeats until it goes away or is removed. The
 /// same for joined nodes (after mutual TLS) and the server's own in-process node (whose
-/// `fingerprint` is [`crate::node::IN_PROCESS`]).
+/// `fingerprint` is [`crate::cluster::local::IN_PROCESS`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
-    app: &AppState,
+    app: &Arc<crate::App>,
     cluster: &Cluster,
     peer: SocketAddr,
     fingerprint: &str,
@@ -826,7 +868,7 @@ pub(crate) async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
             ip: peer.ip(),
             offer: offer.clone(),
             machine: None,
-            in_process: fingerprint == crate::node::IN_PROCESS,
+            in_process: fingerprint == crate::cluster::local::IN_PROCESS,
             tunnels: tunnels.clone(),
         },
     );
@@ -891,18 +933,25 @@ pub(crate) async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
                         Ok(AgentMessage::Opened { stream, error }) => cluster.opened(stream, error),
                         Ok(AgentMessage::Tunnel(frame)) => tunnels.deliver(frame),
                         Ok(AgentMessage::Started { job, attempt, ui_port }) => {
-                            crate::remote::started(app, node.id, job, attempt, ui_port);
+                            if let Some(ev) = cluster.events() {
+                                ev.started(node.id, job, attempt, ui_port);
+                            }
                         }
                         Ok(AgentMessage::Tasks { tasks }) => {
-                            crate::remote::report(app, node.id, &node.name, conn, &tasks);
+                            if let Some(ev) = cluster.events() {
+                                ev.report(node.id, &node.name, conn, &tasks);
+                            }
                         }
                         Ok(AgentMessage::Output { job, attempt, offset, next, lines }) => {
-                            let task = TaskRef { job, attempt };
-                            crate::remote::output(app, node.id, &node.name, task, offset..next, &lines);
+                            if let Some(ev) = cluster.events() {
+                                ev.output(node.id, &node.name, TaskRef { job, attempt }, offset..next, &lines);
+                            }
                         }
                         Ok(AgentMessage::Ended { job, attempt, code, signal, oom_killed, error }) => {
                             let exit = hearth_agent::sandbox::TaskExit { code, signal, oom_killed, finished_ms: now_ms() };
-                            crate::remote::ended(app, node.id, &node.name, job, attempt, exit, error);
+                            if let Some(ev) = cluster.events() {
+                                ev.ended(node.id, &node.name, job, attempt, exit, error);
+                            }
                         }
                         Ok(other) => {
                             tracing::warn!("node {} ({peer}) sent {other:?} mid-session; closing", node.name);
@@ -948,7 +997,7 @@ pub(crate) async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
 
 /// A part of a job file for a node, which may only have the files of the jobs it runs.
 async fn chunk(
-    app: &AppState,
+    app: &Arc<crate::App>,
     cluster: &Cluster,
     node_id: i64,
     sha256: String,

@@ -26,7 +26,7 @@
 //! header block, an unknown engine, no valid token, an engine that cannot start) falls back
 //! to the ordinary path, which answers it with a proper gRPC status.
 
-use crate::engines::{EngineKind, Lease};
+use crate::interactive::engines::{EngineKind, Lease};
 use crate::App;
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -59,7 +59,11 @@ pub struct FirstCall {
 
 impl FirstCall {
     pub fn token(&self) -> Option<&str> {
-        crate::gateway::token_of(self.plain_token.as_deref(), self.authorization.as_deref()).ok()
+        crate::interactive::gateway::token_of(
+            self.plain_token.as_deref(),
+            self.authorization.as_deref(),
+        )
+        .ok()
     }
 }
 
@@ -201,7 +205,7 @@ pub async fn takes(
         return None;
     }
     let token = call.token()?;
-    let user = crate::api::user_for_token(app, token).await.ok()?;
+    let user = crate::auth::user_for_token(app, token).await.ok()?;
     Some((user, kind))
 }
 

@@ -72,7 +72,7 @@ fn address(app: &App, node: &str) -> Option<IpAddr> {
 
 /// Every node's part of `job`, the driver's node's first; Err says why it cannot run now.
 pub fn plan(app: &App, job: &JobRow) -> Result<Vec<(String, Part)>, String> {
-    let holdings = crate::dispatch::holdings(job);
+    let holdings = crate::jobs::dispatch::holdings(job);
     let driver_node = holdings
         .first()
         .map(|(n, _)| n.clone())
@@ -133,11 +133,11 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow) {
     let parts = match plan(&app, &job) {
         Ok(p) => p,
         Err(why) => {
-            crate::dispatch::record_or_log(&app, id, Event::Unplaced { why });
+            crate::jobs::dispatch::record_or_log(&app, id, Event::Unplaced { why });
             return;
         }
     };
-    crate::remote::log_lines(
+    crate::jobs::remote::log_lines(
         &app,
         id,
         &[format!(
@@ -155,14 +155,14 @@ pub async fn start(app: Arc<App>, job: JobRow, user: UserRow) {
         return;
     };
     for (node, part) in parts {
-        if let Err(why) = crate::remote::start_worker(&app, &job, &user, &node, part) {
+        if let Err(why) = crate::jobs::remote::start_worker(&app, &job, &user, &node, part) {
             stop_workers(&app, id, None);
             let why = format!("its worker on node {node} could not start: {why}");
-            crate::dispatch::record_or_log(&app, id, Event::Unplaced { why });
+            crate::jobs::dispatch::record_or_log(&app, id, Event::Unplaced { why });
             return;
         }
     }
-    crate::remote::start_part(app, job, user, driver_node, Some(driver_part)).await
+    crate::jobs::remote::start_part(app, job, user, driver_node, Some(driver_part)).await
 }
 
 /// Stops `job`'s workers (only the one on `node_id`, if given).
@@ -205,14 +205,14 @@ pub fn worker_ended(app: &App, node: &str, job: i64, exit: &str) {
     if j.state.is_terminal() {
         return;
     }
-    crate::remote::log_lines(
+    crate::jobs::remote::log_lines(
         app,
         job,
         &[format!(
             "=== hearth: the Spark worker on node {node} ended ({exit}) while the job ran: stopping the job ==="
         )],
     );
-    crate::dispatch::stop_job(app, job, Duration::ZERO);
+    crate::jobs::dispatch::stop_job(app, job, Duration::ZERO);
 }
 
 /// After a restart: follows the workers of a spread job again, until their nodes report
@@ -260,8 +260,8 @@ pub fn adopt_reported(
     for t in tasks {
         match cluster.worker(t.job, node_id, t.attempt, Some(conn)) {
             Some(logged) => {
-                let offset =
-                    logged.unwrap_or_else(|| crate::remote::load_worker_mark(app, t.job, node_id));
+                let offset = logged
+                    .unwrap_or_else(|| crate::jobs::remote::load_worker_mark(app, t.job, node_id));
                 cluster.set_worker_logged(t.job, node_id, offset);
                 adopted.push((*t, offset));
             }

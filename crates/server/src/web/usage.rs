@@ -3,7 +3,7 @@
 //! wait. Kept in memory only, in a ring covering a day, for the console's utilisation charts.
 //! Also the local node's measured use (cores busy, memory in use), as agents measure theirs.
 
-use crate::dispatch::gang;
+use crate::jobs::dispatch::gang;
 use crate::store::now_ms;
 use crate::App;
 use hearth_agent::machine::Meter;
@@ -115,7 +115,7 @@ pub fn sample(app: &App) -> Result<UsageSample, rusqlite::Error> {
             s.used_memory_mib += r.memory_mib;
         }
     }
-    for a in crate::engines::allocations(app) {
+    for a in crate::interactive::engines::allocations(app) {
         s.used_cores += a.resources.cores;
         s.used_memory_mib += a.resources.memory_mib;
     }

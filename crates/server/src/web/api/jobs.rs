@@ -1,8 +1,8 @@
 //! Jobs: submit, list, show, cancel, and their logs (tail, follow, resume from an offset).
 
 use super::{parse_id, ApiJson, AppState, Caller};
-use crate::dispatch::{self, log_path, node_capacity};
 use crate::error::{ApiError, ApiResult};
+use crate::jobs::dispatch::{self, log_path, node_capacity};
 use crate::store::JobRow;
 use crate::{spark, LOCAL_NODE};
 use axum::body::Body;
@@ -236,7 +236,7 @@ fn validate(app: &AppState, caller: &Caller, req: &SubmitJob) -> ApiResult<JobRe
                     .map(|n| hearth_sched::Resources::new(n.cores, n.memory_mib)),
             )
             .collect();
-        let g = crate::dispatch::spread_gang(&resources);
+        let g = crate::jobs::dispatch::spread_gang(&resources);
         let sum = caps
             .iter()
             .fold(hearth_sched::Resources::ZERO, |s, c| s.add(c));
@@ -295,7 +295,11 @@ pub async fn submit(
         gang: None,
         constraints: Vec::new(),
     };
-    let snapshot = dispatch::snapshot(&app, &policy)?;
+    let snapshot = dispatch::snapshot(
+        &app,
+        &policy,
+        crate::interactive::engines::allocations(&app),
+    )?;
     hearth_sched::check_submission(&snapshot, &caller.0.name, &options)
         .map_err(|r| ApiError::conflict("refused_by_policy", r.to_string()))?;
     let new = crate::store::NewJob {
@@ -556,7 +560,7 @@ pub async fn nodes(
     let jobs = app
         .store
         .jobs_in(&[JobState::Starting, JobState::Running])?;
-    let engines = crate::engines::allocations(&app);
+    let engines = crate::interactive::engines::allocations(&app);
     // A job with no node yet counts on the local one, as the scheduler's snapshot counts it;
     // a spread job on each node it holds something on.
     let held: Vec<(String, hearth_sched::Resources)> =
@@ -614,7 +618,7 @@ pub async fn usage(
     let q = query(q)?;
     let since = match q.seconds {
         Some(s) => crate::store::now_ms().saturating_sub(
-            i64::try_from(s.min(crate::usage::HISTORY.as_secs()))
+            i64::try_from(s.min(crate::web::usage::HISTORY.as_secs()))
                 .unwrap_or(0)
                 .saturating_mul(1000),
         ),

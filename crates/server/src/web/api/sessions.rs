@@ -2,8 +2,8 @@
 //! the gateway (its port and the CA to trust).
 
 use super::{AppState, Caller};
-use crate::engines::{self, AcquireError, EngineKind, EngineState};
 use crate::error::{ApiError, ApiResult};
+use crate::interactive::engines::{self, AcquireError, EngineKind, EngineState};
 use crate::store::now_ms;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -100,7 +100,7 @@ pub async fn start_notebook(State(app): State<AppState>, caller: Caller) -> ApiR
     }
 }
 
-fn gateway(app: &AppState) -> ApiResult<&crate::gateway::ConnectInfo> {
+fn gateway(app: &AppState) -> ApiResult<&crate::interactive::gateway::ConnectInfo> {
     app.connect.as_ref().ok_or_else(|| {
         ApiError::not_found(
             "Spark Connect is off on this server: start `hearth up` with --connect-listen",

@@ -8,7 +8,7 @@
 //! log, so a line comes into the log once whatever broke in between.
 
 use crate::cluster::{Cluster, RemoteTask};
-use crate::dispatch;
+use crate::jobs::dispatch;
 use crate::store::{JobRow, UserRow};
 use crate::{spark, App, LOCAL_NODE};
 use hearth_agent::sandbox::TaskExit;
@@ -201,7 +201,7 @@ pub fn start_worker(
     job: &JobRow,
     user: &UserRow,
     node: &str,
-    part: crate::standalone::Part,
+    part: crate::jobs::standalone::Part,
 ) -> Result<(), String> {
     let cluster = &app.cluster;
     let (node_id, paths) = cluster
@@ -239,7 +239,7 @@ fn task_for(
     node: &str,
     paths: &crate::cluster::NodePaths,
     attempt: u32,
-    part: Option<&crate::standalone::Part>,
+    part: Option<&crate::jobs::standalone::Part>,
 ) -> StartTask {
     let id = job.id;
     let layout = TaskLayout::new(&paths.data_dir, id, attempt);
@@ -345,7 +345,7 @@ pub async fn start_part(
     job: JobRow,
     user: UserRow,
     node: String,
-    part: Option<crate::standalone::Part>,
+    part: Option<crate::jobs::standalone::Part>,
 ) {
     let id = job.id;
     let cluster = app.cluster.clone();
@@ -387,6 +387,50 @@ pub async fn start_part(
         return;
     }
     tracing::info!(job = id, node = %node, attempt, "sent to its node");
+}
+
+/// The jobs' side of the cluster protocol: what nodes say of their tasks, recorded here.
+pub struct NodeTasks(pub std::sync::Weak<App>);
+
+impl crate::cluster::TaskEvents for NodeTasks {
+    fn started(&self, node_id: i64, job: i64, attempt: u32, ui_port: Option<u16>) {
+        if let Some(app) = self.0.upgrade() {
+            started(&app, node_id, job, attempt, ui_port);
+        }
+    }
+
+    fn report(&self, node_id: i64, node: &str, conn: u64, tasks: &[TaskRef]) {
+        if let Some(app) = self.0.upgrade() {
+            report(&app, node_id, node, conn, tasks);
+        }
+    }
+
+    fn output(
+        &self,
+        node_id: i64,
+        node: &str,
+        task: TaskRef,
+        bytes: std::ops::Range<u64>,
+        lines: &[String],
+    ) {
+        if let Some(app) = self.0.upgrade() {
+            output(&app, node_id, node, task, bytes, lines);
+        }
+    }
+
+    fn ended(
+        &self,
+        node_id: i64,
+        node: &str,
+        job: i64,
+        attempt: u32,
+        exit: TaskExit,
+        error: Option<String>,
+    ) {
+        if let Some(app) = self.0.upgrade() {
+            ended(&app, node_id, node, job, attempt, exit, error);
+        }
+    }
 }
 
 /// The node says the task's process runs, with its Spark UI on `ui_port` of the node.
@@ -437,7 +481,7 @@ fn forget(app: &App, cluster: &Cluster, node_id: i64, job: i64, attempt: u32) {
 /// never reached it: lost, so it runs again.
 pub fn report(app: &App, node_id: i64, node: &str, conn: u64, tasks: &[TaskRef]) {
     let cluster = &app.cluster;
-    let (workers, tasks) = crate::standalone::adopt_reported(app, node_id, conn, tasks);
+    let (workers, tasks) = crate::jobs::standalone::adopt_reported(app, node_id, conn, tasks);
     for (t, offset) in &workers {
         cluster.send(
             node_id,
@@ -450,8 +494,8 @@ pub fn report(app: &App, node_id: i64, node: &str, conn: u64, tasks: &[TaskRef])
     }
     let reported: Vec<TaskRef> = workers.iter().map(|(t, _)| *t).collect();
     for job in cluster.unreported_workers(node_id, conn, &reported) {
-        crate::standalone::stop_workers(app, job, Some(node_id));
-        crate::standalone::worker_ended(
+        crate::jobs::standalone::stop_workers(app, job, Some(node_id));
+        crate::jobs::standalone::worker_ended(
             app,
             node,
             job,
@@ -621,14 +665,14 @@ pub fn ended(
 ) {
     let cluster = &app.cluster;
     if is_worker(app, job, node_id, attempt) {
-        crate::standalone::stop_workers(app, job, Some(node_id));
+        crate::jobs::standalone::stop_workers(app, job, Some(node_id));
         let how = match (error, exit.code, exit.signal) {
             (Some(why), _, _) => format!("it could not start: {why}"),
             (None, Some(c), _) => format!("exit code {c}"),
             (None, None, Some(s)) => format!("signal {s}"),
             _ => "no exit status".into(),
         };
-        crate::standalone::worker_ended(app, node, job, &how);
+        crate::jobs::standalone::worker_ended(app, node, job, &how);
         return;
     }
     let current = cluster.untrack(job, Some((node_id, attempt)));

@@ -40,7 +40,7 @@ pub async fn run(app: Arc<App>, mut stop: crate::background::Stop) {
         app.cfg.blobs_dir(),
         app.isolation.enabled,
         app.cfg.shim.clone(),
-        crate::dispatch::runtime(&app).ok().map(|rt| rt.root),
+        app.runtime().ok().map(|rt| rt.root),
         app.ports.clone(),
     );
     // Tasks an earlier run of Hearth started and that still run under their shims.
@@ -119,7 +119,7 @@ async fn server_side(app: Arc<App>, stream: tokio::io::DuplexStream) {
 async fn runtime_appears(app: &App) {
     loop {
         tokio::time::sleep(RUNTIME_RECHECK).await;
-        if crate::dispatch::runtime(app).is_ok() {
+        if app.runtime().is_ok() {
             return;
         }
     }
@@ -128,7 +128,7 @@ async fn runtime_appears(app: &App) {
 /// What this machine offers: `--cores`/`--memory`, its runtime if there is one, and
 /// whether it isolates tasks.
 fn offer(app: &App) -> NodeOffer {
-    let runtime = crate::dispatch::runtime(app).ok().map(|rt| NodeRuntime {
+    let runtime = app.runtime().ok().map(|rt| NodeRuntime {
         root: rt.root.display().to_string(),
         spark_home: rt.spark_home.display().to_string(),
         python: rt.python.display().to_string(),

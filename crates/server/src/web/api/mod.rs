@@ -9,7 +9,6 @@ mod policy;
 mod sessions;
 mod users;
 
-use crate::auth::TokenCheck;
 use crate::error::{ApiError, ApiResult};
 use crate::store::UserRow;
 use crate::web;
@@ -157,31 +156,7 @@ impl FromRequestParts<AppState> for Caller {
                 token
             }
         };
-        user_for_token(app, &token).await.map(Caller)
-    }
-}
-
-/// The user a Hearth token belongs to, or why it is not valid. The one token check, shared
-/// by the REST API and the Spark Connect gateway.
-pub async fn user_for_token(app: &AppState, token: &str) -> ApiResult<UserRow> {
-    let check = match app.tokens.check_cached(&app.store, token)? {
-        Some(c) => c,
-        None => {
-            // Argon2 is slow on purpose: off the async workers, and only a few at once,
-            // so a flood of made-up tokens cannot stall the API for everyone else.
-            let _slot = app.hashing.acquire().await;
-            let (app2, token) = (app.clone(), token.to_string());
-            tokio::task::spawn_blocking(move || app2.tokens.verify(&app2.store, &token))
-                .await
-                .map_err(|e| ApiError::internal("checking the token", e))??
-        }
-    };
-    match check {
-        TokenCheck::Valid { user_id } => match app.store.user_by_id(user_id)? {
-            Some(u) => Ok(u),
-            None => Err(ApiError::unauthorized("the token's user no longer exists")),
-        },
-        TokenCheck::Invalid(why) => Err(ApiError::unauthorized(why)),
+        crate::auth::user_for_token(app, &token).await.map(Caller)
     }
 }
 
