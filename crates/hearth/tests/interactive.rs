@@ -313,3 +313,75 @@ fn a_notebook_and_its_spark_engine_outlive_a_crash_of_hearth() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+#[test]
+fn a_proxied_app_cannot_set_hearths_cookies_nor_clear_the_site() {
+    let mut h = Hearth::start();
+    let alice = h.add_user("alice");
+    let app = apps().join("cookie_ui.py");
+    let id = h.submit(
+        &alice,
+        &[
+            "--num-executors",
+            "0",
+            "--driver-memory",
+            "512m",
+            app.to_str().expect("path"),
+            "120",
+        ],
+    );
+    h.wait_state(&alice, id, "running", Duration::from_secs(180));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !h.logs(&alice, id).contains("ready") {
+        assert!(Instant::now() < deadline, "{}", h.logs(&alice, id));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The door answers as the owner's page would reach a browser; an admin viewing it too.
+    let fetch = |token: &str, path: &str| {
+        let url = format!("{}/ui/jobs/{id}{path}", h.url);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let resp = match ureq::get(&url)
+                .set("Authorization", &format!("Bearer {token}"))
+                .call()
+            {
+                Ok(r) => r,
+                Err(ureq::Error::Status(_, r)) => r,
+                Err(e) => panic!("GET {url}: {e}"),
+            };
+            if resp.status() != 503 {
+                return resp;
+            }
+            assert!(Instant::now() < deadline, "the UI never came up");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    for token in [alice.token.as_str(), h.admin.token.as_str()] {
+        let resp = fetch(token, "/page");
+        assert_eq!(resp.status(), 200);
+        let cookies: Vec<String> = resp
+            .all("set-cookie")
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert!(resp.header("clear-site-data").is_none());
+        assert!(resp.header("refresh").is_none());
+        // Only the app's own cookie, and only for its own place under the door.
+        assert_eq!(
+            cookies,
+            vec![format!("app_pref=dark; Path=/ui/jobs/{id}/")],
+            "{cookies:?}"
+        );
+        assert!(resp.into_string().expect("body").contains("hostile page"));
+        let raw = fetch(token, "/raw");
+        assert_eq!(raw.status(), 200);
+        assert!(
+            raw.all("set-cookie").is_empty(),
+            "{:?}",
+            raw.all("set-cookie")
+        );
+    }
+    let out = h.cli(&alice, &["cancel", &id.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    h.wait_job(&alice, id, Duration::from_secs(60));
+}

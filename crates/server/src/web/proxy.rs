@@ -151,7 +151,18 @@ async fn serve(State(app): State<AppState>, req: Request) -> Response {
     } else {
         String::new()
     };
-    forward(&app, req, upstream, &path_and_query, &prefix, sandboxed).await
+    // Cookies the app sets are confined below its own place under the door.
+    let scope = format!("{}/", parsed.prefix);
+    forward(
+        &app,
+        req,
+        upstream,
+        &path_and_query,
+        &prefix,
+        &scope,
+        sandboxed,
+    )
+    .await
 }
 
 /// The job's or engine's server, if the caller may see it (the owner, or an admin).
@@ -359,6 +370,95 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Response headers a proxied app may send back through the door: what its pages need, and
+/// nothing that acts on the rest of Hearth's origin (no `Clear-Site-Data`, no
+/// `Refresh` to elsewhere, no authentication challenges for Hearth's paths). `Set-Cookie` is
+/// let through only confined to the app's own path ([`confine_cookie`]); `Location` is kept
+/// under the door. A WebSocket's answer keeps its handshake headers.
+const RESPONSE_HEADERS: &[&str] = &[
+    "accept-ranges",
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-range",
+    "content-security-policy",
+    "content-type",
+    "date",
+    "etag",
+    "expires",
+    "last-modified",
+    "location",
+    "referrer-policy",
+    "set-cookie",
+    "vary",
+    "x-content-type-options",
+    "x-frame-options",
+];
+const UPGRADE_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "sec-websocket-accept",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+];
+
+/// Whether a response header from a proxied app reaches the browser.
+fn passes(name: &str, upgrading: bool) -> bool {
+    RESPONSE_HEADERS.contains(&name) || (upgrading && UPGRADE_HEADERS.contains(&name))
+}
+
+/// A proxied app's `Set-Cookie`, rebuilt so that the browser sends it back only below the
+/// app's own place under the door (`scope`, e.g. `/ui/jobs/7/` or `/user/alice/`): its
+/// `Path` kept if it lies there, else set to `scope`; no `Domain`; only the attributes a
+/// cookie needs. None (dropped) for a cookie Hearth's own paths could receive or confuse:
+/// one without a name, named like Hearth's cookies, with a prefix (`__Host-`, `__Secure-`)
+/// the rebuilt path would break, or with anything but visible ASCII.
+fn confine_cookie(value: &str, scope: &str) -> Option<String> {
+    if !value
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+    {
+        return None;
+    }
+    let mut parts = value.split(';');
+    let pair = parts.next()?.trim();
+    let (name, val) = pair.split_once('=')?;
+    let name = name.trim();
+    const SEPARATORS: &[u8] = b"()<>@,;:\\\"/[]?={}";
+    let token = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !SEPARATORS.contains(&b));
+    let lower = name.to_ascii_lowercase();
+    let hearths = [session::SESSION_COOKIE, session::CSRF_COOKIE]
+        .iter()
+        .any(|h| lower == h.to_ascii_lowercase());
+    if !token || hearths || lower.starts_with("__host-") || lower.starts_with("__secure-") {
+        return None;
+    }
+    let mut path = scope.to_string();
+    let mut kept = Vec::new();
+    for attr in parts {
+        let attr = attr.trim();
+        let (key, v) = attr.split_once('=').unwrap_or((attr, ""));
+        match key.trim().to_ascii_lowercase().as_str() {
+            "path" if v.trim().starts_with(scope) => path = v.trim().to_string(),
+            "expires" | "max-age" | "samesite" => kept.push(attr.to_string()),
+            "secure" | "httponly" => kept.push(key.trim().to_string()),
+            // Domain, a Path outside the scope, and anything else: dropped.
+            _ => {}
+        }
+    }
+    let mut out = format!("{name}={}; Path={path}", val.trim());
+    for a in kept {
+        out.push_str("; ");
+        out.push_str(&a);
+    }
+    Some(out)
+}
+
 /// The request's `Cookie` header without Hearth's own cookies: the session token is for
 /// Hearth alone.
 fn strip_hearth_cookies(value: &str) -> Option<String> {
@@ -398,6 +498,7 @@ async fn forward(
     upstream: Upstream,
     path_and_query: &str,
     prefix: &str,
+    scope: &str,
     sandboxed: bool,
 ) -> Response {
     let upgrade = is_upgrade(req.headers());
@@ -477,15 +578,20 @@ async fn forward(
     let mut headers = HeaderMap::new();
     for (name, value) in &head.headers {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) && head.status != StatusCode::SWITCHING_PROTOCOLS {
+        let upgrading = head.status == StatusCode::SWITCHING_PROTOCOLS;
+        if !passes(n, upgrading) {
             continue;
         }
         if name == header::SET_COOKIE {
-            let v = value.to_str().unwrap_or("");
-            let cname = v.split('=').next().unwrap_or("").trim();
-            if cname == session::SESSION_COOKIE || cname == session::CSRF_COOKIE {
-                continue;
+            let confined = value
+                .to_str()
+                .ok()
+                .and_then(|v| confine_cookie(v, scope))
+                .and_then(|v| HeaderValue::from_str(&v).ok());
+            if let Some(v) = confined {
+                headers.append(header::SET_COOKIE, v);
             }
+            continue;
         }
         if name == header::LOCATION {
             if let Some(v) = value
@@ -538,6 +644,73 @@ mod tests {
         assert_eq!(parse_target("/ui/jobs/0/"), None);
         assert_eq!(parse_target("/ui/other/1/"), None);
         assert_eq!(parse_target("/ui/"), None);
+    }
+
+    #[test]
+    fn an_apps_cookies_stay_below_its_own_path_and_never_touch_hearths() {
+        let scope = "/ui/jobs/7/";
+        // Hearth's own names, in any case, a nameless one, prefixed ones, non-ASCII: dropped.
+        for bad in [
+            "hearth_session=x; Path=/",
+            "HEARTH_SESSION=x",
+            "=hearth_session=x; Path=/api/",
+            "hearth_csrf=y",
+            "__Host-a=b; Path=/; Secure",
+            "__Secure-a=b; Secure",
+            "caf\u{e9}=1",
+            "a=b\u{e9}",
+            "no-equals-sign",
+            "a b=c",
+        ] {
+            assert_eq!(confine_cookie(bad, scope), None, "{bad}");
+        }
+        // A path elsewhere (Hearth's API, the root) is pulled under the scope; Domain goes.
+        assert_eq!(
+            confine_cookie("sid=1; Path=/api/; Domain=example.com; HttpOnly", scope).as_deref(),
+            Some("sid=1; Path=/ui/jobs/7/; HttpOnly")
+        );
+        assert_eq!(
+            confine_cookie("sid=1", scope).as_deref(),
+            Some("sid=1; Path=/ui/jobs/7/")
+        );
+        // Jupyter's own, already under its place, kept as it is.
+        assert_eq!(
+            confine_cookie(
+                "_xsrf=2|ab|cd|1; expires=Wed, 06 Jan 2027 00:00:00 GMT; Path=/user/alice/",
+                "/user/alice/"
+            )
+            .as_deref(),
+            Some("_xsrf=2|ab|cd|1; Path=/user/alice/; expires=Wed, 06 Jan 2027 00:00:00 GMT")
+        );
+        // A longer-looking path that only shares a prefix string is not under the scope.
+        assert_eq!(
+            confine_cookie("a=1; Path=/ui/jobs/70/", scope).as_deref(),
+            Some("a=1; Path=/ui/jobs/7/")
+        );
+    }
+
+    #[test]
+    fn only_allowed_headers_come_back() {
+        for ok in [
+            "content-type",
+            "set-cookie",
+            "location",
+            "content-security-policy",
+        ] {
+            assert!(passes(ok, false), "{ok}");
+        }
+        for no in [
+            "clear-site-data",
+            "refresh",
+            "www-authenticate",
+            "link",
+            "upgrade",
+            "x-anything",
+        ] {
+            assert!(!passes(no, false), "{no}");
+        }
+        assert!(passes("sec-websocket-accept", true));
+        assert!(!passes("sec-websocket-accept", false));
     }
 
     #[test]
