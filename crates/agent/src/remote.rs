@@ -52,6 +52,11 @@ struct Held {
     task_dir: PathBuf,
     log: PathBuf,
     stopping: bool,
+    /// The grace its stop was asked with.
+    stop_grace: Duration,
+    /// Its shim was launched: a stop goes to its processes. Before that, a stop is only
+    /// marked, and the launch honours it (a stop racing the launch is never lost).
+    launched: bool,
     /// The server asked for this attempt's output on the current connection.
     resumed: bool,
     /// Where the next batch of the log begins.
@@ -249,8 +254,11 @@ impl Runner {
             held.remove(&task);
         } else if !h.stopping {
             h.stopping = true;
-            let dir = h.task_dir.clone();
-            tokio::spawn(async move { sandbox::stop(&dir, grace).await });
+            h.stop_grace = grace;
+            if h.launched {
+                let dir = h.task_dir.clone();
+                tokio::spawn(async move { sandbox::stop(&dir, grace).await });
+            }
         }
     }
 
@@ -339,6 +347,7 @@ impl Runner {
                     task_dir: layout.task.clone(),
                     log: layout.log.clone(),
                     stopping: false,
+                    stop_grace: Duration::ZERO,
                     resumed: false,
                     sent: 0,
                     acked: 0,
@@ -346,6 +355,7 @@ impl Runner {
                     end_sent: false,
                     forgotten: false,
                     ui,
+                    launched: true,
                 },
             );
             eprintln!("hearth agent: took back job {job} (attempt {attempt}) from an earlier run");
@@ -391,11 +401,15 @@ impl Runner {
         let dir = match lock(&self.held).get_mut(&TaskRef { job, attempt }) {
             Some(h) if !h.stopping && h.ended.is_none() => {
                 h.stopping = true;
-                h.task_dir.clone()
+                h.stop_grace = grace;
+                // Not launched yet: the launch sees the mark and stops it (see `run`).
+                h.launched.then(|| h.task_dir.clone())
             }
             _ => return,
         };
-        tokio::spawn(async move { sandbox::stop(&dir, grace).await });
+        if let Some(dir) = dir {
+            tokio::spawn(async move { sandbox::stop(&dir, grace).await });
+        }
     }
 
     /// Runs a task to its end in the background; held from now until the server forgets it.
@@ -417,6 +431,7 @@ impl Runner {
                     task_dir: layout.task.clone(),
                     log: layout.log.clone(),
                     stopping: false,
+                    stop_grace: Duration::ZERO,
                     // The server that sent the task waits for it on this connection.
                     resumed: true,
                     sent: 0,
@@ -425,6 +440,7 @@ impl Runner {
                     end_sent: false,
                     forgotten: false,
                     ui: None,
+                    launched: false,
                 },
             );
         }
@@ -537,6 +553,15 @@ impl Runner {
         let mut launched = Task::launch(&spec, &self.shim)
             .await
             .map_err(|e| format!("could not start the job's process: {e}"))?;
+        // A stop that came while it launched was only marked: carried out now.
+        let stop = lock(&self.held).get_mut(&key).and_then(|h| {
+            h.launched = true;
+            (h.stopping || h.forgotten).then_some(h.stop_grace)
+        });
+        if let Some(grace) = stop {
+            let dir = layout.task.clone();
+            tokio::spawn(async move { sandbox::stop(&dir, grace).await });
+        }
         self.send(AgentMessage::Started {
             job: task.job,
             attempt: task.attempt,

@@ -17,6 +17,9 @@ pub enum NodeCommand {
     Drain { name: String },
     /// Let a drained node take work again (admins)
     Undrain { name: String },
+    /// Accept what a node offers now, as it is: a held node (offering more than it was
+    /// approved for, or than its machine measures) takes work again (admins)
+    Approve { name: String },
     /// Remove a node: its certificate is revoked now, its connection cut (admins)
     Remove { name: String },
 }
@@ -28,6 +31,15 @@ pub enum TokenCommand {
         /// Lifetime, e.g. 1h, 30m, 7d
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// How many machines may join with it (default: one)
+        #[arg(long, default_value_t = 1)]
+        uses: u64,
+        /// The most a node joining with it may offer; more is held until `hearth node approve`
+        #[arg(long)]
+        max_cores: Option<u32>,
+        /// Likewise for memory, e.g. 64g
+        #[arg(long)]
+        max_memory: Option<String>,
     },
     /// List join tokens (never their secrets)
     List {
@@ -41,16 +53,38 @@ pub enum TokenCommand {
 pub fn run(client: &Client, cmd: NodeCommand) -> Result<()> {
     match cmd {
         NodeCommand::Token {
-            cmd: TokenCommand::Create { ttl },
+            cmd:
+                TokenCommand::Create {
+                    ttl,
+                    uses,
+                    max_cores,
+                    max_memory,
+                },
         } => {
             let ttl_seconds = Some(crate::parse_ttl(&ttl)?);
+            let max_memory_mib = max_memory
+                .map(|m| {
+                    hearth_model::parse_mib(&m)
+                        .map_err(|e| anyhow::anyhow!("--max-memory {m}: {e}"))
+                })
+                .transpose()?;
             let created: api::CreatedNodeToken = client.send(
                 "POST",
                 "/node-tokens",
-                &api::CreateNodeToken { ttl_seconds },
+                &api::CreateNodeToken {
+                    ttl_seconds,
+                    uses: Some(uses),
+                    max_cores,
+                    max_memory_mib,
+                },
             )?;
+            let machines = if uses == 1 {
+                "one machine".to_string()
+            } else {
+                format!("{uses} machines")
+            };
             eprintln!(
-                "Join token {} (shown only this once; expires in {ttl}). On the machine to join, as root:",
+                "Join token {} (shown only this once; expires in {ttl}; for {machines}). On the machine to join, as root:",
                 created.token.id
             );
             println!("{}", created.command);
@@ -66,6 +100,13 @@ pub fn run(client: &Client, cmd: NodeCommand) -> Result<()> {
         } => {
             client.delete(&format!("/node-tokens/{id}"))?;
             eprintln!("Revoked join token {id}.");
+        }
+        NodeCommand::Approve { name } => {
+            client.call(
+                client.request("POST", &format!("/nodes/{name}/approve")),
+                None,
+            )?;
+            eprintln!("Node {name}'s offer is approved: it takes work.");
         }
         NodeCommand::Drain { name } => {
             client.call(

@@ -460,7 +460,11 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
             .map(|n| {
                 vec![
                     n.name.clone(),
-                    n.state.to_string(),
+                    if n.held.is_some() {
+                        format!("{} (HELD)", n.state)
+                    } else {
+                        n.state.to_string()
+                    },
                     used_text(n),
                     measured_text(n),
                     n.running_jobs.to_string(),
@@ -483,7 +487,12 @@ pub fn print_nodes(nodes: &[api::NodeInfo], format: Format) -> Result<()> {
                         "OFF"
                     }
                     .into(),
-                    n.problems.join("; "),
+                    n.held
+                        .iter()
+                        .map(|h| format!("held: {h}"))
+                        .chain(n.problems.iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join("; "),
                 ]
             })
             .collect(),

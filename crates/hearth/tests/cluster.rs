@@ -107,8 +107,15 @@ struct Join {
     ca_sha256: String,
 }
 
+/// A join token for up to ten machines (the tests join several with one).
 fn create_token(h: &Hearth, ttl: &str) -> Join {
-    let out = h.cli(&h.admin, &["node", "token", "create", "--ttl", ttl]);
+    create_token_with(h, &["--ttl", ttl, "--uses", "10"])
+}
+
+fn create_token_with(h: &Hearth, args: &[&str]) -> Join {
+    let mut all = vec!["node", "token", "create"];
+    all.extend_from_slice(args);
+    let out = h.cli(&h.admin, &all);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let cmd = text(&out.stdout);
     let words: Vec<&str> = cmd.split_whitespace().collect();
@@ -946,6 +953,105 @@ fn a_job_on_a_joined_node_has_its_spark_ui_behind_the_door_like_a_local_one() {
     );
     assert!(!h.data_dir.join(format!("jobs/{id}/ui.port")).exists());
     drop(agent);
+}
+
+#[test]
+fn a_join_token_joins_one_machine_and_a_node_offering_more_than_approved_is_held() {
+    let mut h = Hearth::start_with(&["--node-timeout", "5s"]);
+    let alice = h.add_user("alice");
+    // A token is good for one machine unless made for more: the second join is refused,
+    // and the node's row is not made.
+    let once = create_token_with(&h, &["--ttl", "1h"]);
+    let first = Agent::start(&h, "first", &join_args(&once, "first", "1", "1g"), &[]);
+    wait_node_state(&h, "first", "ready", &first);
+    let mut second = Agent::start(&h, "second", &join_args(&once, "second", "1", "1g"), &[]);
+    assert!(!second.wait_exit().success());
+    assert!(second.log().contains("already used"), "{}", second.log());
+    assert!(node(&h, "second").is_none());
+    let (_, tokens) = h.api(&h.admin, "GET", "/api/v1/node-tokens", None);
+    let t = tokens
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|t| t["id"].as_u64().map(|i| i.to_string()) == Some(token_id(&once.token)))
+        })
+        .cloned()
+        .expect("the token");
+    assert_eq!(
+        (t["uses"].as_u64(), t["max_uses"].as_u64()),
+        (Some(1), Some(1)),
+        "{t}"
+    );
+    assert!(
+        h.server_log().contains("use 1 of 1"),
+        "each use is logged:\n{}",
+        h.server_log()
+    );
+
+    // A token's caps: a node offering more than they allow joins, but is held (no work
+    // goes there) until an admin approves what it offers. (A node offering more than its
+    // own machine measures is held the same way: `hearth agent` itself refuses to offer
+    // more than its machine has, so only a forged agent could, and the rule is unit
+    // tested in `hearth_model::cluster`.)
+    let capped = create_token_with(&h, &["--ttl", "1h", "--max-cores", "1"]);
+    let runtime = common::runtime().display().to_string();
+    let mut args = join_args(&capped, "over", "2", "1g");
+    args.extend(["--label", "size=big", "--runtime", &runtime]);
+    let over = Agent::start(&h, "over", &args, &[]);
+    let deadline = Instant::now() + DEADLINE;
+    let held = loop {
+        if let Some(why) = node(&h, "over").and_then(|n| n["held"].as_str().map(String::from)) {
+            break why;
+        }
+        assert!(Instant::now() < deadline, "not held:\n{}", over.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        held.contains("more than the 1 it was approved for"),
+        "{held}"
+    );
+    let nodes = text(&h.cli(&h.admin, &["nodes"]).stdout);
+    assert!(nodes.contains("HELD"), "{nodes}");
+    let sleepy = common::apps().join("sleepy.py").display().to_string();
+    let id = h.submit(
+        &alice,
+        &[
+            "--num-executors",
+            "0",
+            "--driver-memory",
+            "512m",
+            "--constraint",
+            "size=big",
+            &sleepy,
+            "300",
+            "1",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, job) = h.api(&alice, "GET", &format!("/api/v1/jobs/{id}"), None);
+    assert_eq!(job["state"], "queued", "{job}");
+    // Bob is no admin: he cannot approve it.
+    let bob = h.add_user("bob");
+    let (status, _) = h.api(&bob, "POST", "/api/v1/nodes/over/approve", None);
+    assert_eq!(status, 403);
+    // Approved as it is: it takes the job.
+    let out = h.cli(&h.admin, &["node", "approve", "over"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, job) = h.api(&alice, "GET", &format!("/api/v1/jobs/{id}"), None);
+        if job["state"] != "queued" {
+            assert_eq!(job["node"], "over", "{job}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never placed: {job}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(node(&h, "over").is_some_and(|n| n["held"].is_null()));
+    let out = h.cli(&alice, &["cancel", &id.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    h.wait_job(&alice, id, LONG);
+    drop((first, over));
 }
 
 #[test]

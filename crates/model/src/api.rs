@@ -235,6 +235,10 @@ pub struct NodeInfo {
     pub isolation: bool,
     pub runtime: Option<String>,
     pub problems: Vec<String>,
+    /// Why the node is offered no work until an admin approves it (`hearth node approve`):
+    /// it offers more than it was approved for, or than its machine measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     /// ready, draining or down; the local node is always ready.
     #[serde(default = "ready")]
     pub state: crate::cluster::NodeState,
@@ -300,6 +304,14 @@ pub struct NodeToken {
     pub revoked_at_ms: Option<i64>,
     /// How many nodes joined with it.
     pub uses: u64,
+    /// How many joins it is good for (none: any number, a token from before the limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u64>,
+    /// The most a node joining with it may offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cores: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -308,6 +320,14 @@ pub struct CreateNodeToken {
     /// Default one hour.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
+    /// How many machines may join with it; default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u64>,
+    /// The most a node joining with it may offer; more is held until an admin approves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cores: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

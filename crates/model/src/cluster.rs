@@ -465,6 +465,42 @@ impl fmt::Display for NodeState {
     }
 }
 
+/// Why a node is held (offered no work until an admin approves it with `hearth node
+/// approve`), if it is: it offers more than it was approved for (its join token's caps, or
+/// what it offered when it joined), or, unless an admin approved its offer as it is, more
+/// than its own machine measures in its heartbeats (a machine made to look bigger than it
+/// is would otherwise receive every job, its files and its secret).
+pub fn held(
+    offer: (u32, u64),
+    approved: (Option<u32>, Option<u64>),
+    admin_approved: bool,
+    measured: Option<&MachineUse>,
+) -> Option<String> {
+    let (cores, memory_mib) = offer;
+    let approve = "`hearth node approve NAME` to accept it";
+    if let Some(max) = approved.0.filter(|m| cores > *m) {
+        return Some(format!(
+            "offers {cores} cores, more than the {max} it was approved for: {approve}"
+        ));
+    }
+    if let Some(max) = approved.1.filter(|m| memory_mib > *m) {
+        return Some(format!(
+            "offers {memory_mib} MiB, more than the {max} MiB it was approved for: {approve}"
+        ));
+    }
+    if admin_approved {
+        return None;
+    }
+    let m = measured?;
+    if cores > m.cpus || memory_mib > m.memory_total_mib {
+        return Some(format!(
+            "offers {cores} cores and {memory_mib} MiB, but its machine measures {} cores and {} MiB: {approve}",
+            m.cpus, m.memory_total_mib
+        ));
+    }
+    None
+}
+
 /// A node's state from its last heartbeat: down once it is older than `timeout_ms`
 /// (whatever else is true: a silent node takes no work), else draining or ready.
 pub fn node_state(
@@ -501,6 +537,53 @@ mod tests {
         assert_eq!(
             node_state(Some(5_000), 4_000, 3_000, false),
             NodeState::Ready
+        );
+    }
+
+    #[test]
+    fn a_node_offering_more_than_approved_or_measured_is_held() {
+        let machine = MachineUse {
+            cpus: 2,
+            cpu_millicores: None,
+            memory_total_mib: 4096,
+            memory_mib: 1000,
+        };
+        let ok = held((2, 4000), (Some(2), Some(4096)), false, Some(&machine));
+        assert_eq!(ok, None);
+        // More than its token or its join allowed.
+        let over = held((4, 4000), (Some(2), None), false, Some(&machine));
+        assert!(over.is_some_and(|w| w.contains("4 cores, more than the 2")));
+        // Within what it was approved for, but more than its machine has.
+        let fake = held(
+            (64, 1 << 20),
+            (Some(64), Some(1 << 20)),
+            false,
+            Some(&machine),
+        );
+        assert!(
+            fake.is_some_and(|w| w.contains("measures 2 cores")),
+            "a 2-core machine"
+        );
+        // Not measured yet: only the approval counts; an admin's approval is believed.
+        assert_eq!(held((64, 1 << 20), (None, None), false, None), None);
+        assert_eq!(
+            held(
+                (64, 1 << 20),
+                (Some(64), Some(1 << 20)),
+                true,
+                Some(&machine)
+            ),
+            None
+        );
+        let still = held(
+            (65, 1 << 20),
+            (Some(64), Some(1 << 20)),
+            true,
+            Some(&machine),
+        );
+        assert!(
+            still.is_some(),
+            "approval covers the offer approved, not more"
         );
     }
 

@@ -175,10 +175,14 @@ pub(crate) fn ensure_row(app: &App) -> Result<(), String> {
                 last_seen_at: None,
                 draining: false,
                 removed_at: None,
+                // Its own machine's offer is the admin's own flags.
+                approved_cores: None,
+                approved_memory_mib: None,
+                approved_by: Some("hearth up".into()),
             };
             // No join token: the server's own machine needs none.
             app.store
-                .insert_node(&row, 0)
+                .insert_node(&row, None)
                 .map(|_| ())
                 .map_err(|e| format!("recording the local node: {e}"))
         }

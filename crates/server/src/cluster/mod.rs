@@ -483,6 +483,22 @@ impl Cluster {
         mem.max(node.last_seen_at)
     }
 
+    /// Why a node is held (see `hearth_model::cluster::held`), from what it offers now (if
+    /// connected, else as stored) and what its machine measures.
+    pub fn held(&self, node: &NodeRow) -> Option<String> {
+        let live = self.live();
+        let l = live.get(&node.id);
+        let offer = l.map_or((node.cores, node.memory_mib), |l| {
+            (l.offer.cores, l.offer.memory_mib)
+        });
+        cluster::held(
+            offer,
+            (node.approved_cores, node.approved_memory_mib),
+            node.approved_by.is_some(),
+            l.and_then(|l| l.machine.as_ref()),
+        )
+    }
+
     /// A connected node's machine use from its last heartbeat (None when it sent none).
     pub fn machine(&self, node_id: i64) -> Option<MachineUse> {
         self.live().get(&node_id).and_then(|l| l.machine)
@@ -729,6 +745,15 @@ async fn join(
             &format!("the join token has expired: {NEW_TOKEN}"),
         );
     }
+    let used_up = format!(
+        "the join token was already used{}: {NEW_TOKEN}, or `--uses N` for several machines",
+        row.max_uses
+            .map(|m| format!(" ({m} of {m} joins)"))
+            .unwrap_or_default()
+    );
+    if row.max_uses.is_some_and(|m| row.uses >= m) {
+        return refused(format!("join token {id} has no use left"), &used_up);
+    }
     if let Err(why) = check_offer(&offer) {
         return refused(format!("bad node description: {why}"), &why);
     }
@@ -763,7 +788,7 @@ async fn join(
         Ok(c) => c,
         Err(e) => return refused(format!("cannot sign its key: {e}"), &e.to_string()),
     };
-    let row = NodeRow {
+    let node = NodeRow {
         id: 0,
         name: offer.name.clone(),
         cert_sha256: fingerprint.clone(),
@@ -774,19 +799,30 @@ async fn join(
         last_seen_at: None,
         draining: false,
         removed_at: None,
+        // The token's caps, else what it offers now: more, later, is held until approved.
+        approved_cores: Some(row.max_cores.unwrap_or(offer.cores)),
+        approved_memory_mib: Some(row.max_memory_mib.unwrap_or(offer.memory_mib)),
+        approved_by: None,
     };
-    if let Err(e) = app.store.insert_node(&row, id) {
-        return refused(
-            format!("recording node {}: {e}", offer.name),
-            &format!(
-                "could not record node {} (is the name taken? pass another --name)",
-                offer.name
-            ),
-        );
+    match app.store.insert_node(&node, Some(id)) {
+        Ok(Some(_)) => {}
+        // Another machine took the token's last use meanwhile.
+        Ok(None) => return refused(format!("join token {id} has no use left"), &used_up),
+        Err(e) => {
+            return refused(
+                format!("recording node {}: {e}", offer.name),
+                &format!(
+                    "could not record node {} (is the name taken? pass another --name)",
+                    offer.name
+                ),
+            )
+        }
     }
+    let uses = row.uses + 1;
     eprintln!(
-        "Node {} joined from {peer} with join token {id} (certificate sha256 {fingerprint})",
-        offer.name
+        "Node {} joined from {peer} with join token {id} (use {uses}{}; certificate sha256 {fingerprint})",
+        offer.name,
+        row.max_uses.map(|m| format!(" of {m}")).unwrap_or_default()
     );
     ServerMessage::Joined {
         certificate: pem,

@@ -141,7 +141,8 @@ pub fn snapshot(
     for n in app.store.nodes()? {
         let open = ready.contains_key(&n.id)
             && cluster.state(&n, now) == hearth_model::cluster::NodeState::Ready
-            && (n.name != LOCAL_NODE || app.cfg.local_jobs);
+            && (n.name != LOCAL_NODE || app.cfg.local_jobs)
+            && cluster.held(&n).is_none();
         let busy = active
             .iter()
             .any(|j| holdings(j).iter().any(|(node, _)| *node == n.name));

@@ -117,6 +117,17 @@ CREATE UNIQUE INDEX nodes_by_live_name ON nodes(name) WHERE removed_at IS NULL;
     r#"
 ALTER TABLE jobs ADD COLUMN workers TEXT;
 "#,
+    // Join tokens are good for a number of joins (NULL: tokens made before, any number)
+    // and may cap what their nodes offer; a node offering more than it was approved for
+    // (or than its machine measures, unless an admin approved it) is held.
+    r#"
+ALTER TABLE node_tokens ADD COLUMN max_uses INTEGER;
+ALTER TABLE node_tokens ADD COLUMN max_cores INTEGER;
+ALTER TABLE node_tokens ADD COLUMN max_memory_mib INTEGER;
+ALTER TABLE nodes ADD COLUMN approved_cores INTEGER;
+ALTER TABLE nodes ADD COLUMN approved_memory_mib INTEGER;
+ALTER TABLE nodes ADD COLUMN approved_by TEXT;
+"#,
 ];
 
 pub fn now_ms() -> i64 {

@@ -13,6 +13,11 @@ pub struct NodeTokenRow {
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
     pub uses: i64,
+    /// How many joins it is good for; None: any number (tokens from before this limit).
+    pub max_uses: Option<i64>,
+    /// The most a node that joins with it may offer.
+    pub max_cores: Option<u32>,
+    pub max_memory_mib: Option<u64>,
 }
 
 /// A machine that joined with `hearth agent`.
@@ -28,12 +33,19 @@ pub struct NodeRow {
     pub last_seen_at: Option<i64>,
     pub draining: bool,
     pub removed_at: Option<i64>,
+    /// The most it may offer: its join token's caps, else what it offered at its join, or
+    /// what an admin approved since (`approved_by`). None: no limit recorded.
+    pub approved_cores: Option<u32>,
+    pub approved_memory_mib: Option<u64>,
+    /// The admin who approved its offer as it is (it is then believed even beyond what its
+    /// machine measures).
+    pub approved_by: Option<String>,
 }
 
-const NODE_TOKEN_COLS: &str =
-    "id, secret_sha256, created_by, created_at, expires_at, revoked_at, uses";
+const NODE_TOKEN_COLS: &str = "id, secret_sha256, created_by, created_at, expires_at, \
+     revoked_at, uses, max_uses, max_cores, max_memory_mib";
 const NODE_COLS: &str = "id, name, cert_sha256, cores, memory_mib, labels, joined_at, \
-     last_seen_at, draining, removed_at";
+     last_seen_at, draining, removed_at, approved_cores, approved_memory_mib, approved_by";
 
 fn node_token_row(r: &Row) -> Result<NodeTokenRow> {
     Ok(NodeTokenRow {
@@ -44,6 +56,9 @@ fn node_token_row(r: &Row) -> Result<NodeTokenRow> {
         expires_at: r.get(4)?,
         revoked_at: r.get(5)?,
         uses: r.get(6)?,
+        max_uses: r.get(7)?,
+        max_cores: r.get(8)?,
+        max_memory_mib: r.get::<_, Option<i64>>(9)?.map(|m| m.max(0) as u64),
     })
 }
 
@@ -59,6 +74,9 @@ fn node_row(r: &Row) -> Result<NodeRow> {
         last_seen_at: r.get(7)?,
         draining: r.get(8)?,
         removed_at: r.get(9)?,
+        approved_cores: r.get(10)?,
+        approved_memory_mib: r.get::<_, Option<i64>>(11)?.map(|m| m.max(0) as u64),
+        approved_by: r.get(12)?,
     })
 }
 
@@ -66,9 +84,18 @@ impl Store {
     pub fn insert_node_token(&self, t: &NodeTokenRow) -> Result<i64> {
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO node_tokens (secret_sha256, created_by, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![t.secret_sha256, t.created_by, t.created_at, t.expires_at],
+            "INSERT INTO node_tokens (secret_sha256, created_by, created_at, expires_at,
+                                      max_uses, max_cores, max_memory_mib)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                t.secret_sha256,
+                t.created_by,
+                t.created_at,
+                t.expires_at,
+                t.max_uses,
+                t.max_cores,
+                t.max_memory_mib.map(|m| m as i64)
+            ],
         )?;
         Ok(conn.last_insert_rowid())
     }
@@ -103,28 +130,52 @@ impl Store {
 
     /// Records a node that proved join token `token_id`, in one transaction with the
     /// token's use; an error if a live node already has the name (a unique index says so).
-    pub fn insert_node(&self, node: &NodeRow, token_id: i64) -> Result<i64> {
+    /// Records a node that joined with join token `token_id` (None: the server's own
+    /// machine), counting the use in the same transaction: None, and nothing recorded, if
+    /// the token has no use left (two joins racing for its last use: one wins).
+    pub fn insert_node(&self, node: &NodeRow, token_id: Option<i64>) -> Result<Option<i64>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        if let Some(token) = token_id {
+            let counted = tx.execute(
+                "UPDATE node_tokens SET uses = uses + 1
+                 WHERE id = ?1 AND (max_uses IS NULL OR uses < max_uses)",
+                [token],
+            )?;
+            if counted == 0 {
+                return Ok(None);
+            }
+        }
         tx.execute(
-            "INSERT INTO nodes (name, cert_sha256, cores, memory_mib, labels, joined_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO nodes (name, cert_sha256, cores, memory_mib, labels, joined_at,
+                                approved_cores, approved_memory_mib)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 node.name,
                 node.cert_sha256,
                 node.cores,
                 node.memory_mib as i64,
                 serde_json::to_string(&node.labels).map_err(bad_json)?,
-                node.joined_at
+                node.joined_at,
+                node.approved_cores,
+                node.approved_memory_mib.map(|m| m as i64)
             ],
         )?;
         let id = tx.last_insert_rowid();
-        tx.execute(
-            "UPDATE node_tokens SET uses = uses + 1 WHERE id = ?1",
-            [token_id],
-        )?;
         tx.commit()?;
-        Ok(id)
+        Ok(Some(id))
+    }
+
+    /// An admin approves what a live node offers now, as it is: its caps become its offer
+    /// and it is believed beyond what its machine measures. False if no such node.
+    pub fn approve_node(&self, name: &str, by: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE nodes SET approved_cores = cores, approved_memory_mib = memory_mib,
+                              approved_by = ?2
+             WHERE name = ?1 AND removed_at IS NULL",
+            params![name, by],
+        )?;
+        Ok(n > 0)
     }
 
     /// Whether a live (not removed) node has this name.
@@ -241,6 +292,9 @@ mod tests {
             expires_at: 10,
             revoked_at: None,
             uses: 0,
+            max_uses: None,
+            max_cores: None,
+            max_memory_mib: None,
         };
         let tid = store.insert_node_token(&token).expect("token");
         let node = |cert: &str| NodeRow {
@@ -254,10 +308,13 @@ mod tests {
             last_seen_at: None,
             draining: false,
             removed_at: None,
+            approved_cores: Some(2),
+            approved_memory_mib: Some(1024),
+            approved_by: None,
         };
-        store.insert_node(&node("c1"), tid).expect("first");
+        store.insert_node(&node("c1"), Some(tid)).expect("first");
         assert!(
-            store.insert_node(&node("c2"), tid).is_err(),
+            store.insert_node(&node("c2"), Some(tid)).is_err(),
             "two live nodes with one name"
         );
         assert!(store.set_node_draining("n1", true).expect("drain"));
@@ -278,11 +335,74 @@ mod tests {
             Some(99)
         );
         store
-            .insert_node(&node("c2"), tid)
+            .insert_node(&node("c2"), Some(tid))
             .expect("the name is free again");
         assert_eq!(store.node_token(tid).expect("get").map(|t| t.uses), Some(2));
         assert!(store.revoke_node_token(tid, 5).expect("revoke"));
         assert!(!store.revoke_node_token(tid, 6).expect("once"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_join_token_is_good_for_its_uses_and_no_more() {
+        let (store, dir) = temp_store();
+        let token = NodeTokenRow {
+            id: 0,
+            secret_sha256: "ab".into(),
+            created_by: "admin".into(),
+            created_at: 0,
+            expires_at: 10,
+            revoked_at: None,
+            uses: 0,
+            max_uses: Some(2),
+            max_cores: Some(4),
+            max_memory_mib: None,
+        };
+        let tid = store.insert_node_token(&token).expect("token");
+        let node = |name: &str| NodeRow {
+            id: 0,
+            name: name.into(),
+            cert_sha256: format!("cert-{name}"),
+            cores: 64,
+            memory_mib: 1 << 20,
+            labels: Default::default(),
+            joined_at: 1,
+            last_seen_at: None,
+            draining: false,
+            removed_at: None,
+            approved_cores: Some(4),
+            approved_memory_mib: None,
+            approved_by: None,
+        };
+        assert!(store
+            .insert_node(&node("a"), Some(tid))
+            .expect("a")
+            .is_some());
+        assert!(store
+            .insert_node(&node("b"), Some(tid))
+            .expect("b")
+            .is_some());
+        assert_eq!(store.insert_node(&node("c"), Some(tid)).expect("c"), None);
+        assert!(
+            store.live_node_named("c").expect("c").is_none(),
+            "nothing recorded"
+        );
+        let a = store.live_node_named("a").expect("a").expect("a");
+        assert_eq!(
+            (a.approved_cores, a.approved_by.as_deref()),
+            (Some(4), None)
+        );
+        assert!(store.approve_node("a", "admin").expect("approve"));
+        let a = store.live_node_named("a").expect("a").expect("a");
+        assert_eq!(
+            (
+                a.approved_cores,
+                a.approved_memory_mib,
+                a.approved_by.as_deref()
+            ),
+            (Some(64), Some(1 << 20), Some("admin"))
+        );
+        assert!(!store.approve_node("nobody", "admin").expect("none"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -547,6 +547,7 @@ pub async fn nodes(
         isolation: app.isolation.enabled,
         runtime: runtime.ok().map(|r| r.spark_home.display().to_string()),
         problems,
+        held: None,
         // Drained like any node (`hearth node drain local`).
         state: local_state(&app),
         joined: false,
@@ -658,6 +659,7 @@ mod tests {
             isolation: true,
             runtime: None,
             problems: Vec::new(),
+            held: None,
             state: hearth_model::cluster::NodeState::Ready,
             joined: name != LOCAL_NODE,
             labels: Default::default(),

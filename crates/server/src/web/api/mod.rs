@@ -51,6 +51,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/nodes/{name}"),
     ("post", "/api/v1/nodes/{name}/drain"),
     ("post", "/api/v1/nodes/{name}/undrain"),
+    ("post", "/api/v1/nodes/{name}/approve"),
     ("get", "/api/v1/node-tokens"),
     ("post", "/api/v1/node-tokens"),
     ("delete", "/api/v1/node-tokens/{id}"),
@@ -93,6 +94,7 @@ pub fn router(app: AppState) -> Router {
         .route("/nodes/{name}", axum::routing::delete(nodes::remove))
         .route("/nodes/{name}/drain", post(nodes::drain))
         .route("/nodes/{name}/undrain", post(nodes::undrain))
+        .route("/nodes/{name}/approve", post(nodes::approve))
         .route(
             "/node-tokens",
             get(nodes::list_tokens).post(nodes::create_token),

@@ -39,6 +39,7 @@ pub fn joined(app: &App) -> ApiResult<Vec<api::NodeInfo>> {
                 used_memory_mib: 0,
                 running_jobs: 0,
                 isolation: problems.as_ref().is_some_and(|p| p.is_empty()),
+                held: cluster.held(n),
                 // Connected and reporting a runtime: it can run jobs.
                 runtime: ready.get(&n.id).map(|p| p.runtime.spark_home.clone()),
                 problems: problems.unwrap_or_default(),
@@ -89,6 +90,9 @@ fn token_view(t: &NodeTokenRow) -> api::NodeToken {
         expires_at_ms: t.expires_at,
         revoked_at_ms: t.revoked_at,
         uses: t.uses.max(0) as u64,
+        max_uses: t.max_uses.map(|m| m.max(0) as u64),
+        max_cores: t.max_cores,
+        max_memory_mib: t.max_memory_mib,
     }
 }
 
@@ -117,6 +121,19 @@ pub async fn create_token(
             "a join token's ttl must be between one second and ten years (default one hour)",
         ));
     }
+    let uses = req.uses.unwrap_or(1);
+    if uses == 0 || uses > 10_000 {
+        return Err(ApiError::bad_request(
+            "invalid_uses",
+            "a join token's uses must be between 1 and 10000 (default 1: one machine)",
+        ));
+    }
+    if req.max_cores == Some(0) || req.max_memory_mib == Some(0) {
+        return Err(ApiError::bad_request(
+            "invalid_caps",
+            "a join token's --max-cores and --max-memory must be above zero",
+        ));
+    }
     let secret = auth::random_hex(TOKEN_SECRET_BYTES);
     let now = now_ms();
     let mut row = NodeTokenRow {
@@ -127,6 +144,9 @@ pub async fn create_token(
         expires_at: now.saturating_add((ttl as i64).saturating_mul(1000)),
         revoked_at: None,
         uses: 0,
+        max_uses: Some(uses as i64),
+        max_cores: req.max_cores,
+        max_memory_mib: req.max_memory_mib,
     };
     row.id = app.store.insert_node_token(&row)?;
     // Agents dial the cluster port's address; when it listens on every address, the host
@@ -196,6 +216,30 @@ pub async fn undrain(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     set_draining(&app, &caller, &name, false)
+}
+
+/// An admin accepts what a node offers now, as it is (a node held for offering more than
+/// it was approved for, or than its machine measures, takes work again).
+pub async fn approve(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    if !app.store.approve_node(&name, &caller.0.name)? {
+        return Err(no_node(&name));
+    }
+    let offer = app
+        .store
+        .live_node_named(&name)?
+        .map(|n| format!("{} cores, {} MiB", n.cores, n.memory_mib))
+        .unwrap_or_default();
+    eprintln!(
+        "Node {name}'s offer ({offer}) approved by {}",
+        caller.0.name
+    );
+    app.wake.notify_one();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn set_draining(
