@@ -542,3 +542,79 @@ fn without_root_hearth_says_isolation_is_off() {
     assert!(err.contains("not running as root"), "{err}");
     assert!(err.contains("hearth runtime install"), "{err}");
 }
+
+#[test]
+fn hearth_up_refuses_a_data_dir_its_jobs_cannot_reach() {
+    use std::os::unix::fs::PermissionsExt;
+    // As `mktemp -d` makes it: private, so the jobs' uids cannot pass through it.
+    let work = std::env::temp_dir().join(common::unique("closed"));
+    std::fs::create_dir_all(&work).expect("dir");
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let data = work.join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let up = || {
+        Command::new(BIN)
+            .args(["up", "--data-dir"])
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--cluster-listen", "off", "--connect-listen", "off"])
+            .arg("--runtime")
+            .arg(common::runtime())
+            .env("HEARTH_ADMIN_PASSWORD", "closed-password")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let mut child = up();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = std::fs::remove_dir_all(&work);
+            panic!("hearth up started on a data dir under a 0700 directory");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("wait");
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("is under {} (mode 0700)", work.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("chmod o+x {}", work.display())),
+        "{err}"
+    );
+    assert!(err.contains("--data-dir"), "{err}");
+    // Refused before writing anything.
+    assert!(!data.exists(), "{err}");
+
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let child = up();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut up_ok = true;
+    while ureq::get(&format!("http://127.0.0.1:{port}/healthz"))
+        .call()
+        .is_err()
+    {
+        if std::time::Instant::now() > deadline {
+            up_ok = false;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("wait");
+    let _ = std::fs::remove_dir_all(&work);
+    assert!(
+        up_ok,
+        "hearth up did not start once the parent was traversable: {}",
+        text(&out.stderr)
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -13,6 +13,7 @@ pub mod interactive;
 pub mod jobs;
 pub mod layout;
 pub mod policy;
+pub mod preflight;
 pub mod runtime;
 pub mod spark;
 pub mod store;
@@ -157,8 +158,17 @@ pub async fn run(
             }
         }
     }
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
+    let isolation = hearth_agent::sandbox::probe();
+    if !isolation.enabled {
+        eprintln!("WARNING: isolation is OFF. Jobs of different users are not separated:");
+        for p in &isolation.problems {
+            eprintln!("  - {p}");
+        }
+    }
+    // Before anything is written there: a data directory the jobs cannot reach, or on a
+    // full disk, would fail every job later without saying why.
+    preflight::check(&cfg.data_dir, isolation.enabled)?;
+    preflight::create_data_dir(&cfg.data_dir)?;
     // Traversable but not listable: a user's own identity must reach their workspace (the
     // server opens workspace files as that user), and nothing else in here is readable.
     for dir in [&cfg.data_dir, &cfg.workspaces_dir()] {
@@ -186,13 +196,6 @@ pub async fn run(
         .and_then(|()| std::fs::set_permissions(&mark, std::fs::Permissions::from_mode(0o644)))
         .with_context(|| format!("writing {}", mark.display()))?;
     let policy = policy::load(&store).context("reading the scheduling policy")?;
-    let isolation = hearth_agent::sandbox::probe();
-    if !isolation.enabled {
-        eprintln!("WARNING: isolation is OFF. Jobs of different users are not separated:");
-        for p in &isolation.problems {
-            eprintln!("  - {p}");
-        }
-    }
     let ports = if isolation.enabled {
         hearth_agent::portguard::PortGuard::new(&instance).map(Arc::new)
     } else {
