@@ -334,6 +334,9 @@ pub fn print_queues(queues: &[api::QueueStatus], only: Option<&str>, format: For
             limit(&q.spec.guaranteed),
             limit(&q.spec.max)
         );
+        if !q.spec.open_to.is_empty() {
+            println!("Also open to groups: {}", q.spec.open_to.join(", "));
+        }
         let users = q.users.len().max(1) as f64;
         table(
             &[

@@ -58,6 +58,10 @@ pub struct QueueSettings {
     /// Every job of the queue is preemptible (`--best-effort`, or `--best-effort false`)
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     best_effort: Option<bool>,
+    /// Groups that may submit here besides those whose own queue it is, e.g. lab,ml
+    /// (replaces the list; `--open-to ''` closes the queue to all but its own groups)
+    #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+    open_to: Option<Vec<String>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +134,14 @@ fn apply(q: &mut QueueSpec, s: &QueueSettings) -> Result<()> {
     if let Some(b) = s.best_effort {
         q.best_effort = b;
     }
+    if let Some(groups) = &s.open_to {
+        q.open_to = groups
+            .iter()
+            .map(|g| g.trim())
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
     Ok(())
 }
 
@@ -165,6 +177,7 @@ pub fn queue(client: &Client, cmd: QueueCommand) -> Result<()> {
                 guaranteed: ResourceLimit::default(),
                 max: ResourceLimit::default(),
                 best_effort: false,
+                open_to: Vec::new(),
             };
             apply(&mut q, &settings)?;
             p.queues.push(q);
@@ -246,6 +259,9 @@ pub fn group(client: &Client, cmd: GroupCommand) -> Result<()> {
                 if u.group.as_deref() == Some(&name) {
                     u.group = None;
                 }
+            }
+            for q in &mut p.queues {
+                q.open_to.retain(|g| g != &name);
             }
             Ok(format!(
                 "Deleted group {name}; its members are back in `default`."

@@ -112,6 +112,66 @@ fn quotas_and_priority_caps_refuse_or_explain() {
 }
 
 #[test]
+fn bobs_submission_to_labs_queue_is_refused_alices_is_accepted() {
+    let mut h = Hearth::start_with(&["--cores", "2"]);
+    let alice = h.add_user("alice");
+    let bob = h.add_user("bob");
+    for args in [
+        &["queue", "create", "lab"][..],
+        &["group", "create", "lab", "--queue", "lab"],
+        &["group", "add", "lab", "alice"],
+    ] {
+        let out = h.cli(&h.admin, args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    // An unknown group is refused by name.
+    let out = h.cli(&h.admin, &["queue", "create", "ml", "--open-to", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("opened to group nope, which does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Bob is in no group: lab is not his; he is told which queues are.
+    let app = sleepy();
+    let mut bobs: Vec<&str> = SMALL.to_vec();
+    bobs.extend_from_slice(&["--queue", "lab", &app, "1", "0"]);
+    let mut args = vec!["submit"];
+    args.extend_from_slice(&bobs);
+    let out = h.cli(&bob, &args);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains(
+            "you may not submit to queue lab: it is open to group lab (yours: default); you may use: default"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let (status, body) = h.api(&bob, "GET", "/api/v1/jobs", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["jobs"].as_array().map(Vec::len), Some(0), "{body}");
+
+    // Alice's group owns lab; bob may still use default.
+    let accepted = submit(&h, &alice, &["--queue", "lab"], &["600", "0"]);
+    let (_, job) = h.api(&alice, "GET", &format!("/api/v1/jobs/{accepted}"), None);
+    assert_eq!(job["queue"], "lab", "{job}");
+    assert!(
+        ["queued", "starting", "running"].contains(&job["state"].as_str().unwrap_or("")),
+        "{job}"
+    );
+    let his = submit(&h, &bob, &["--queue", "default"], &["600", "0"]);
+
+    // Opening lab to the default group lets bob in.
+    let out = h.cli(&h.admin, &["queue", "set", "lab", "--open-to", "default"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let opened = h.submit(&bob, &bobs);
+    for (user, id) in [(&alice, accepted), (&bob, his), (&bob, opened)] {
+        let _ = h.cli(user, &["cancel", &id.to_string()]);
+    }
+}
+
+#[test]
 fn a_user_with_many_jobs_does_not_starve_a_user_with_one() {
     let mut h = Hearth::start_with(&["--cores", "2"]);
     let alice = h.add_user("alice");

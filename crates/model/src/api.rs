@@ -370,6 +370,10 @@ pub struct QueueSpec {
     /// Every job of a best-effort queue is preemptible.
     #[serde(default)]
     pub best_effort: bool,
+    /// Groups whose members may submit here besides the groups whose own queue it is
+    /// (`default` is open to everyone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_to: Vec<String>,
 }
 
 fn one() -> u32 {

@@ -55,6 +55,8 @@ pub struct Queue {
     pub max: Option<Resources>,
     /// Every job in a best-effort queue is preemptible, whatever it asked for.
     pub best_effort: bool,
+    /// Groups whose members may submit here besides the groups whose own queue this is.
+    pub open_to: Vec<String>,
 }
 
 impl Queue {
@@ -66,6 +68,7 @@ impl Queue {
             guaranteed: Resources::ZERO,
             max: None,
             best_effort: false,
+            open_to: Vec::new(),
         }
     }
 }
@@ -146,6 +149,57 @@ impl Config {
         name == DEFAULT_QUEUE
             || self.queue(name).is_some()
             || self.groups.iter().any(|g| g.queue.as_deref() == Some(name))
+    }
+
+    /// The groups whose members may submit to queue `name`: the groups whose own queue it is,
+    /// then those it is opened to, without repeats. Says nothing of `default`, which is open
+    /// to everyone (see [`Config::may_submit_to`]).
+    pub fn groups_allowed_in(&self, name: &str) -> Vec<&str> {
+        let mut groups: Vec<&str> = Vec::new();
+        let own = self
+            .groups
+            .iter()
+            .filter(|g| g.queue.as_deref() == Some(name))
+            .map(|g| g.name.as_str());
+        let opened = self
+            .queue(name)
+            .into_iter()
+            .flat_map(|q| q.open_to.iter().map(String::as_str));
+        for g in own.chain(opened) {
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+        groups
+    }
+
+    /// True when a member of `group` may submit to queue `name`: the queue `default` is open
+    /// to everyone; any other only to the groups whose own queue it is and those it is
+    /// opened to.
+    pub fn may_submit_to(&self, group: &str, name: &str) -> bool {
+        name == DEFAULT_QUEUE || self.groups_allowed_in(name).contains(&group)
+    }
+
+    /// The queues a member of `group` may submit to: the group's own queue first, then the
+    /// others in the order they are configured or named, `default` among them.
+    pub fn queues_open_to(&self, group: &str) -> Vec<&str> {
+        let own = self
+            .group(group)
+            .and_then(|g| g.queue.as_deref())
+            .unwrap_or(DEFAULT_QUEUE);
+        let mut queues = vec![own];
+        let named = self
+            .queues
+            .iter()
+            .map(|q| q.name.as_str())
+            .chain(self.groups.iter().filter_map(|g| g.queue.as_deref()))
+            .chain([DEFAULT_QUEUE]);
+        for q in named {
+            if !queues.contains(&q) && self.may_submit_to(group, q) {
+                queues.push(q);
+            }
+        }
+        queues
     }
 
     /// The limits that apply to `user` alone.

@@ -47,7 +47,7 @@
 //! | `prepare` | stages 1 and 2: build the state; explain jobs that can never run as they are |
 //! | `pass` | the order (two rounds of weighted, hierarchical DRF) and stages 3 to 6 per job |
 //! | `limits`, `fit`, `preempt` | stages 3, 4 and 5 |
-//! | `submit` | [`check_submission`]: refusals at submission time (queued-job quotas, priority cap) |
+//! | `submit` | [`check_submission`]: refusals at submission time (queued-job quotas, priority cap, who may use a queue) |
 //! | `admit` | [`admit`]: work asked for now (interactive engines): its limits and its node's room, as the pass accounts them |
 //! | [`sim`] | the server's apply step, modelled, for tests, benchmarks and what-if questions |
 //! | `baseline` | [`fifo_baseline`], the first scheduler, kept as the benchmark's yardstick |
@@ -93,7 +93,7 @@ pub use plan::{
 pub use priority::{ParsePriorityError, Priority};
 pub use resources::Resources;
 pub use snapshot::{Allocation, Gang, JobId, JobOptions, Node, PendingJob, Snapshot};
-pub use submit::{check_submission, Refusal};
+pub use submit::{check_submission, Refusal, Submitter};
 
 /// One scheduling pass: what to start, what to preempt, and why everything else waits.
 pub fn schedule(snapshot: &Snapshot) -> Plan {

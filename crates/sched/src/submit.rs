@@ -1,5 +1,6 @@
 //! The check at submission time: limits that refuse a job outright rather than make it
-//! wait (queued-job quotas, the priority cap, unknown queues). The server calls
+//! wait (queued-job quotas, the priority cap, unknown queues, queues not open to the user's
+//! group). The server calls
 //! [`check_submission`] before it stores a new job and shows the refusal as the error.
 
 use std::collections::HashMap;
@@ -33,6 +34,33 @@ pub enum Refusal {
         /// The name it gave.
         queue: String,
     },
+    /// The job names a queue that is not open to the user's group.
+    NotAllowed {
+        /// The queue it named.
+        queue: String,
+        /// The user's group.
+        group: String,
+        /// The groups the queue is open to.
+        open_to: Vec<String>,
+        /// The queues the user may use instead, their group's own first.
+        allowed: Vec<String>,
+    },
+}
+
+/// Who submits: their login name, and whether they are an admin (admins may submit to any
+/// queue). A plain name converts to a user who is not an admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitter<'a> {
+    /// The login name.
+    pub name: &'a str,
+    /// Admins may submit to every queue that exists.
+    pub admin: bool,
+}
+
+impl<'a> From<&'a str> for Submitter<'a> {
+    fn from(name: &'a str) -> Submitter<'a> {
+        Submitter { name, admin: false }
+    }
 }
 
 impl fmt::Display for Refusal {
@@ -57,6 +85,23 @@ impl fmt::Display for Refusal {
                 f,
                 "queue {queue} does not exist: ask an admin to create it, or submit without --queue"
             ),
+            Refusal::NotAllowed {
+                queue,
+                group,
+                open_to,
+                allowed,
+            } => {
+                let open_to = match open_to.as_slice() {
+                    [] => "no group yet".to_string(),
+                    [one] => format!("group {one}"),
+                    many => format!("groups {}", many.join(", ")),
+                };
+                write!(
+                    f,
+                    "you may not submit to queue {queue}: it is open to {open_to} (yours: {group}); you may use: {}",
+                    allowed.join(", ")
+                )
+            }
         }
     }
 }
@@ -65,16 +110,30 @@ impl std::error::Error for Refusal {}
 
 /// May `user` submit a job with `options` now? `snapshot` is the current state (its
 /// `queued` jobs are counted against the queued-job quotas; the new job is not in it).
-pub fn check_submission(
+///
+/// A queue is open to the groups whose own queue it is and to the groups it is opened to
+/// ([`crate::Queue::open_to`]); `default` is open to everyone, and admins may use any queue.
+pub fn check_submission<'a>(
     snapshot: &Snapshot,
-    user: &str,
+    user: impl Into<Submitter<'a>>,
     options: &JobOptions,
 ) -> Result<(), Refusal> {
+    let Submitter { name: user, admin } = user.into();
     let config = &snapshot.config;
     if let Some(queue) = &options.queue {
         if !config.queue_exists(queue) {
             return Err(Refusal::UnknownQueue {
                 queue: queue.clone(),
+            });
+        }
+        let group = config.group_of(user);
+        if !admin && !config.may_submit_to(group, queue) {
+            let names = |v: Vec<&str>| v.into_iter().map(str::to_string).collect();
+            return Err(Refusal::NotAllowed {
+                queue: queue.clone(),
+                group: group.to_string(),
+                open_to: names(config.groups_allowed_in(queue)),
+                allowed: names(config.queues_open_to(group)),
             });
         }
     }

@@ -396,6 +396,99 @@ fn a_submission_beyond_the_queued_jobs_quota_is_refused() {
     ));
 }
 
+#[test]
+fn queue_is_open_to_its_groups_and_no_one_else() {
+    let snap = Snapshot {
+        config: Config {
+            queues: vec![
+                Queue::new("lab"),
+                Queue {
+                    open_to: vec!["lab".into(), "ml".into()],
+                    ..Queue::new("research")
+                },
+            ],
+            groups: vec![
+                Group {
+                    name: "lab".into(),
+                    queue: Some("lab".into()),
+                    ..Group::default()
+                },
+                Group {
+                    name: "ml".into(),
+                    queue: Some("gpu".into()),
+                    ..Group::default()
+                },
+            ],
+            users: vec![user_in("alice", "lab"), user_in("carol", "ml")],
+            ..Config::default()
+        },
+        ..Snapshot::default()
+    };
+    // Alice's group's own queue, a queue opened to it, and `default`.
+    for q in ["lab", "research", "default"] {
+        assert_eq!(
+            check_submission(&snap, "alice", &in_queue(q)),
+            Ok(()),
+            "{q}"
+        );
+    }
+    assert_eq!(
+        check_submission(&snap, "alice", &JobOptions::default()),
+        Ok(())
+    );
+    // Bob is in no group: only `default` is his.
+    let refused = check_submission(&snap, "bob", &in_queue("lab")).unwrap_err();
+    assert_eq!(
+        refused,
+        Refusal::NotAllowed {
+            queue: "lab".into(),
+            group: "default".into(),
+            open_to: vec!["lab".into()],
+            allowed: vec!["default".into()],
+        }
+    );
+    assert_eq!(
+        refused.to_string(),
+        "you may not submit to queue lab: it is open to group lab (yours: default); you may use: default"
+    );
+    assert!(check_submission(&snap, "bob", &in_queue("default")).is_ok());
+    // Carol's group has its own queue (named by the group only) and research is opened to it.
+    let refused = check_submission(&snap, "carol", &in_queue("lab")).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "you may not submit to queue lab: it is open to group lab (yours: ml); you may use: gpu, research, default"
+    );
+    let refused = check_submission(&snap, "bob", &in_queue("research")).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("open to groups lab, ml (yours: default)"),
+        "{refused}"
+    );
+    // A queue named only by a group is that group's alone.
+    assert!(check_submission(&snap, "alice", &in_queue("gpu")).is_err());
+    assert!(check_submission(&snap, "carol", &in_queue("gpu")).is_ok());
+    // Admins may use any queue that exists, but not one that does not.
+    let admin = Submitter {
+        name: "root",
+        admin: true,
+    };
+    assert!(check_submission(&snap, admin, &in_queue("lab")).is_ok());
+    assert!(matches!(
+        check_submission(&snap, admin, &in_queue("nope")),
+        Err(Refusal::UnknownQueue { .. })
+    ));
+}
+
+#[test]
+fn without_queues_everyone_may_use_default() {
+    let snap = Snapshot::default();
+    for user in ["alice", "bob"] {
+        assert!(check_submission(&snap, user, &in_queue("default")).is_ok());
+        assert!(check_submission(&snap, user, &JobOptions::default()).is_ok());
+    }
+}
+
 // ---- gangs ---------------------------------------------------------------------------
 
 fn gang(driver: (u32, u64), executor: (u32, u64), executors: u32, spread: bool) -> JobOptions {

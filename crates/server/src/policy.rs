@@ -88,6 +88,7 @@ pub fn check(doc: &SchedPolicy) -> Result<Config, String> {
             guaranteed,
             max,
             best_effort: q.best_effort,
+            open_to: q.open_to.clone(),
         });
     }
     let queue_known = |name: &str| name == hearth_sched::DEFAULT_QUEUE || names.contains(name);
@@ -111,6 +112,16 @@ pub fn check(doc: &SchedPolicy) -> Result<Config, String> {
             quota: quota(&format!("group {}", g.name), &g.quota)?,
             member_quota: quota(&format!("group {} members", g.name), &g.member_quota)?,
         });
+    }
+    for q in &doc.queues {
+        for g in &q.open_to {
+            if g != hearth_sched::DEFAULT_GROUP && !groups.contains(g.as_str()) {
+                return Err(format!(
+                    "queue {} is opened to group {g}, which does not exist: create it first",
+                    q.name
+                ));
+            }
+        }
     }
     for (name, u) in &doc.users {
         if let Some(g) = &u.group {
@@ -199,6 +210,19 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_is_opened_to_further_groups() {
+        let config = check(&doc(
+            r#"{"queues":[{"name":"lab"},{"name":"research","open_to":["lab","default"]}],
+                "groups":[{"name":"lab","queue":"lab"}],
+                "users":{"alice":{"group":"lab"}}}"#,
+        ))
+        .expect("valid");
+        assert!(config.may_submit_to("lab", "research"));
+        assert!(config.may_submit_to("default", "research"));
+        assert!(!config.may_submit_to("default", "lab"));
+    }
+
+    #[test]
     fn mistakes_are_named() {
         for (json, want) in [
             (
@@ -223,6 +247,10 @@ mod tests {
                 "use low, normal or high",
             ),
             (r#"{"queues":[{"name":"a b"}]}"#, "is not valid"),
+            (
+                r#"{"queues":[{"name":"lab","open_to":["ml"]}]}"#,
+                "queue lab is opened to group ml, which does not exist",
+            ),
         ] {
             let e = check(&doc(json)).expect_err(json);
             assert!(e.contains(want), "{json}: {e}");

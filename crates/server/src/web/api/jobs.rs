@@ -300,8 +300,16 @@ pub async fn submit(
         &policy,
         crate::interactive::engines::allocations(&app),
     )?;
-    hearth_sched::check_submission(&snapshot, &caller.0.name, &options)
-        .map_err(|r| ApiError::conflict("refused_by_policy", r.to_string()))?;
+    let submitter = hearth_sched::Submitter {
+        name: &caller.0.name,
+        admin: caller.0.admin,
+    };
+    hearth_sched::check_submission(&snapshot, submitter, &options).map_err(|r| match r {
+        hearth_sched::Refusal::NotAllowed { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, "queue_not_allowed", r.to_string())
+        }
+        _ => ApiError::conflict("refused_by_policy", r.to_string()),
+    })?;
     let new = crate::store::NewJob {
         name: req.name.clone().unwrap_or_else(|| req.main.name.clone()),
         resources,

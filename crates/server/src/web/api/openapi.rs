@@ -146,7 +146,9 @@ pub fn document() -> Value {
                         "name": {"type": "string"}, "weight": {"type": "integer", "minimum": 1},
                         "guaranteed": {"type": "object", "properties": {"cores": {"type": "integer"}, "memory": {"type": "string"}}},
                         "max": {"type": "object", "properties": {"cores": {"type": "integer"}, "memory": {"type": "string"}}},
-                        "best_effort": {"type": "boolean"}}}},
+                        "best_effort": {"type": "boolean"},
+                        "open_to": {"type": "array", "items": {"type": "string"},
+                            "description": "groups whose members may submit here besides those whose own queue it is; `default` is open to everyone"}}}},
                     "groups": {"type": "array", "items": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
                         "name": {"type": "string"}, "queue": {"type": "string"},
                         "quota": {"$ref": "#/components/schemas/Quota"}, "member_quota": {"$ref": "#/components/schemas/Quota"}}}},

@@ -74,6 +74,7 @@ pub async fn queues(
                 guaranteed: Default::default(),
                 max: Default::default(),
                 best_effort: false,
+                open_to: Vec::new(),
             })
         });
         let u = users
