@@ -618,3 +618,138 @@ fn hearth_up_refuses_a_data_dir_its_jobs_cannot_reach() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// A login over a connection from `source` (another loopback address than the flood's):
+/// (status, body). ureq cannot choose the local address, so this is plain HTTP/1.1.
+fn login_from(source: std::net::Ipv4Addr, port: u16, user: &str, password: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a new socket, owned by the TcpStream at once (closed when it drops); the
+    // addresses passed live through the calls.
+    let mut stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let local = sockaddr(source, 0);
+        let rc = libc::bind(fd, &local as *const _ as *const libc::sockaddr, len);
+        assert_eq!(rc, 0, "bind {source}: {}", std::io::Error::last_os_error());
+        let server = sockaddr(std::net::Ipv4Addr::LOCALHOST, port);
+        let rc = libc::connect(fd, &server as *const _ as *const libc::sockaddr, len);
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    };
+    let body = json!({"user": user, "password": password}).to_string();
+    write!(
+        stream,
+        "POST /api/v1/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+#[test]
+fn a_flood_of_bad_logins_is_refused_and_a_real_login_is_not_delayed() {
+    let mut h = Hearth::start();
+    h.add_user("alice");
+    h.add_user("bob");
+    let url = h.url.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // 300 bad logins for alice from 127.0.0.1, from 20 threads at once.
+    let flood: Vec<_> = (0..20)
+        .map(|_| {
+            let (url, done) = (url.clone(), done.clone());
+            std::thread::spawn(move || {
+                (0..15)
+                    .map(|_| {
+                        let res = ureq::post(&format!("{url}/api/v1/login"))
+                            .send_json(json!({"user": "alice", "password": "guess"}));
+                        let r = match res {
+                            Ok(r) => r,
+                            Err(ureq::Error::Status(_, r)) => r,
+                            Err(e) => panic!("login: {e}"),
+                        };
+                        let status = r.status();
+                        let retry = r.header("Retry-After").map(str::to_string);
+                        let body = r.into_string().unwrap_or_default();
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        (status, retry, body)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    // Bob logs in from another address while the flood goes on.
+    let mut slowest = std::time::Duration::ZERO;
+    let mut during = 0;
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 300 || during == 0 {
+        let start = std::time::Instant::now();
+        let (status, response) = login_from(
+            std::net::Ipv4Addr::new(127, 0, 0, 2),
+            h.port,
+            "bob",
+            "bob-password-123",
+        );
+        let took = start.elapsed();
+        assert_eq!(status, 200, "{response}");
+        assert!(response.contains("hth_"), "{response}");
+        slowest = slowest.max(took);
+        during += 1;
+    }
+    let answers: Vec<(u16, Option<String>, String)> = flood
+        .into_iter()
+        .flat_map(|t| t.join().expect("flood thread"))
+        .collect();
+    eprintln!(
+        "bob's slowest of {during} logins during the flood: {} ms",
+        slowest.as_millis()
+    );
+    assert!(slowest < std::time::Duration::from_secs(1), "{slowest:?}");
+    assert_eq!(answers.len(), 300);
+    assert!(answers.iter().all(|(s, _, _)| *s < 500), "a 5xx");
+    let refused: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 429).collect();
+    eprintln!("{} of 300 bad logins refused with 429", refused.len());
+    assert!(refused.len() >= 250, "only {} refused", refused.len());
+    assert!(answers.iter().all(|(s, _, _)| *s == 429 || *s == 401));
+    for (_, retry, body) in &refused {
+        let secs: u64 = retry
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("no Retry-After: {body}"));
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message
+                == format!(
+                    "too many failed logins for alice from this address: try again in {secs} s"
+                )
+                || message
+                    == format!("too many failed logins from this address: try again in {secs} s"),
+            "{message}"
+        );
+    }
+    // The flood did not lock alice out from elsewhere.
+    let (status, response) = login_from(
+        std::net::Ipv4Addr::new(127, 0, 0, 2),
+        h.port,
+        "alice",
+        "alice-password-123",
+    );
+    assert_eq!(status, 200, "{response}");
+}

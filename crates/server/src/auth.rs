@@ -2,12 +2,17 @@
 //! `hth_<id>_<secret>`: the id finds the row, the slow hash checks the secret once, and a
 //! verified token is then remembered (by a fast digest) until it is revoked or expires.
 
+use crate::error::{ApiError, ApiResult};
 use crate::store::{now_ms, Store, TokenRow, UserRow};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub mod limit;
 
 /// Random bytes from the OS, hex-encoded.
 pub fn random_hex(bytes: usize) -> String {
@@ -254,7 +259,7 @@ pub async fn user_for_token(
         None => {
             // Argon2 is slow on purpose: off the async workers, and only a few at once,
             // so a flood of made-up tokens cannot stall the API for everyone else.
-            let _slot = app.hashing.acquire().await;
+            let _slot = app.hashing.acquire().await?;
             let (app2, token) = (app.clone(), token.to_string());
             tokio::task::spawn_blocking(move || app2.tokens.verify(&app2.store, &token))
                 .await
@@ -269,6 +274,92 @@ pub async fn user_for_token(
             )),
         },
         TokenCheck::Invalid(why) => Err(crate::error::ApiError::unauthorized(why)),
+    }
+}
+
+/// Bounds Argon2 work: a few hashes at once, a bounded number of requests waiting for
+/// one; past that, an immediate 429 rather than a queue that grows without end.
+pub struct Hashing {
+    slots: tokio::sync::Semaphore,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+/// Gives back a waiting place, even when the waiting request is dropped.
+struct WaitingPlace<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingPlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Hashing {
+    pub fn new(slots: usize, max_waiting: usize) -> Self {
+        Hashing {
+            slots: tokio::sync::Semaphore::new(slots),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+        }
+    }
+
+    /// A slot to hash in, or a 429 at once when too many requests already wait for one.
+    pub async fn acquire(&self) -> ApiResult<tokio::sync::SemaphorePermit<'_>> {
+        if let Ok(permit) = self.slots.try_acquire() {
+            return Ok(permit);
+        }
+        let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _place = WaitingPlace(&self.waiting);
+        if waiting >= self.max_waiting {
+            return Err(ApiError::too_many_requests(
+                "busy",
+                "the server is checking too many passwords and tokens at once: try again in 1 s",
+                1,
+            ));
+        }
+        self.slots
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal("waiting to check a secret", e))
+    }
+}
+
+/// Checks a login's password under the login limits: refused with a 429 before any Argon2
+/// work when the name or the address failed too often (or too many hashes wait already);
+/// the user when the password is right.
+pub async fn check_login(
+    app: &Arc<crate::App>,
+    name: &str,
+    password: String,
+    address: IpAddr,
+) -> ApiResult<UserRow> {
+    let attempt = app
+        .logins
+        .begin(name, address, now_ms())
+        .map_err(|r| ApiError::too_many_requests("too_many_logins", r.message, r.retry_after_s))?;
+    let slot = match app.hashing.acquire().await {
+        Ok(slot) => slot,
+        Err(e) => {
+            app.logins.abandoned(&attempt);
+            return Err(e);
+        }
+    };
+    let user = app.store.user_by_name(name)?;
+    // Verify even for an unknown user, so timing does not reveal who exists.
+    let hash = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().to_string());
+    let ok = tokio::task::spawn_blocking(move || verify_secret(&password, &hash))
+        .await
+        .unwrap_or(false);
+    drop(slot);
+    match user.filter(|_| ok) {
+        Some(user) => {
+            app.logins.succeeded(&attempt);
+            Ok(user)
+        }
+        None => Err(ApiError::unauthorized("wrong user name or password")),
     }
 }
 

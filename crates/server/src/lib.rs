@@ -50,7 +50,10 @@ pub struct App {
     /// The scheduling policy, replaced whole when an admin changes it.
     pub policy: RwLock<Arc<policy::Policy>>,
     /// Bounds concurrent Argon2 work (each hash takes ~19 MiB and tens of ms of a core).
-    pub hashing: tokio::sync::Semaphore,
+    /// Waiting for a slot is bounded too: past it, a 429 at once.
+    pub hashing: auth::Hashing,
+    /// Failed logins per account and address, and the waits they impose.
+    pub logins: auth::limit::LoginLimiter,
     /// Distinguishes this data dir's tasks from other Hearth instances' on the machine.
     pub instance: String,
     /// Request counts and latencies by route, for `/metrics`.
@@ -238,7 +241,8 @@ pub async fn run(
         runtime: RwLock::new((runtime, std::time::Instant::now())),
         wake: tokio::sync::Notify::new(),
         shutting_down: AtomicBool::new(false),
-        hashing: tokio::sync::Semaphore::new(2),
+        hashing: auth::Hashing::new(2, 32),
+        logins: auth::limit::LoginLimiter::new(auth::limit::Limits::default()),
         policy: RwLock::new(Arc::new(policy)),
         instance,
         http_metrics: Default::default(),
@@ -304,8 +308,11 @@ pub async fn run(
 
     let router = web::api::router(app.clone());
     background.spawn("the API and console", move |mut stop| async move {
-        let serving = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { background::stopped(&mut stop).await });
+        let serving = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { background::stopped(&mut stop).await });
         if let Err(e) = serving.await {
             tracing::error!("serving the API: {e}");
         }

@@ -5,7 +5,7 @@
 
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
-use crate::web::api::{ApiJson, AppState, Caller};
+use crate::web::api::{ApiJson, AppState, Caller, Peer};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse, Response};
@@ -129,26 +129,13 @@ fn set_cookies(
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
+    Peer(address): Peer,
     ApiJson(req): ApiJson<SessionRequest>,
 ) -> ApiResult<Response> {
-    let user = app.store.user_by_name(&req.user)?;
-    let hash = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| auth::dummy_hash().to_string());
-    let password = req.password;
-    let ok = {
-        let _slot = app.hashing.acquire().await;
-        tokio::task::spawn_blocking(move || auth::verify_secret(&password, &hash))
-            .await
-            .unwrap_or(false)
-    };
-    let Some(user) = user.filter(|_| ok) else {
-        return Err(ApiError::unauthorized("wrong user name or password"));
-    };
+    let user = auth::check_login(&app, &req.user, req.password, address).await?;
     let user2 = user.clone();
     let t = {
-        let _slot = app.hashing.acquire().await;
+        let _slot = app.hashing.acquire().await?;
         tokio::task::spawn_blocking(move || {
             auth::new_token(&user2, "web console", Some(SESSION_TTL_SECONDS))
         })

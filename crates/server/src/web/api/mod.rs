@@ -67,6 +67,22 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/ca.pem"),
 ];
 
+/// The address a request came from (the TCP peer), when the server was started with it.
+pub struct Peer(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        Ok(Peer(addr))
+    }
+}
+
 pub fn router(app: AppState) -> Router {
     let api = Router::new()
         .route("/login", post(users::login))

@@ -37,12 +37,12 @@ pub fn document() -> Value {
         "paths": {
             "/api/v1/login": {"post": {"security": [], "summary": "exchange a user name and password for a token",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}}}},
-                "responses": {"200": {"description": "a new token"}, "401": {"description": "wrong user name or password"}}}},
+                "responses": {"200": {"description": "a new token"}, "401": {"description": "wrong user name or password"}, "429": {"description": "too many failed logins for this name or from this address, or too many waiting: try again after Retry-After seconds"}}}},
             "/api/v1/whoami": {"get": op("the calling user", None, "200")},
             "/api/v1/session": {
                 "post": {"security": [], "summary": "log in a browser: sets an HttpOnly session cookie (a token that expires in 7 days) and returns the CSRF value that cookie-authenticated changes must send in x-hearth-csrf",
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionRequest"}}}},
-                    "responses": {"201": {"description": "logged in: {user, csrf}"}, "401": {"description": "wrong user name or password"}}},
+                    "responses": {"201": {"description": "logged in: {user, csrf}"}, "401": {"description": "wrong user name or password"}, "429": {"description": "too many failed logins for this name or from this address, or too many waiting: try again after Retry-After seconds"}}},
                 "delete": op("log out: revokes the session cookie's token and clears the cookies", None, "204")},
             "/api/v1/events": {"get": {"summary": "server-sent events (text/event-stream; send Accept: text/event-stream): a `jobs` event with the jobs whose state changed, and a `sessions` event with the caller's sessions (admins: everyone's; id, user, kind, state, in_use, last_used_s) when one started, changed state, stopped or was used, checked about once a second",
                 "parameters": [{"name": "all", "in": "query", "schema": {"type": "boolean"}, "description": "everyone's jobs (admins)"}],

@@ -1,6 +1,6 @@
 //! Login, accounts and tokens.
 
-use super::{parse_id, ApiJson, AppState, Caller};
+use super::{parse_id, ApiJson, AppState, Caller, Peer};
 use crate::accounts;
 use crate::auth::{self, format_token, new_token};
 use crate::error::{ApiError, ApiResult};
@@ -32,29 +32,17 @@ fn token_view(t: &TokenRow) -> api::Token {
 
 pub async fn login(
     State(app): State<AppState>,
+    Peer(address): Peer,
     ApiJson(req): ApiJson<api::LoginRequest>,
 ) -> ApiResult<Json<api::LoginResponse>> {
-    let bad = || ApiError::unauthorized("wrong user name or password");
-    let user = app.store.user_by_name(&req.user)?;
-    // Verify even for an unknown user, so timing does not reveal who exists.
-    let hash = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| auth::dummy_hash().to_string());
     if req.token_name.as_ref().is_some_and(|n| n.len() > 100) {
         return Err(ApiError::bad_request(
             "invalid_name",
             "a token name has at most 100 characters",
         ));
     }
-    let password = req.password.clone();
-    let _slot = app.hashing.acquire().await;
-    let ok = tokio::task::spawn_blocking(move || auth::verify_secret(&password, &hash))
-        .await
-        .unwrap_or(false);
-    let Some(user) = user.filter(|_| ok) else {
-        return Err(bad());
-    };
+    let user = auth::check_login(&app, &req.user, req.password, address).await?;
+    let _slot = app.hashing.acquire().await?;
     let name = req.token_name.unwrap_or_else(|| "login".into());
     let user2 = user.clone();
     let t = tokio::task::spawn_blocking(move || new_token(&user2, &name, None))
