@@ -31,6 +31,8 @@ def free_port():
 class Hearth:
     def __init__(self, *extra):
         self.work = tempfile.mkdtemp(prefix="hearth-bench-")
+        # Jobs run as other uids: they must pass through (hearth up refuses otherwise).
+        os.chmod(self.work, 0o711)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, HEARTH_ADMIN_PASSWORD="bench-admin-password")
@@ -113,7 +115,7 @@ def overhead(runs):
 
 
 def dispatch(runs):
-    h = Hearth("--cores", "1")
+    h = Hearth("--cores", "1", "--engine-cores", "1")
     tiny = os.path.join(ROOT, "crates", "hearth", "tests", "apps", "sleepy.py")
     try:
         ids = []
