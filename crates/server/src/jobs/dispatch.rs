@@ -26,7 +26,7 @@ pub fn gang(job: &JobRow) -> Resources {
 /// What a job holds on each node, the driver's node first: all of it there in local mode;
 /// spread, the driver's part on its node and each node's executors' parts.
 pub fn holdings(job: &JobRow) -> Vec<(String, Resources)> {
-    let node = job.node.clone().unwrap_or_else(|| LOCAL_NODE.into());
+    let node = job.driver_node().to_string();
     if job.workers.is_empty() {
         let local = Resources::new(
             job.resources.total_cores(),
@@ -387,7 +387,7 @@ async fn start(app: Arc<App>, id: i64) {
     if !job.workers.is_empty() {
         return crate::jobs::standalone::start(app, job, user).await;
     }
-    let node = job.node.clone().unwrap_or_else(|| LOCAL_NODE.into());
+    let node = job.driver_node().to_string();
     crate::jobs::remote::start(app, job, user, node).await
 }
 
@@ -439,7 +439,7 @@ pub async fn stop_all(app: &Arc<App>) {
     };
     let here: Vec<i64> = active
         .iter()
-        .filter(|j| j.node.as_deref().is_none_or(|n| n == LOCAL_NODE))
+        .filter(|j| j.driver_node() == LOCAL_NODE)
         .map(|j| j.id)
         .collect();
     for id in &here {
@@ -469,7 +469,7 @@ pub async fn reconcile(app: &Arc<App>) -> Result<(), rusqlite::Error> {
         .store
         .jobs_in(&[JobState::Starting, JobState::Running])?
     {
-        let node = job.node.clone().unwrap_or_else(|| LOCAL_NODE.into());
+        let node = job.driver_node().to_string();
         if let Err(why) = crate::jobs::remote::restore(app, &job, &node) {
             record(app, job.id, Event::Lost { why })?;
             continue;

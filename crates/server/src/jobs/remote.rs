@@ -10,7 +10,7 @@
 use crate::cluster::{Cluster, RemoteTask};
 use crate::jobs::dispatch;
 use crate::store::{JobRow, UserRow};
-use crate::{spark, App, LOCAL_NODE};
+use crate::{spark, App};
 use hearth_agent::sandbox::TaskExit;
 use hearth_agent::LinuxUser;
 use hearth_model::api::FileRef;
@@ -761,7 +761,7 @@ pub fn lose_jobs_of_down_nodes(app: &App, cluster: &Cluster) -> Result<(), rusql
         let Some((name, node_id, why)) = gone else {
             continue;
         };
-        let driver = job.node.as_deref().unwrap_or(LOCAL_NODE);
+        let driver = job.driver_node();
         if name != driver {
             // A worker's node: its executors are gone. The job is lost like its node's own
             // jobs (requeued while retries remain), and its driver told to forget (stop).

@@ -222,7 +222,7 @@ pub fn restore(app: &App, job: &JobRow) {
     let Ok(nodes) = app.store.nodes() else {
         return;
     };
-    let driver = job.node.as_deref().unwrap_or(LOCAL_NODE);
+    let driver = job.driver_node();
     for w in &job.workers {
         if w.node == driver {
             continue;

@@ -40,6 +40,12 @@ pub struct JobRow {
 pub use hearth_model::lifecycle::Workers;
 
 impl JobRow {
+    /// The node its driver runs (or ran) on; a job from before nodes were recorded ran on
+    /// the server's own machine.
+    pub fn driver_node(&self) -> &str {
+        self.node.as_deref().unwrap_or(crate::LOCAL_NODE)
+    }
+
     /// What its life's transitions read and change.
     pub fn life(&self) -> JobLife {
         JobLife {

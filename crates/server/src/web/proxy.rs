@@ -212,7 +212,7 @@ fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, A
             let port = crate::jobs::dispatch::ui_port(app, *id)
                 .ok_or_else(|| ApiError::not_found(format!("job {id} runs without a Spark UI")))?;
             // The driver's node: this machine's loopback, or a joined node's through it.
-            let node = job.node.clone().unwrap_or_else(|| crate::LOCAL_NODE.into());
+            let node = job.driver_node().to_string();
             let remote = (!app.cluster.is_in_process(&node))
                 .then(|| (node, *id, job.attempts.len() as u32 + 1));
             (job.user_id, port, remote)
