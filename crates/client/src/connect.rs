@@ -38,6 +38,9 @@ pub fn connect(
         &api::CreateToken {
             name: "spark connect".into(),
             ttl_seconds,
+            // What `hearth connect` prints ends up in notebooks and scripts: it opens
+            // Spark Connect and nothing else.
+            scope: Some("connect".into()),
         },
     )?;
     // Any `;key=value` of the URL reaches the gateway as gRPC metadata.

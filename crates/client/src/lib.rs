@@ -222,6 +222,9 @@ pub enum TokenCommand {
         /// Lifetime, e.g. 30d or 12h; default: does not expire
         #[arg(long)]
         ttl: Option<String>,
+        /// Spark Connect only: the token cannot drive the REST API
+        #[arg(long)]
+        connect_only: bool,
     },
     /// List your tokens
     List {
@@ -608,10 +611,21 @@ pub(crate) fn parse_ttl(s: &str) -> Result<u64> {
 
 fn tokens(client: &Client, cmd: TokenCommand) -> Result<()> {
     match cmd {
-        TokenCommand::Create { name, ttl } => {
+        TokenCommand::Create {
+            name,
+            ttl,
+            connect_only,
+        } => {
             let ttl_seconds = ttl.as_deref().map(parse_ttl).transpose()?;
-            let created: api::CreatedToken =
-                client.send("POST", "/tokens", &api::CreateToken { name, ttl_seconds })?;
+            let created: api::CreatedToken = client.send(
+                "POST",
+                "/tokens",
+                &api::CreateToken {
+                    name,
+                    ttl_seconds,
+                    scope: connect_only.then(|| "connect".into()),
+                },
+            )?;
             eprintln!("Created token {} (shown only this once):", created.token.id);
             println!("{}", created.secret);
         }

@@ -395,13 +395,17 @@ pub fn print_tokens(tokens: &[api::Token], format: Format) -> Result<()> {
         return json(&tokens);
     }
     table(
-        &["ID", "NAME", "CREATED", "EXPIRES", "LAST USED"],
+        &["ID", "NAME", "OPENS", "CREATED", "EXPIRES", "LAST USED"],
         tokens
             .iter()
             .map(|t| {
                 vec![
                     t.id.to_string(),
                     t.name.clone(),
+                    match t.scope.as_str() {
+                        "connect" => "Spark Connect".to_string(),
+                        _ => "everything".to_string(),
+                    },
                     ago(t.created_at_ms),
                     t.expires_at_ms
                         .map(timestamp)

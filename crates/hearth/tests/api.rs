@@ -753,3 +753,45 @@ fn a_flood_of_bad_logins_is_refused_and_a_real_login_is_not_delayed() {
     );
     assert_eq!(status, 200, "{response}");
 }
+
+#[test]
+fn a_spark_connect_token_cannot_drive_the_api() {
+    let mut h = Hearth::start();
+    let alice = h.add_user("alice");
+    let out = h.cli(&alice, &["token", "create", "nb", "--connect-only"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_string();
+    for (method, path) in [
+        ("GET", "/api/v1/jobs"),
+        ("GET", "/api/v1/files"),
+        ("POST", "/api/v1/tokens"),
+        ("GET", "/api/v1/whoami"),
+    ] {
+        let body = (method == "POST").then(|| json!({"name": "escalated"}));
+        let (status, answer) = api_call(&h.url, Some(&token), method, path, body);
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Spark Connect only"),
+            "{answer}"
+        );
+    }
+    // Listed for what it opens; alice's own token still opens everything.
+    let (status, tokens) = h.api(&alice, "GET", "/api/v1/tokens", None);
+    assert_eq!(status, 200);
+    let listed = tokens
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["name"] == "nb"))
+        .cloned()
+        .expect("listed");
+    assert_eq!(listed["scope"], "connect", "{listed}");
+    let (status, _) = h.api(
+        &alice,
+        "POST",
+        "/api/v1/tokens",
+        Some(json!({"name": "x", "scope": "root"})),
+    );
+    assert_eq!(status, 400);
+}

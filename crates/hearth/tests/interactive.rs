@@ -77,6 +77,32 @@ fn a_notebook_runs_spark_as_its_owner_and_nobody_else_gets_in() {
     assert_eq!(cells[1], "OK alice", "{cells:?}");
     assert_eq!(cells[2], "OK 4950", "{cells:?}");
 
+    // The kernels' token opens Spark Connect only: code in the notebook cannot drive the
+    // REST API as alice with it (her jobs, files, tokens), only her engine.
+    let steal = format!(
+        "import os, re, urllib.request, urllib.error\n\
+         tok = re.search(r'x-hearth-token=([^;]+)', os.environ['SPARK_REMOTE']).group(1)\n\
+         req = urllib.request.Request('{}/api/v1/jobs', headers={{'Authorization': 'Bearer ' + tok}})\n\
+         try:\n    print(urllib.request.urlopen(req).status)\n\
+         except urllib.error.HTTPError as e:\n    print(e.code)",
+        h.url
+    );
+    let cells = run_cells(&h, &alice, &[&steal]);
+    assert_eq!(cells[0], "OK 403", "{cells:?}");
+    let (_, tokens) = h.api(&alice, "GET", "/api/v1/tokens", None);
+    let kernel = tokens
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|t| {
+                t["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("notebook-kernel-"))
+            })
+        })
+        .cloned()
+        .expect("the kernels' token");
+    assert_eq!(kernel["scope"], "connect", "{kernel}");
+
     // Nobody else gets in, admins included: as if there were no notebook.
     let api = "/user/alice/api/kernels";
     assert_eq!(get_page(&h, Some(&bob.token), api, false).status, 404);

@@ -69,6 +69,9 @@ pub struct CreateToken {
     /// Lifetime in seconds; omitted: the token does not expire.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// `api` (default: everything its user may do) or `connect` (Spark Connect only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +81,13 @@ pub struct Token {
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
     pub last_used_at_ms: Option<i64>,
+    /// What it opens: `api` or `connect` (Spark Connect only).
+    #[serde(default = "api_scope")]
+    pub scope: String,
+}
+
+fn api_scope() -> String {
+    "api".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

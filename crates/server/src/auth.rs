@@ -97,7 +97,40 @@ pub struct NewToken {
 }
 
 /// Creates a token for `user`; the caller stores `row` and shows `secret` once.
-pub fn new_token(user: &UserRow, name: &str, ttl_seconds: Option<u64>) -> NewToken {
+/// What a token opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything its user may do: the REST API, the console, the door, Spark Connect.
+    Api,
+    /// Spark Connect only (the gateway): what a notebook's kernels and `hearth connect`
+    /// hold, so that code running there cannot drive the API as its user.
+    Connect,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Api => "api",
+            Scope::Connect => "connect",
+        }
+    }
+
+    /// A stored or requested scope; an unknown word opens nothing beyond Spark Connect.
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "api" => Some(Scope::Api),
+            "connect" => Some(Scope::Connect),
+            _ => None,
+        }
+    }
+
+    /// Whether a token of this scope may be used where `need` is required.
+    pub fn opens(self, need: Scope) -> bool {
+        self == Scope::Api || self == need
+    }
+}
+
+pub fn new_token(user: &UserRow, name: &str, ttl_seconds: Option<u64>, scope: Scope) -> NewToken {
     let secret = random_hex(32);
     let now = now_ms();
     NewToken {
@@ -111,6 +144,7 @@ pub fn new_token(user: &UserRow, name: &str, ttl_seconds: Option<u64>) -> NewTok
                 now.saturating_add(i64::try_from(t).unwrap_or(i64::MAX).saturating_mul(1000))
             }),
             last_used_at: None,
+            scope: scope.as_str().to_string(),
         },
         secret,
     }
@@ -123,6 +157,7 @@ pub fn format_token(id: i64, secret: &str) -> String {
 struct Verified {
     digest: [u8; 32],
     user_id: i64,
+    scope: Scope,
     expires_at: Option<i64>,
     last_touched: i64,
 }
@@ -137,7 +172,7 @@ pub struct TokenCache {
 }
 
 pub enum TokenCheck {
-    Valid { user_id: i64 },
+    Valid { user_id: i64, scope: Scope },
     Invalid(&'static str),
 }
 
@@ -180,14 +215,14 @@ impl TokenCache {
             cache.remove(&id);
             return Ok(Some(TokenCheck::Invalid(EXPIRED)));
         }
-        let user_id = v.user_id;
+        let (user_id, scope) = (v.user_id, v.scope);
         // Recording use costs a write; once a minute is precise enough.
         if now - v.last_touched > 60_000 {
             v.last_touched = now;
             drop(cache);
             store.touch_token(id, now)?;
         }
-        Ok(Some(TokenCheck::Valid { user_id }))
+        Ok(Some(TokenCheck::Valid { user_id, scope }))
     }
 
     /// The full check: the stored row and its slow hash. Blocks for tens of milliseconds:
@@ -217,17 +252,20 @@ impl TokenCache {
                 "the token is not valid (revoked or never issued): log in again",
             ));
         }
+        let scope = Scope::parse(&row.scope).unwrap_or(Scope::Connect);
         cache.insert(
             id,
             Verified {
                 digest: Sha256::digest(secret.as_bytes()).into(),
                 user_id: row.user_id,
+                scope,
                 expires_at: row.expires_at,
                 last_touched: now,
             },
         );
         Ok(TokenCheck::Valid {
             user_id: row.user_id,
+            scope,
         })
     }
 
@@ -248,11 +286,13 @@ impl TokenCache {
     }
 }
 
-/// The user a Hearth token belongs to, or why it is not valid. The one token check, shared
-/// by the REST API and the Spark Connect gateway.
+/// The user a Hearth token belongs to, if it is valid and opens `need`; else why not (a
+/// token for Spark Connect only, used on the API: 403). The one token check, shared by the
+/// REST API, the door and the Spark Connect gateway.
 pub async fn user_for_token(
     app: &std::sync::Arc<crate::App>,
     token: &str,
+    need: Scope,
 ) -> crate::error::ApiResult<crate::store::UserRow> {
     let check = match app.tokens.check_cached(&app.store, token)? {
         Some(c) => c,
@@ -267,7 +307,12 @@ pub async fn user_for_token(
         }
     };
     match check {
-        TokenCheck::Valid { user_id } => match app.store.user_by_id(user_id)? {
+        TokenCheck::Valid { scope, .. } if !scope.opens(need) => {
+            Err(crate::error::ApiError::forbidden(
+                "this token opens Spark Connect only (a notebook kernel's, or `hearth connect`'s): use your own login or a token from `hearth token create` for the API",
+            ))
+        }
+        TokenCheck::Valid { user_id, .. } => match app.store.user_by_id(user_id)? {
             Some(u) => Ok(u),
             None => Err(crate::error::ApiError::unauthorized(
                 "the token's user no longer exists",

@@ -590,7 +590,13 @@ fn kernel_remote(app: &App, user: &UserRow, e: &Engine) -> Result<Option<String>
         );
         return Ok(None);
     }
-    let t = crate::auth::new_token(user, &format!("{KERNEL_TOKEN_PREFIX}{}", e.id), None);
+    // Spark Connect only: code in a notebook runs as its user, but need not drive the API.
+    let t = crate::auth::new_token(
+        user,
+        &format!("{KERNEL_TOKEN_PREFIX}{}", e.id),
+        None,
+        crate::auth::Scope::Connect,
+    );
     let id = app
         .store
         .insert_token(&t.row)

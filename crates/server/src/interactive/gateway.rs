@@ -213,7 +213,7 @@ async fn handle(
         Ok(t) => t.to_string(),
         Err(why) => return grpc_error(UNAUTHENTICATED, why),
     };
-    let user = match crate::auth::user_for_token(&app, &token).await {
+    let user = match crate::auth::user_for_token(&app, &token, crate::auth::Scope::Connect).await {
         Ok(u) => u,
         Err(e) if e.status == hyper::StatusCode::UNAUTHORIZED => {
             return grpc_error(

@@ -205,7 +205,9 @@ pub async fn takes(
         return None;
     }
     let token = call.token()?;
-    let user = crate::auth::user_for_token(app, token).await.ok()?;
+    let user = crate::auth::user_for_token(app, token, crate::auth::Scope::Connect)
+        .await
+        .ok()?;
     Some((user, kind))
 }
 

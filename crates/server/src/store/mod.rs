@@ -128,6 +128,11 @@ ALTER TABLE nodes ADD COLUMN approved_cores INTEGER;
 ALTER TABLE nodes ADD COLUMN approved_memory_mib INTEGER;
 ALTER TABLE nodes ADD COLUMN approved_by TEXT;
 "#,
+    // What a token opens: `api` (everything its user may do) or `connect` (Spark Connect
+    // only: the tokens of notebooks' kernels and of `hearth connect`).
+    r#"
+ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'api';
+"#,
 ];
 
 pub fn now_ms() -> i64 {

@@ -25,10 +25,13 @@ pub struct TokenRow {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// What it opens: `api` or `connect` (see `auth::Scope`).
+    pub scope: String,
 }
 
 const USER_COLS: &str = "id, name, admin, password_hash, uid, gid, linux_name, created_at";
-const TOKEN_COLS: &str = "id, user_id, name, secret_hash, created_at, expires_at, last_used_at";
+const TOKEN_COLS: &str =
+    "id, user_id, name, secret_hash, created_at, expires_at, last_used_at, scope";
 
 fn user_row(r: &Row) -> Result<UserRow> {
     Ok(UserRow {
@@ -52,6 +55,7 @@ fn token_row(r: &Row) -> Result<TokenRow> {
         created_at: r.get(4)?,
         expires_at: r.get(5)?,
         last_used_at: r.get(6)?,
+        scope: r.get(7)?,
     })
 }
 
@@ -132,9 +136,16 @@ impl Store {
     pub fn insert_token(&self, t: &TokenRow) -> Result<i64> {
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO tokens (user_id, name, secret_hash, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![t.user_id, t.name, t.secret_hash, t.created_at, t.expires_at],
+            "INSERT INTO tokens (user_id, name, secret_hash, created_at, expires_at, scope)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                t.user_id,
+                t.name,
+                t.secret_hash,
+                t.created_at,
+                t.expires_at,
+                t.scope
+            ],
         )?;
         Ok(conn.last_insert_rowid())
     }

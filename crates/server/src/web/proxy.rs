@@ -314,7 +314,7 @@ async fn authenticate(
             t
         }
     };
-    crate::auth::user_for_token(app, &token)
+    crate::auth::user_for_token(app, &token, crate::auth::Scope::Api)
         .await
         .map_err(|e| Refusal::Unauthenticated(e.message))
 }

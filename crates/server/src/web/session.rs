@@ -137,7 +137,12 @@ pub async fn create(
     let t = {
         let _slot = app.hashing.acquire().await?;
         tokio::task::spawn_blocking(move || {
-            auth::new_token(&user2, "web console", Some(SESSION_TTL_SECONDS))
+            auth::new_token(
+                &user2,
+                "web console",
+                Some(SESSION_TTL_SECONDS),
+                auth::Scope::Api,
+            )
         })
         .await
         .map_err(|e| ApiError::internal("creating a session", e))?

@@ -174,7 +174,9 @@ impl FromRequestParts<AppState> for Caller {
                 token
             }
         };
-        crate::auth::user_for_token(app, &token).await.map(Caller)
+        crate::auth::user_for_token(app, &token, crate::auth::Scope::Api)
+            .await
+            .map(Caller)
     }
 }
 

@@ -27,6 +27,7 @@ fn token_view(t: &TokenRow) -> api::Token {
         created_at_ms: t.created_at,
         expires_at_ms: t.expires_at,
         last_used_at_ms: t.last_used_at,
+        scope: t.scope.clone(),
     }
 }
 
@@ -45,9 +46,11 @@ pub async fn login(
     let _slot = app.hashing.acquire().await?;
     let name = req.token_name.unwrap_or_else(|| "login".into());
     let user2 = user.clone();
-    let t = tokio::task::spawn_blocking(move || new_token(&user2, &name, None))
-        .await
-        .map_err(|e| ApiError::internal("creating a token", e))?;
+    let t = tokio::task::spawn_blocking(move || {
+        new_token(&user2, &name, None, crate::auth::Scope::Api)
+    })
+    .await
+    .map_err(|e| ApiError::internal("creating a token", e))?;
     let id = app.store.insert_token(&t.row)?;
     Ok(Json(api::LoginResponse {
         user: user_view(&user),
@@ -173,9 +176,19 @@ pub async fn create_token(
             "a token's ttl must be between one second and ten years; omit it for a token that does not expire",
         ));
     }
-    let t = tokio::task::spawn_blocking(move || new_token(&owner, &req.name, req.ttl_seconds))
-        .await
-        .map_err(|e| ApiError::internal("creating a token", e))?;
+    let scope = match req.scope.as_deref() {
+        None => auth::Scope::Api,
+        Some(s) => auth::Scope::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_scope",
+                "a token's scope is `api` (the default: everything you may do) or `connect` (Spark Connect only)",
+            )
+        })?,
+    };
+    let t =
+        tokio::task::spawn_blocking(move || new_token(&owner, &req.name, req.ttl_seconds, scope))
+            .await
+            .map_err(|e| ApiError::internal("creating a token", e))?;
     let id = app.store.insert_token(&t.row)?;
     Ok((
         StatusCode::CREATED,
