@@ -430,3 +430,36 @@ fn sail_answers_through_the_same_gateway_on_a_port_only_hearth_reaches() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn a_client_that_never_shakes_hands_is_let_go() {
+    use std::io::Read;
+    let h = Hearth::start();
+    // Connects, says nothing: the gateway closes it after its handshake timeout (10 s),
+    // rather than keep a descriptor and a task for it forever.
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", h.connect_port)).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let began = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = silent.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without a word");
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(25),
+        "{waited:?}"
+    );
+    // A TLS client that stops halfway likewise.
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", h.connect_port)).expect("connect");
+    std::io::Write::write_all(&mut half, &[0x16, 0x03, 0x01]).expect("a record's start");
+    half.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let began = Instant::now();
+    let _ = half.read(&mut buf);
+    assert!(
+        began.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        began.elapsed()
+    );
+}

@@ -38,6 +38,64 @@ const UNAUTHENTICATED: u16 = 16;
 
 type Upstream = Client<HttpConnector, Incoming>;
 
+/// How long a new connection may take to say anything and finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Open connections at most, in all and from one address: one client cannot take every
+/// descriptor (or every engine's attention) from the others.
+const MAX_CONNECTIONS: usize = 4096;
+const MAX_PER_ADDRESS: usize = 256;
+
+/// Counts open connections, in all and by address.
+struct Slots {
+    max: usize,
+    per_address: usize,
+    open: std::sync::Mutex<(usize, std::collections::HashMap<std::net::IpAddr, usize>)>,
+}
+
+/// One open connection's place: given back when dropped.
+struct Slot {
+    slots: Arc<Slots>,
+    ip: std::net::IpAddr,
+}
+
+impl Slots {
+    fn new(max: usize, per_address: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            max,
+            per_address,
+            open: Default::default(),
+        })
+    }
+
+    /// A place for a connection from `ip`, or None when it is over a limit.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let from = open.1.get(&ip).copied().unwrap_or(0);
+        if open.0 >= self.max || from >= self.per_address {
+            return None;
+        }
+        open.0 += 1;
+        open.1.insert(ip, from + 1);
+        Some(Slot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts connections until `stop` flips.
 pub async fn serve(
     app: Arc<App>,
@@ -52,6 +110,7 @@ pub async fn serve(
     let upstream: Upstream = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build(http);
+    let slots = Slots::new(MAX_CONNECTIONS, MAX_PER_ADDRESS);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -64,19 +123,26 @@ pub async fn serve(
             },
             _ = crate::background::stopped(&mut stop) => return,
         };
+        let Some(slot) = slots.take(peer.ip()) else {
+            tracing::warn!(%peer, "gateway: connection refused, too many open (from this address, or in all)");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (app, acceptor, upstream) = (app.clone(), acceptor.clone(), upstream.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             // A TLS record starts with 0x16 (handshake); an h2c client starts with "PRI".
+            // A client that says nothing, or never finishes its handshake, is let go.
             let mut first = [0u8; 1];
-            match stream.peek(&mut first).await {
-                Ok(1) => {}
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+                Ok(Ok(1)) => {}
                 _ => return,
             }
             if first[0] == 0x16 {
-                match acceptor.accept(stream).await {
-                    Ok(tls) => route(app, upstream, tls).await,
-                    Err(e) => tracing::debug!(%peer, "gateway TLS handshake: {e}"),
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => route(app, upstream, tls).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, "gateway TLS handshake: {e}"),
+                    Err(_) => tracing::debug!(%peer, "gateway: no TLS handshake within 10 s"),
                 }
             } else if peer.ip().is_loopback() {
                 route(app, upstream, stream).await;
@@ -338,6 +404,23 @@ fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_are_limited_in_all_and_by_address() {
+        let slots = Slots::new(3, 2);
+        let a: std::net::IpAddr = [10, 0, 0, 1].into();
+        let b: std::net::IpAddr = [10, 0, 0, 2].into();
+        let a1 = slots.take(a).expect("first");
+        let a2 = slots.take(a).expect("second");
+        assert!(slots.take(a).is_none(), "a third from one address");
+        let b1 = slots.take(b).expect("another address");
+        assert!(slots.take(b).is_none(), "over the total");
+        drop(a1);
+        let a3 = slots.take(a).expect("a place given back");
+        drop((a2, a3, b1));
+        assert_eq!(slots.open.lock().expect("lock").0, 0);
+        assert!(slots.open.lock().expect("lock").1.is_empty());
+    }
     use hyper::body::Body;
 
     #[test]
