@@ -8,6 +8,7 @@ pub mod fsaccess;
 pub mod machine;
 pub mod node;
 pub mod portguard;
+pub mod preflight;
 pub mod remote;
 pub mod sandbox;
 pub mod shim;

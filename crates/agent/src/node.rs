@@ -586,8 +586,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             }
         }
     }
-    // Only now, with every flag checked, does anything get written.
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| io_fatal("creating", &cfg.data_dir, e))?;
+    // Only now, with every flag checked, does anything get written: into a data dir the
+    // tasks' uids can reach, on a file system with room.
+    crate::preflight::check(&cfg.data_dir, isolation.enabled).map_err(AgentError::Fatal)?;
+    crate::preflight::create_data_dir(&cfg.data_dir).map_err(AgentError::Fatal)?;
     // Traversable, not listable: tasks reach their workspaces under it by their own uid;
     // the key and certificate inside stay 0600.
     std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o711))

@@ -13,7 +13,6 @@ pub mod interactive;
 pub mod jobs;
 pub mod layout;
 pub mod policy;
-pub mod preflight;
 pub mod runtime;
 pub mod spark;
 pub mod store;
@@ -170,8 +169,8 @@ pub async fn run(
     }
     // Before anything is written there: a data directory the jobs cannot reach, or on a
     // full disk, would fail every job later without saying why.
-    preflight::check(&cfg.data_dir, isolation.enabled)?;
-    preflight::create_data_dir(&cfg.data_dir)?;
+    hearth_agent::preflight::check(&cfg.data_dir, isolation.enabled).map_err(anyhow::Error::msg)?;
+    hearth_agent::preflight::create_data_dir(&cfg.data_dir).map_err(anyhow::Error::msg)?;
     // Traversable but not listable: a user's own identity must reach their workspace (the
     // server opens workspace files as that user), and nothing else in here is readable.
     for dir in [&cfg.data_dir, &cfg.workspaces_dir()] {

@@ -1,9 +1,8 @@
-//! What `hearth up` checks before it writes anything into its data directory: that the jobs
-//! can reach it, and that its file system has room. A data directory that fails either
+//! What `hearth up`, `hearth server` and `hearth agent` check before they write anything
+//! into their data directory: that the jobs can reach it, and that its file system has room. A data directory that fails either
 //! would otherwise let Hearth start and every job fail later without saying why (Spark's
 //! "Invalid properties file" when a parent is closed to the jobs' uids).
 
-use anyhow::Context;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -15,7 +14,7 @@ pub const MIN_FREE_BYTES: u64 = 1 << 30;
 
 /// Refuses a data directory the jobs could not use. `isolation`: jobs run as other uids, who
 /// must pass through every directory above it. Reads only; creates nothing.
-pub fn check(data_dir: &Path, isolation: bool) -> anyhow::Result<()> {
+pub fn check(data_dir: &Path, isolation: bool) -> Result<(), String> {
     if isolation {
         let mut closed = untraversable(data_dir, mode_of);
         // Through a symbolic link, the directories it leads to must be passable too.
@@ -27,28 +26,28 @@ pub fn check(data_dir: &Path, isolation: bool) -> anyhow::Result<()> {
             }
         }
         if !closed.is_empty() {
-            anyhow::bail!("{}", untraversable_message(data_dir, &closed));
+            return Err(untraversable_message(data_dir, &closed));
         }
     }
     let existing = deepest_existing(data_dir);
     let free = free_bytes(existing)
-        .with_context(|| format!("measuring the free space on {}", existing.display()))?;
+        .map_err(|e| format!("measuring the free space on {}: {e}", existing.display()))?;
     if free < MIN_FREE_BYTES {
-        anyhow::bail!(
+        return Err(format!(
             "the data directory {}'s file system has {} MiB free; Hearth needs at least {} MiB \
              there for its store, uploaded files and the jobs' logs. Free some space on it, or \
              use a data directory on another file system (--data-dir DIR)",
             data_dir.display(),
             free >> 20,
             MIN_FREE_BYTES >> 20
-        );
+        ));
     }
     Ok(())
 }
 
 /// Creates the data directory, and any missing directory above it traversable (0711) rather
 /// than private: the umask Hearth runs with would close them to the jobs.
-pub fn create_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+pub fn create_data_dir(data_dir: &Path) -> Result<(), String> {
     let missing: Vec<PathBuf> = data_dir
         .ancestors()
         .skip(1)
@@ -56,10 +55,10 @@ pub fn create_data_dir(data_dir: &Path) -> anyhow::Result<()> {
         .map(Path::to_path_buf)
         .collect();
     std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        .map_err(|e| format!("creating the data directory {}: {e}", data_dir.display()))?;
     for dir in missing {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
-            .with_context(|| format!("making {} traversable", dir.display()))?;
+            .map_err(|e| format!("making {} traversable: {e}", dir.display()))?;
     }
     Ok(())
 }
@@ -91,7 +90,7 @@ pub fn untraversable_message(data_dir: &Path, closed: &[(PathBuf, u32)]) -> Stri
     format!(
         "the data directory {} is under {} (mode {mode:04o}), which the users' jobs cannot pass \
          through: every job would fail. Use a data directory outside it (--data-dir \
-         /var/lib/hearth), or make {it} traversable: chmod o+x {}",
+         /var/lib/hearth, or any directory every uid can pass through), or make {it} traversable: chmod o+x {}",
         data_dir.display(),
         first.display(),
         dirs.join(" ")
