@@ -90,6 +90,8 @@ pub struct Runner {
     ports: Result<Arc<PortGuard>, String>,
     /// Streams the server opened to tasks' UIs.
     tunnels: Arc<Tunnels>,
+    /// Counts connections to the server (one more at each disconnect).
+    connection: AtomicU64,
     out: mpsc::UnboundedSender<AgentMessage>,
     fetches: Mutex<HashMap<(String, u64), oneshot::Sender<Chunk>>>,
     held: Mutex<HashMap<TaskRef, Held>>,
@@ -118,6 +120,7 @@ impl Runner {
             runtime_root,
             ports,
             tunnels,
+            connection: AtomicU64::new(0),
             out,
             fetches: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
@@ -157,6 +160,8 @@ impl Runner {
         for h in lock(&self.held).values_mut() {
             h.resumed = false;
         }
+        // A stream still being opened belongs to the connection that asked: not attached.
+        self.connection.fetch_add(1, Ordering::SeqCst);
         self.tunnels.close_all();
     }
 
@@ -169,16 +174,18 @@ impl Runner {
             .filter(|h| h.ended.is_none())
             .and_then(|h| h.ui);
         let runner = self.clone();
+        let asked_on = self.connection.load(Ordering::SeqCst);
         tokio::spawn(async move {
             let connected = match ui {
                 None => Err("it runs without a Spark UI here".to_string()),
                 Some((port, uid)) => runner.connect_ui(port, uid).await,
             };
+            if runner.connection.load(Ordering::SeqCst) != asked_on {
+                return; // that connection is gone, and its stream with it
+            }
             let error = match connected {
-                Ok(socket) => {
-                    runner.tunnels.attach(stream, socket);
-                    None
-                }
+                Ok(socket) => (!runner.tunnels.attach(stream, socket))
+                    .then(|| "a stream with that id is open already".to_string()),
                 Err(why) => Some(why),
             };
             runner.send(AgentMessage::Opened { stream, error });
@@ -515,12 +522,13 @@ impl Runner {
             None => None,
             Some(base) => match self.reserve_ui_port() {
                 Ok(port) => {
-                    // Kept beside the task, so that a restarted agent guards it again.
-                    std::fs::write(layout.dir.join(UI_PORT), format!("{port} {}", user.uid))
-                        .map_err(|e| format!("recording the UI port: {e}"))?;
+                    // Held first, so that the task's end gives the port back on every path.
                     if let Some(h) = lock(&self.held).get_mut(&key) {
                         h.ui = Some((port, user.uid));
                     }
+                    // Kept beside the task, so that a restarted agent guards it again.
+                    std::fs::write(layout.dir.join(UI_PORT), format!("{port} {}", user.uid))
+                        .map_err(|e| format!("recording the UI port: {e}"))?;
                     Some((port, base.as_str()))
                 }
                 Err(why) => {

@@ -64,6 +64,10 @@ struct Stream {
     window: Arc<Semaphore>,
     /// This end's socket reached its end (and said so).
     local_done: bool,
+    /// Bytes received and not yet written to this end's socket: the other end may have at
+    /// most a window in flight, so more is a peer that ignores it, and ends the stream
+    /// (a hostile node cannot fill the server's memory through a slow door).
+    unwritten: Arc<std::sync::atomic::AtomicUsize>,
     reader: tokio::task::AbortHandle,
 }
 
@@ -79,22 +83,29 @@ impl Tunnels {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Relays `socket` as stream `id` until both ends are done.
-    pub fn attach<S>(self: &Arc<Self>, id: u64, socket: S)
+    /// Relays `socket` as stream `id` until both ends are done. False (and the socket
+    /// dropped) if a stream `id` is open already: ids are never reused while open.
+    pub fn attach<S>(self: &Arc<Self>, id: u64, socket: S) -> bool
     where
         S: AsyncRead + AsyncWrite + std::marker::Send + 'static,
     {
+        // Holding the lock while spawning: the reader's first frame cannot outrun the entry.
+        let mut streams = self.lock();
+        if streams.contains_key(&id) {
+            return false;
+        }
         let (mut rd, mut wr) = tokio::io::split(socket);
         let (to_socket, mut from_peer) = mpsc::unbounded_channel::<Vec<u8>>();
         let window = Arc::new(Semaphore::new(WINDOW));
-        // Holding the lock while spawning: the reader's first frame cannot outrun the entry.
-        let mut streams = self.lock();
+        let unwritten = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let me = Arc::downgrade(self);
+        let pending = unwritten.clone();
         tokio::spawn(async move {
             while let Some(bytes) = from_peer.recv().await {
                 if wr.write_all(&bytes).await.is_err() {
                     break;
                 }
+                pending.fetch_sub(bytes.len(), std::sync::atomic::Ordering::SeqCst);
                 let Some(t) = me.upgrade() else { break };
                 (t.send)(ack_frame(id, bytes.len() as u64));
             }
@@ -129,9 +140,11 @@ impl Tunnels {
                 to_socket: Some(to_socket),
                 window,
                 local_done: false,
+                unwritten,
                 reader: reader.abort_handle(),
             },
         );
+        true
     }
 
     fn local_done(&self, id: u64) {
@@ -158,8 +171,14 @@ impl Tunnels {
         if let Some(hex) = &frame.data {
             match hex::decode(hex) {
                 // The other end keeps to the window: more would be a broken peer.
-                Ok(bytes) if bytes.len() <= FRAME_BYTES => {
+                Ok(bytes)
+                    if bytes.len() <= FRAME_BYTES
+                        && s.unwritten.load(std::sync::atomic::Ordering::SeqCst) + bytes.len()
+                            <= WINDOW =>
+                {
                     if let Some(tx) = &s.to_socket {
+                        s.unwritten
+                            .fetch_add(bytes.len(), std::sync::atomic::Ordering::SeqCst);
                         let _ = tx.send(bytes);
                     }
                 }
@@ -297,6 +316,26 @@ mod tests {
         let avail = a.lock().get(&7).map(|s| s.window.available_permits());
         assert_eq!(avail, Some(0), "the window is used up and not refilled");
         flood.abort();
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_ignores_the_window_is_cut_off() {
+        // Nobody reads the far socket, so nothing is written, nothing acknowledged.
+        let t = Tunnels::new(Box::new(|_| true));
+        let (_far, end) = tokio::io::duplex(16);
+        assert!(t.attach(5, end));
+        let chunk = vec![7u8; FRAME_BYTES];
+        for _ in 0..(WINDOW / FRAME_BYTES) {
+            t.deliver(data_frame(5, &chunk));
+        }
+        assert_eq!(t.len(), 1, "a window's worth is taken");
+        t.deliver(data_frame(5, &chunk));
+        assert!(t.is_empty(), "beyond the window: the stream ends");
+        // An id in use is never taken twice.
+        let (_a, one) = tokio::io::duplex(16);
+        let (_b, two) = tokio::io::duplex(16);
+        assert!(t.attach(9, one));
+        assert!(!t.attach(9, two));
     }
 
     #[test]

@@ -29,6 +29,9 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// The most labels a node may report.
 const MAX_LABELS: usize = 64;
 
+/// Where a node's answer to an `Open` goes: None, connected; else why not.
+type Answer = tokio::sync::oneshot::Sender<Option<String>>;
+
 /// What the server does with what nodes say of their tasks: the jobs' side of the
 /// protocol (`jobs::remote::NodeTasks`). The registry carries the messages and decides
 /// nothing about jobs; it is handed this once the server is assembled.
@@ -82,8 +85,9 @@ pub struct Cluster {
     /// When this server started: every node gets a node timeout from then to report the
     /// jobs it runs before they count as lost.
     pub started_ms: i64,
-    /// Streams asked of nodes and not yet answered, by id: the answer goes to the waiter.
-    opening: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Option<String>>>>,
+    /// Streams asked of nodes and not yet answered, by id, with the node asked: only that
+    /// node's answer goes to the waiter.
+    opening: Mutex<HashMap<u64, (i64, Answer)>>,
     next_stream: AtomicU64,
 }
 
@@ -181,16 +185,22 @@ impl Cluster {
     ) -> Result<tokio::io::DuplexStream, String> {
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let (answer, answered) = tokio::sync::oneshot::channel();
+        // The stream is ours before the node is asked: whatever it sends right after its
+        // answer (even a close at once) finds it.
+        let (door, tunnel) = tokio::io::duplex(64 * 1024);
         let tunnels = {
             let live = self.live();
-            let l = live
-                .values()
-                .find(|l| l.name == node)
+            let (node_id, l) = live
+                .iter()
+                .find(|(_, l)| l.name == node)
                 .ok_or_else(|| format!("node {node} is not connected"))?;
+            if !l.tunnels.attach(stream, tunnel) {
+                return Err("a stream with that id is open already".into());
+            }
             self.opening
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(stream, answer);
+                .insert(stream, (*node_id, answer));
             if l.tx
                 .send(ServerMessage::Open {
                     stream,
@@ -199,6 +209,7 @@ impl Cluster {
                 })
                 .is_err()
             {
+                l.tunnels.abort(stream);
                 return Err(format!("node {node} is not connected"));
             }
             l.tunnels.clone()
@@ -209,25 +220,30 @@ impl Cluster {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&stream);
         match got {
-            Ok(Ok(None)) => {
-                let (door, tunnel) = tokio::io::duplex(64 * 1024);
-                tunnels.attach(stream, tunnel);
-                Ok(door)
+            Ok(Ok(None)) => Ok(door),
+            Ok(Ok(Some(why))) => {
+                tunnels.abort(stream);
+                Err(why)
             }
-            Ok(Ok(Some(why))) => Err(why),
-            _ => Err(format!("node {node} did not answer within 10 s")),
+            _ => {
+                // Told to the node too: a stream it opens late is closed at once.
+                tunnels.abort(stream);
+                Err(format!("node {node} did not answer within 10 s"))
+            }
         }
     }
 
-    /// A node's answer to an `Open`.
-    fn opened(&self, stream: u64, error: Option<String>) {
-        let waiter = self
-            .opening
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&stream);
-        if let Some(w) = waiter {
-            let _ = w.send(error);
+    /// A node's answer to an `Open`; an answer from another node than the one asked is
+    /// ignored.
+    fn opened(&self, node_id: i64, stream: u64, error: Option<String>) {
+        let mut opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        if opening
+            .get(&stream)
+            .is_some_and(|(asked, _)| *asked == node_id)
+        {
+            if let Some((_, w)) = opening.remove(&stream) {
+                let _ = w.send(error);
+            }
         }
     }
 
@@ -966,7 +982,7 @@ pub(crate) async fn session<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
                             let chunk = chunk(app, cluster, node.id, sha256, offset).await;
                             ok = write_frame(w, &chunk).await.is_ok();
                         }
-                        Ok(AgentMessage::Opened { stream, error }) => cluster.opened(stream, error),
+                        Ok(AgentMessage::Opened { stream, error }) => cluster.opened(node.id, stream, error),
                         Ok(AgentMessage::Tunnel(frame)) => tunnels.deliver(frame),
                         Ok(AgentMessage::Started { job, attempt, ui_port }) => {
                             if let Some(ev) = cluster.events() {

@@ -132,6 +132,7 @@ ALTER TABLE nodes ADD COLUMN approved_by TEXT;
     // only: the tokens of notebooks' kernels and of `hearth connect`).
     r#"
 ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'api';
+UPDATE tokens SET scope = 'connect' WHERE name LIKE 'notebook-kernel-%';
 "#,
 ];
 

@@ -570,15 +570,29 @@ async fn forward(
                 }
                 drop(lease);
             });
-            let (head, _) = answer.into_parts();
+            let (mut head, _) = answer.into_parts();
+            head.headers = answer_headers(&head, prefix, scope, sandboxed);
             return Response::from_parts(head, Body::empty());
         }
     }
     let (mut head, body) = answer.into_parts();
+    head.headers = answer_headers(&head, prefix, scope, sandboxed);
+    Response::from_parts(head, Body::new(LeasedBody::new(body, upstream.lease)))
+}
+
+/// The headers of a proxied app's answer as they reach the browser, a WebSocket's
+/// handshake included: the allow-list, cookies confined below the app's place, `Location`
+/// kept under the door, and a CSP sandbox on someone else's page.
+fn answer_headers(
+    head: &hyper::http::response::Parts,
+    prefix: &str,
+    scope: &str,
+    sandboxed: bool,
+) -> HeaderMap {
     let mut headers = HeaderMap::new();
+    let upgrading = head.status == StatusCode::SWITCHING_PROTOCOLS;
     for (name, value) in &head.headers {
         let n = name.as_str();
-        let upgrading = head.status == StatusCode::SWITCHING_PROTOCOLS;
         if !passes(n, upgrading) {
             continue;
         }
@@ -614,8 +628,7 @@ async fn forward(
             HeaderValue::from_static("sandbox"),
         );
     }
-    head.headers = headers;
-    Response::from_parts(head, Body::new(LeasedBody::new(body, upstream.lease)))
+    headers
 }
 
 #[cfg(test)]
