@@ -223,39 +223,40 @@ impl Tunnels {
     }
 }
 
+/// Two ends joined back to back in memory, each delivering what the other sends: for
+/// tests of what streams carry, without a node connection.
+pub fn joined_pair() -> (Arc<Tunnels>, Arc<Tunnels>) {
+    let (tx_a, mut rx_a) = mpsc::unbounded_channel::<TunnelFrame>();
+    let (tx_b, mut rx_b) = mpsc::unbounded_channel::<TunnelFrame>();
+    let a = Tunnels::new(Box::new(move |f| tx_a.send(f).is_ok()));
+    let b = Tunnels::new(Box::new(move |f| tx_b.send(f).is_ok()));
+    let (a2, b2) = (Arc::downgrade(&a), Arc::downgrade(&b));
+    tokio::spawn(async move {
+        while let Some(f) = rx_a.recv().await {
+            match b2.upgrade() {
+                Some(b) => b.deliver(f),
+                None => return,
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(f) = rx_b.recv().await {
+            match a2.upgrade() {
+                Some(a) => a.deliver(f),
+                None => return,
+            }
+        }
+    });
+    (a, b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Two ends joined back to back: what one sends, the other is delivered.
-    fn pair() -> (Arc<Tunnels>, Arc<Tunnels>) {
-        let (tx_a, mut rx_a) = mpsc::unbounded_channel::<TunnelFrame>();
-        let (tx_b, mut rx_b) = mpsc::unbounded_channel::<TunnelFrame>();
-        let a = Tunnels::new(Box::new(move |f| tx_a.send(f).is_ok()));
-        let b = Tunnels::new(Box::new(move |f| tx_b.send(f).is_ok()));
-        let (a2, b2) = (Arc::downgrade(&a), Arc::downgrade(&b));
-        tokio::spawn(async move {
-            while let Some(f) = rx_a.recv().await {
-                match b2.upgrade() {
-                    Some(b) => b.deliver(f),
-                    None => return,
-                }
-            }
-        });
-        tokio::spawn(async move {
-            while let Some(f) = rx_b.recv().await {
-                match a2.upgrade() {
-                    Some(a) => a.deliver(f),
-                    None => return,
-                }
-            }
-        });
-        (a, b)
-    }
-
     #[tokio::test]
     async fn bytes_cross_both_ways_in_order_and_both_ends_close() {
-        let (a, b) = pair();
+        let (a, b) = joined_pair();
         let (mut client, a_end) = tokio::io::duplex(1024);
         let (b_end, mut server) = tokio::io::duplex(1024);
         a.attach(1, a_end);
@@ -294,7 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_reader_holds_up_the_writer_at_the_window() {
-        let (a, b) = pair();
+        let (a, b) = joined_pair();
         let (mut client, a_end) = tokio::io::duplex(64 * 1024);
         // The far socket's buffer is small and nobody reads it.
         let (b_end, _server) = tokio::io::duplex(1024);

@@ -1,36 +1,10 @@
 //! The door's HTTP through a node's tunnel: a large answer from a web server that closes
 //! its connection right after answering arrives whole.
 
-use hearth_agent::tunnel::Tunnels;
-use hearth_model::cluster::TunnelFrame;
+use hearth_agent::tunnel::joined_pair;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-
-fn pair() -> (Arc<Tunnels>, Arc<Tunnels>) {
-    let (tx_a, mut rx_a) = mpsc::unbounded_channel::<TunnelFrame>();
-    let (tx_b, mut rx_b) = mpsc::unbounded_channel::<TunnelFrame>();
-    let a = Tunnels::new(Box::new(move |f| tx_a.send(f).is_ok()));
-    let b = Tunnels::new(Box::new(move |f| tx_b.send(f).is_ok()));
-    let (a2, b2) = (Arc::downgrade(&a), Arc::downgrade(&b));
-    tokio::spawn(async move {
-        while let Some(f) = rx_a.recv().await {
-            if let Some(b) = b2.upgrade() {
-                b.deliver(f)
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Some(f) = rx_b.recv().await {
-            if let Some(a) = a2.upgrade() {
-                a.deliver(f)
-            }
-        }
-    });
-    (a, b)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_answer_from_a_server_that_closes_at_once_arrives_whole() {
@@ -57,7 +31,7 @@ async fn a_large_answer_from_a_server_that_closes_at_once_arrives_whole() {
             });
         }
     });
-    let (door_side, node_side) = pair();
+    let (door_side, node_side) = joined_pair();
     for id in 1..=20u64 {
         let socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
