@@ -483,7 +483,15 @@ pub async fn logs(
     let job = owned_job(&app, &caller, &id)?;
     let path = log_path(&app, job.id);
     let start = match q.tail {
-        Some(n) => tail_offset(&path, n).map_err(|e| ApiError::internal("reading the log", e))?,
+        // Read backwards from the end, off the async workers: a tail of a huge log must
+        // not hold up the API, the gateway and the nodes' heartbeats.
+        Some(n) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || tail_offset(&path, n))
+                .await
+                .map_err(|e| ApiError::internal("reading the log", e))?
+                .map_err(|e| ApiError::internal("reading the log", e))?
+        }
         None => q.offset.unwrap_or(0),
     };
     let headers = [
