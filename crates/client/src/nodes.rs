@@ -102,11 +102,26 @@ pub fn run(client: &Client, cmd: NodeCommand) -> Result<()> {
             eprintln!("Revoked join token {id}.");
         }
         NodeCommand::Approve { name } => {
+            // What it offers now, as `hearth nodes` shows it: the server approves exactly
+            // that, or says it changed.
+            let nodes: Vec<api::NodeInfo> = client.get("/nodes")?;
+            let node = nodes
+                .iter()
+                .find(|n| n.name == name)
+                .ok_or_else(|| anyhow::anyhow!("no node named {name}: see `hearth nodes`"))?;
+            let offer = api::ApproveNode {
+                cores: node.cores,
+                memory_mib: node.memory_mib,
+            };
             client.call(
                 client.request("POST", &format!("/nodes/{name}/approve")),
-                None,
+                Some(&serde_json::to_value(&offer)?),
             )?;
-            eprintln!("Node {name}'s offer is approved: it takes work.");
+            eprintln!(
+                "Node {name}'s offer ({} cores, {}) is approved: it takes work.",
+                offer.cores,
+                hearth_model::format_mib(offer.memory_mib)
+            );
         }
         NodeCommand::Drain { name } => {
             client.call(

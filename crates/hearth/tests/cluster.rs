@@ -1032,8 +1032,14 @@ fn a_join_token_joins_one_machine_and_a_node_offering_more_than_approved_is_held
     assert_eq!(job["state"], "queued", "{job}");
     // Bob is no admin: he cannot approve it.
     let bob = h.add_user("bob");
-    let (status, _) = h.api(&bob, "POST", "/api/v1/nodes/over/approve", None);
+    let offer = serde_json::json!({"cores": 2, "memory_mib": 1024});
+    let (status, _) = h.api(&bob, "POST", "/api/v1/nodes/over/approve", Some(offer));
     assert_eq!(status, 403);
+    // Not what it offers: refused, and it stays held.
+    let wrong = serde_json::json!({"cores": 64, "memory_mib": 1024});
+    let (status, answer) = h.api(&h.admin, "POST", "/api/v1/nodes/over/approve", Some(wrong));
+    assert_eq!(status, 409, "{answer}");
+    assert!(node(&h, "over").is_some_and(|n| n["held"].is_string()));
     // Approved as it is: it takes the job.
     let out = h.cli(&h.admin, &["node", "approve", "over"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

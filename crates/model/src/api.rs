@@ -340,6 +340,15 @@ pub struct CreateNodeToken {
     pub max_memory_mib: Option<u64>,
 }
 
+/// `POST /nodes/{name}/approve`: the offer the admin saw and approves; refused if the node
+/// offers something else by then.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveNode {
+    pub cores: u32,
+    pub memory_mib: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreatedNodeToken {
     pub token: NodeToken,

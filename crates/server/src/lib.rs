@@ -359,9 +359,22 @@ pub async fn run(
     engines::stop_all(&app).await;
     // Open log streams end when their jobs do; idle clients are not waited for long.
     background.stop(std::time::Duration::from_secs(3)).await;
-    // Every task here is stopped: nothing left to guard.
-    if let Ok(guard) = &app.ports {
+    // The guard goes only once nothing of this machine's needs it: a driver that outlived
+    // the stop's deadline, or a worker of a job driven from elsewhere (which runs on, to be
+    // taken back), keeps its UI's port closed to other users.
+    let local = app
+        .store
+        .nodes()
+        .ok()
+        .and_then(|ns| ns.into_iter().find(|n| n.name == LOCAL_NODE))
+        .map(|n| n.id);
+    let still_here = local.is_some_and(|id| app.cluster.holds_tasks(id));
+    if let (Ok(guard), false) = (&app.ports, still_here) {
         guard.teardown();
+    } else if still_here {
+        eprintln!(
+            "Tasks still run on this machine: their ports stay guarded until the next start."
+        );
     }
     eprintln!("Hearth stopped.");
     Ok(())

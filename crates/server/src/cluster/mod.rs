@@ -343,6 +343,12 @@ impl Cluster {
         }
     }
 
+    /// Whether the server follows any task (a job's or a spread job's worker) on `node_id`.
+    pub fn holds_tasks(&self, node_id: i64) -> bool {
+        self.tasks().values().any(|t| t.node_id == node_id)
+            || self.workers().keys().any(|(_, n)| *n == node_id)
+    }
+
     /// The attempt of `job` the server waits for, if it runs on a joined node.
     pub fn task(&self, job: i64) -> Option<RemoteTask> {
         self.tasks().get(&job).cloned()

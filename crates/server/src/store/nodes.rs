@@ -168,12 +168,13 @@ impl Store {
 
     /// An admin approves what a live node offers now, as it is: its caps become its offer
     /// and it is believed beyond what its machine measures. False if no such node.
-    pub fn approve_node(&self, name: &str, by: &str) -> Result<bool> {
+    /// An admin approves a live node's offer of `cores` and `memory_mib`, as it is: false
+    /// (nothing changed) unless that is what it offers now.
+    pub fn approve_node(&self, name: &str, by: &str, cores: u32, memory_mib: u64) -> Result<bool> {
         let n = self.conn().execute(
-            "UPDATE nodes SET approved_cores = cores, approved_memory_mib = memory_mib,
-                              approved_by = ?2
-             WHERE name = ?1 AND removed_at IS NULL",
-            params![name, by],
+            "UPDATE nodes SET approved_cores = ?3, approved_memory_mib = ?4, approved_by = ?2
+             WHERE name = ?1 AND removed_at IS NULL AND cores = ?3 AND memory_mib = ?4",
+            params![name, by, cores, memory_mib as i64],
         )?;
         Ok(n > 0)
     }
@@ -392,7 +393,12 @@ mod tests {
             (a.approved_cores, a.approved_by.as_deref()),
             (Some(4), None)
         );
-        assert!(store.approve_node("a", "admin").expect("approve"));
+        assert!(!store
+            .approve_node("a", "admin", 4, 1 << 20)
+            .expect("not what it offers"));
+        assert!(store
+            .approve_node("a", "admin", 64, 1 << 20)
+            .expect("approve"));
         let a = store.live_node_named("a").expect("a").expect("a");
         assert_eq!(
             (
@@ -402,7 +408,7 @@ mod tests {
             ),
             (Some(64), Some(1 << 20), Some("admin"))
         );
-        assert!(!store.approve_node("nobody", "admin").expect("none"));
+        assert!(!store.approve_node("nobody", "admin", 1, 1).expect("none"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

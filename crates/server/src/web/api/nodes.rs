@@ -224,19 +224,29 @@ pub async fn approve(
     State(app): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    ApiJson(req): ApiJson<api::ApproveNode>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    if !app.store.approve_node(&name, &caller.0.name)? {
-        return Err(no_node(&name));
-    }
-    let offer = app
+    // Only the offer the admin saw: a node that changed it meanwhile is not approved.
+    if !app
         .store
-        .live_node_named(&name)?
-        .map(|n| format!("{} cores, {} MiB", n.cores, n.memory_mib))
-        .unwrap_or_default();
+        .approve_node(&name, &caller.0.name, req.cores, req.memory_mib)?
+    {
+        let node = app
+            .store
+            .live_node_named(&name)?
+            .ok_or_else(|| no_node(&name))?;
+        return Err(ApiError::conflict(
+            "offer_changed",
+            format!(
+                "node {name} now offers {} cores and {} MiB, not the {} cores and {} MiB you approved: look again (`hearth nodes`) and approve what it offers",
+                node.cores, node.memory_mib, req.cores, req.memory_mib
+            ),
+        ));
+    }
     eprintln!(
-        "Node {name}'s offer ({offer}) approved by {}",
-        caller.0.name
+        "Node {name}'s offer ({} cores, {} MiB) approved by {}",
+        req.cores, req.memory_mib, caller.0.name
     );
     app.wake.notify_one();
     Ok(StatusCode::NO_CONTENT)
