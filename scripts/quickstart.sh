@@ -5,7 +5,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export HEARTH_DATA_DIR="${HEARTH_DATA_DIR:-$PWD/.hearth}"
+# The data lives beside the checkout, unless a directory above it is closed to other uids
+# (root's home is 0700): jobs run as their users' own uids and must pass through, so then
+# it goes to /var/lib (`hearth up` refuses a data dir its jobs cannot reach).
+if [ -z "${HEARTH_DATA_DIR:-}" ]; then
+    HEARTH_DATA_DIR="$PWD/.hearth"
+    if [ "$(id -u)" = 0 ]; then
+        d="$PWD"
+        while [ "$d" != "/" ]; do
+            if [ $(( 8#$(stat -c %a "$d") & 1 )) = 0 ]; then
+                HEARTH_DATA_DIR=/var/lib/hearth-quickstart
+                echo "==> $d is closed to other users: the data goes to $HEARTH_DATA_DIR"
+                break
+            fi
+            d="$(dirname "$d")"
+        done
+    fi
+fi
+export HEARTH_DATA_DIR
 LISTEN="${HEARTH_LISTEN:-127.0.0.1:8080}"
 SERVER="http://$LISTEN"
 STOP=0
