@@ -58,5 +58,12 @@ if [ $# -eq 0 ] && ! pgrep -f 'hearth (up|server|agent)' >/dev/null; then
         done
         status=1
     fi
+    # Nor a port guard's nftables table (servers remove theirs when they stop; tests remove
+    # their agents').
+    tables=$(nft list tables 2>/dev/null | awk '$2 == "inet" && $3 ~ /^hearth_/ {print $3}' || true)
+    if [ -n "$tables" ]; then
+        echo "FAILED: the tests left nftables tables behind: $tables" >&2
+        status=1
+    fi
 fi
 exit "$status"

@@ -668,8 +668,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // Tasks' Spark UIs listen on loopback ports this node keeps for itself (the door
     // reaches them through the connection); its own nftables table, named for its data dir.
     let ports = if isolation.enabled {
-        let name = hex::encode(&Sha256::digest(cfg.data_dir.display().to_string().as_bytes())[..6]);
-        crate::portguard::PortGuard::new(&format!("n{name}")).map(Arc::new)
+        crate::portguard::PortGuard::new(&crate::portguard::agent_instance(&cfg.data_dir))
+            .map(Arc::new)
     } else {
         Err("isolation is off".to_string())
     };

@@ -73,6 +73,27 @@ pub async fn keep_guarded(
     }
 }
 
+/// The port guard's instance name of `hearth agent` on `data_dir`: one per agent, even
+/// with several on one machine. Its tasks outlive the agent, so the agent never removes its
+/// table; whoever retires an agent's data dir removes it ([`remove_table`]).
+pub fn agent_instance(data_dir: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(data_dir.display().to_string().as_bytes());
+    format!("n{}", hex::encode(&digest[..6]))
+}
+
+/// Removes an instance's table, if there is one (its tasks are gone).
+pub fn remove_table(instance: &str) {
+    if let Some(nft) = crate::sandbox::find_program("nft") {
+        let _ = Command::new(nft)
+            .args(["delete", "table", "inet", &table_name(instance)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// The nftables table of a Hearth instance.
 pub fn table_name(instance: &str) -> String {
     format!("hearth_{instance}")

@@ -97,6 +97,24 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
+        // Its port guard's table outlives it by design (its tasks would): once no agent
+        // runs on this data dir any more (a restarted one may), the test takes it along.
+        let dir = self.data_dir.display().to_string();
+        let another = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                    c.contains(" agent ") && c.contains(&dir)
+                })
+            });
+        if !another {
+            hearth_agent::portguard::remove_table(&hearth_agent::portguard::agent_instance(
+                &self.data_dir,
+            ));
+        }
     }
 }
 
