@@ -1177,10 +1177,12 @@ impl Browser {
     }
 }
 
-/// A `hearth agent` that joined a test server, killed when dropped.
+/// A `hearth agent` that joined a test server, killed when dropped (its port guard's
+/// table, which an agent leaves for the tasks it would leave running, with it).
 struct Agent {
     child: Child,
     log: PathBuf,
+    dir: PathBuf,
 }
 
 impl Agent {
@@ -1198,7 +1200,7 @@ impl Agent {
             .stderr(out)
             .spawn()
             .expect("start hearth agent");
-        Agent { child, log }
+        Agent { child, log, dir }
     }
 
     fn log(&self) -> String {
@@ -1210,6 +1212,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        hearth_agent::portguard::remove_table(&hearth_agent::portguard::agent_instance(&self.dir));
     }
 }
 
