@@ -477,7 +477,7 @@ pub fn log_path(app: &App, id: i64) -> PathBuf {
 /// Lays out the engine's directory (root-owned, except `tmp` and `conf`, which belong to
 /// the user: `conf` holds the engine's secrets, for its eyes only) and describes its task.
 fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
-    let rt = crate::jobs::dispatch::runtime(app).map_err(|p| p.join("; "))?;
+    let rt = app.runtime().map_err(|p| p.join("; "))?;
     let io = |what: &str, err: std::io::Error| format!("{what}: {err}");
     let dir = engine_dir(app, e.id);
     let linux = user.linux(app);

@@ -87,11 +87,6 @@ pub async fn run(app: Arc<App>, interactive: Interactive, mut stop: crate::backg
     }
 }
 
-/// The runtime (see [`App::runtime`]).
-pub fn runtime(app: &App) -> Result<crate::runtime::Runtime, Vec<String>> {
-    app.runtime()
-}
-
 /// How the scheduler sees a job. A job that fits one node (by its capacity) runs in local
 /// mode; one with executors that fits none may be spread over several nodes, on a
 /// standalone cluster of its own (`spread_gang`). Constrained jobs run whole on one node.
@@ -229,7 +224,7 @@ fn pass(app: &Arc<App>, interactive: Interactive) -> Result<(), rusqlite::Error>
         .nodes
         .iter()
         .any(|n| n.schedulable && n.name != LOCAL_NODE);
-    if let (Err(problems), false) = (runtime(app), joined_open) {
+    if let (Err(problems), false) = (app.runtime(), joined_open) {
         let reason = format!("no node can run jobs: {}", problems.join("; "));
         let waiting: Vec<(i64, String)> = snapshot
             .queued

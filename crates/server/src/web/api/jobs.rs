@@ -547,7 +547,7 @@ pub async fn nodes(
     State(app): State<AppState>,
     _caller: Caller,
 ) -> ApiResult<Json<Vec<api::NodeInfo>>> {
-    let runtime = dispatch::runtime(&app);
+    let runtime = app.runtime();
     let mut problems = runtime.as_ref().err().cloned().unwrap_or_default();
     problems.extend(app.isolation.problems.iter().cloned());
     if !app.cfg.local_jobs {
