@@ -279,7 +279,7 @@ impl TaskCgroup {
     /// Freezes the cgroup if it can be frozen, for as long as the returned guard lives: it
     /// thaws the cgroup when dropped. The only way to freeze a task's cgroup, so that no
     /// path can leave one frozen (short of this process being killed meanwhile, which the
-    /// shim's watch and the start-up sweep, `sandbox::sweep_stale_cgroups`, undo).
+    /// shim's watch and the start-up sweep, `sandbox::sweep_stale_tasks`, undo).
     pub fn freeze(&self) -> Option<Frozen<'_>> {
         let (request, value) = match &self.layout {
             Layout::V1 {

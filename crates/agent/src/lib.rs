@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod fsaccess;
 pub mod machine;
+pub mod net;
 pub mod node;
 pub mod portguard;
 pub mod preflight;

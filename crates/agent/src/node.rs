@@ -109,6 +109,7 @@ pub struct AgentConfig {
     pub offer: NodeOffer,
     /// How tasks' shims are started (this binary's `internal shim`).
     pub shim: crate::sandbox::ShimCommand,
+    pub network: crate::net::NetworkMode,
 }
 
 /// What a joined agent keeps in DATA_DIR/node.json (its key and certificate are beside).
@@ -543,7 +544,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             eprintln!("  - {p}");
         }
     }
-    let _ = tokio::task::spawn_blocking(crate::sandbox::sweep_stale_cgroups).await;
+    // Tasks reach the server by its address, as anything outside this machine.
+    let network = crate::net::node_network(&cfg.network, isolation.enabled, Vec::new())
+        .map_err(AgentError::Fatal)?;
+    if network.is_none() && isolation.enabled {
+        eprintln!("WARNING: --insecure-shared-network: every task here shares this machine's network; a user's job reaches what any other task listens on");
+    }
+    let _ = tokio::task::spawn_blocking(crate::sandbox::sweep_stale_tasks).await;
     let key_path = cfg.data_dir.join("node.key");
     let cert_path = cfg.data_dir.join("node.pem");
     let state_path = cfg.data_dir.join("node.json");
@@ -690,6 +697,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         cfg.shim.clone(),
         runtime_root,
         ports,
+        network,
     );
     // What an earlier run of this agent started and still runs (its shims outlive it).
     runner.reattach();

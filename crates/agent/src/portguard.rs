@@ -36,8 +36,19 @@ pub fn free_local_port() -> u16 {
 
 /// The uid owning a socket listening on `port` (IPv4 or IPv6), from /proc/net.
 pub fn listener_uid(port: u16) -> Option<u32> {
+    listener_uid_in(
+        &[
+            PathBuf::from("/proc/net/tcp"),
+            PathBuf::from("/proc/net/tcp6"),
+        ],
+        port,
+    )
+}
+
+/// The uid owning a socket listening on `port`, from tables in the format of /proc/net/tcp.
+pub fn listener_uid_in(tables: &[PathBuf], port: u16) -> Option<u32> {
     let want = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|f| {
+    tables.iter().find_map(|f| {
         let text = std::fs::read_to_string(f).ok()?;
         text.lines().skip(1).find_map(|line| {
             let cols: Vec<&str> = line.split_whitespace().collect();

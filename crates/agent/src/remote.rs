@@ -69,8 +69,11 @@ struct Held {
     end_sent: bool,
     /// The server wants nothing more of it: dropped once its process is gone.
     forgotten: bool,
-    /// The guarded loopback port of its Spark UI, and the uid that must listen on it.
+    /// The port of its Spark UI, and the uid that must listen on it: on its own loopback
+    /// when it has a network of its own, else a guarded port of the machine's.
     ui: Option<(u16, u32)>,
+    /// Its own network namespace, and a process in it (what shows its sockets).
+    netns: Option<(PathBuf, u32)>,
 }
 
 /// Runs the server's tasks on this node.
@@ -88,6 +91,9 @@ pub struct Runner {
     /// Loopback ports of tasks' Spark UIs, kept for root (this process) alone; or why they
     /// cannot be kept here (then, isolated, tasks run without a UI).
     ports: Result<Arc<PortGuard>, String>,
+    /// The network every task gets of its own; None: tasks share the machine's (only
+    /// with `--insecure-shared-network`, or without isolation).
+    network: Option<crate::net::TaskNetwork>,
     /// Streams the server opened to tasks' UIs.
     tunnels: Arc<Tunnels>,
     /// Counts connections to the server (one more at each disconnect).
@@ -106,6 +112,7 @@ impl Runner {
         shim: ShimCommand,
         runtime_root: Option<PathBuf>,
         ports: Result<Arc<PortGuard>, String>,
+        network: Option<crate::net::TaskNetwork>,
     ) -> (Arc<Runner>, mpsc::UnboundedReceiver<AgentMessage>) {
         let (out, rx) = mpsc::unbounded_channel();
         let frames = out.clone();
@@ -119,6 +126,7 @@ impl Runner {
             shim,
             runtime_root,
             ports,
+            network,
             tunnels,
             connection: AtomicU64::new(0),
             out,
@@ -169,16 +177,17 @@ impl Runner {
     /// port this node guards, with the task's own uid listening on it: never whatever else
     /// took the number.
     pub fn open(self: &Arc<Self>, stream: u64, task: TaskRef) {
-        let ui = lock(&self.held)
+        let (ui, netns) = lock(&self.held)
             .get(&task)
             .filter(|h| h.ended.is_none())
-            .and_then(|h| h.ui);
+            .map(|h| (h.ui, h.netns.clone()))
+            .unwrap_or_default();
         let runner = self.clone();
         let asked_on = self.connection.load(Ordering::SeqCst);
         tokio::spawn(async move {
             let connected = match ui {
                 None => Err("it runs without a Spark UI here".to_string()),
-                Some((port, uid)) => runner.connect_ui(port, uid).await,
+                Some((port, uid)) => runner.connect_ui(port, uid, netns).await,
             };
             if runner.connection.load(Ordering::SeqCst) != asked_on {
                 return; // that connection is gone, and its stream with it
@@ -192,17 +201,32 @@ impl Runner {
         });
     }
 
-    async fn connect_ui(&self, port: u16, uid: u32) -> Result<tokio::net::TcpStream, String> {
-        let guarded = !self.isolated || self.ports.as_ref().is_ok_and(|g| g.holds(port));
-        if !guarded || crate::portguard::listener_uid(port) != Some(uid) {
-            return Err("it is not up yet: try again in a few seconds".into());
+    async fn connect_ui(
+        &self,
+        port: u16,
+        uid: u32,
+        netns: Option<(PathBuf, u32)>,
+    ) -> Result<tokio::net::TcpStream, String> {
+        let not_up = || "it is not up yet: try again in a few seconds".to_string();
+        let timeout = Duration::from_secs(5);
+        let socket = match netns {
+            // On the task's own loopback, which only it and Hearth (entering) reach.
+            Some((netns, pid)) => {
+                if crate::net::listener_uid(pid, port) != Some(uid) {
+                    return Err(not_up());
+                }
+                crate::net::connect(&netns, port, timeout).await
+            }
+            None => {
+                let guarded = !self.isolated || self.ports.as_ref().is_ok_and(|g| g.holds(port));
+                if !guarded || crate::portguard::listener_uid(port) != Some(uid) {
+                    return Err(not_up());
+                }
+                tokio::time::timeout(timeout, tokio::net::TcpStream::connect(("127.0.0.1", port)))
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            }
         }
-        let socket = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect(("127.0.0.1", port)),
-        )
-        .await
-        .map_err(|_| "its web server did not answer within 5 s".to_string())?
         .map_err(|e| format!("its web server did not answer: {e}"))?;
         let _ = socket.set_nodelay(true);
         Ok(socket)
@@ -213,9 +237,13 @@ impl Runner {
         self.tunnels.deliver(frame);
     }
 
-    /// A loopback port for a task's Spark UI, guarded so that only this process reaches it
-    /// (without isolation every task is this process's uid: any free port).
+    /// A loopback port for a task's Spark UI: in a task's own network, Spark's usual one;
+    /// else one guarded so that only this process reaches it (without isolation every task
+    /// is this process's uid: any free port).
     fn reserve_ui_port(&self) -> Result<u16, String> {
+        if self.network.is_some() {
+            return Ok(SPARK_UI_PORT);
+        }
         if !self.isolated {
             return Ok(crate::portguard::free_local_port());
         }
@@ -223,6 +251,9 @@ impl Runner {
     }
 
     fn release_ui_port(&self, port: u16) {
+        if self.network.is_some() {
+            return;
+        }
         if let Ok(guard) = &self.ports {
             guard.release(port);
         }
@@ -344,9 +375,12 @@ impl Runner {
             };
             let key = TaskRef { job, attempt };
             // Its UI keeps its port, guarded again (a restart of the guard's owner starts
-            // from an empty table).
+            // from an empty table) unless it is on the task's own loopback.
+            let netns = task.netns().zip(task.pid());
             let ui = read_ui(&layout).filter(|(port, _)| {
-                !self.isolated || self.ports.as_ref().is_ok_and(|g| g.guard(*port).is_ok())
+                netns.is_some()
+                    || !self.isolated
+                    || self.ports.as_ref().is_ok_and(|g| g.guard(*port).is_ok())
             });
             lock(&self.held).insert(
                 key,
@@ -362,6 +396,7 @@ impl Runner {
                     end_sent: false,
                     forgotten: false,
                     ui,
+                    netns,
                     launched: true,
                 },
             );
@@ -447,6 +482,7 @@ impl Runner {
                     end_sent: false,
                     forgotten: false,
                     ui: None,
+                    netns: None,
                     launched: false,
                 },
             );
@@ -564,6 +600,7 @@ impl Runner {
         // A stop that came while it launched was only marked: carried out now.
         let stop = lock(&self.held).get_mut(&key).and_then(|h| {
             h.launched = true;
+            h.netns = launched.netns().zip(launched.pid());
             (h.stopping || h.forgotten).then_some(h.stop_grace)
         });
         if let Some(grace) = stop {
@@ -597,6 +634,16 @@ impl Runner {
             memory_limit_mib: task.memory_limit_mib,
             cpu_cores: task.cpu_cores,
             pids_max: task.pids_max,
+            network: self
+                .network
+                .clone()
+                .filter(|_| !task.shared_network)
+                .map(|mut n| {
+                    if let Some(egress) = &task.egress {
+                        n.egress = egress.clone();
+                    }
+                    n
+                }),
         }
     }
 
@@ -695,6 +742,9 @@ impl Runner {
         result
     }
 }
+
+/// A Spark UI's port in a task's own network: nothing else there can hold it.
+const SPARK_UI_PORT: u16 = 4040;
 
 /// In an attempt's directory: the server forgot it (a restarted agent leaves it alone).
 const FORGOTTEN: &str = "forgotten";

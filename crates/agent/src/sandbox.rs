@@ -53,6 +53,9 @@ pub struct TaskSpec {
     pub cpu_cores: u32,
     /// Processes and threads together; 0 = no limit.
     pub pids_max: u32,
+    /// A network of the task's own ([`crate::net`]); None shares the machine's.
+    #[serde(default)]
+    pub network: Option<crate::net::TaskNetwork>,
 }
 
 /// How a task ended. `code` and `signal` both `None` means the shim died and the task's
@@ -154,6 +157,8 @@ pub struct Task {
     /// Our child when we launched it: waiting on it notices the end at once.
     shim: Option<tokio::process::Child>,
     exit: Option<TaskExit>,
+    /// The slot of its own network, when it has one.
+    net_slot: Option<u32>,
 }
 
 impl Task {
@@ -214,6 +219,7 @@ impl Task {
                     shim_pid: Some(started.shim_pid),
                     shim: exited.is_none().then_some(child),
                     exit: None,
+                    net_slot: started.net_slot,
                 });
             }
             if let Some(message) = taskdir::read_text(&dir.join(taskdir::ERROR)) {
@@ -232,7 +238,7 @@ impl Task {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
                 let id = spec.id.clone();
-                let _ = tokio::task::spawn_blocking(move || clean_up_cgroup(&id)).await;
+                let _ = tokio::task::spawn_blocking(move || clean_up_task(&id)).await;
                 return Err(Error::Other(format!(
                     "the shim did not start the task within {} s (see {})",
                     LAUNCH_TIMEOUT.as_secs(),
@@ -256,6 +262,7 @@ impl Task {
             Ok(Task {
                 dir: dir.clone(),
                 pid: started.as_ref().map(|s| s.pid),
+                net_slot: started.as_ref().and_then(|s| s.net_slot),
                 shim_pid: started
                     .map(|s| s.shim_pid)
                     .or_else(|| taskdir::shim_pid(&dir)),
@@ -350,6 +357,17 @@ impl Task {
     pub fn shim_pid(&self) -> Option<u32> {
         self.shim_pid
     }
+
+    /// The slot of the task's own network ([`crate::net`]), when it has one.
+    pub fn net_slot(&self) -> Option<u32> {
+        self.net_slot
+    }
+
+    /// The task's own network namespace (what [`crate::net::connect`] enters), or None
+    /// when it shares the machine's.
+    pub fn netns(&self) -> Option<PathBuf> {
+        self.net_slot.map(crate::net::netns_path)
+    }
 }
 
 fn prepare_dir(dir: &Path) -> Result<PathBuf> {
@@ -376,22 +394,26 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// A lost task's shim is gone; its processes should be too, but a cgroup may be left.
+/// A lost task's shim is gone; its processes should be too, but a cgroup or its network
+/// may be left.
 fn clean_up_lost(dir: &Path) {
     if let Ok(Some(spec)) = taskdir::read_json::<TaskSpec>(&dir.join(taskdir::SPEC)) {
-        clean_up_cgroup(&spec.id);
+        clean_up_task(&spec.id);
     }
 }
 
-fn clean_up_cgroup(id: &str) {
+/// What a task whose shim is gone left: its cgroups (processes killed first), then its
+/// network.
+fn clean_up_task(id: &str) {
     if let Some(cgroup) = TaskCgroup::open(id) {
         if let Err(e) = cgroup.kill_all().and_then(|()| cgroup.remove()) {
             tracing::warn!("cleaning up the cgroup of task {id}: {e}");
         }
     }
+    crate::net::release(id);
 }
 
-/// What [`sweep_stale_cgroups`] found and did.
+/// What [`sweep_stale_tasks`] found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Sweep {
     /// Task ids whose cgroups were left behind: thawed, their processes killed, removed.
@@ -400,9 +422,11 @@ pub struct Sweep {
     pub failed: Vec<(String, String)>,
     /// How many cgroups were left alone because their task's shim still runs.
     pub live: usize,
+    /// Slots of task networks left behind, removed.
+    pub networks: Vec<u32>,
 }
 
-/// Cleans up the task cgroups that Hearth instances left behind on this machine (crashed,
+/// Cleans up the task cgroups and networks that Hearth instances left behind on this machine (crashed,
 /// killed in the middle of a stop, a shim killed): every cgroup in Hearth's folder, of any
 /// instance, whose task has no live shim is thawed, its processes killed (waiting until it
 /// is empty) and removed, in every hierarchy. A cgroup whose shim still runs is never
@@ -412,7 +436,14 @@ pub struct Sweep {
 /// Call it at start, before any task is launched; it blocks (a process stuck in
 /// uninterruptible sleep may take seconds to die), so from async code run it with
 /// `tokio::task::spawn_blocking`. Its findings are logged too.
-pub fn sweep_stale_cgroups() -> Sweep {
+pub fn sweep_stale_tasks() -> Sweep {
+    let mut sweep = sweep_stale_cgroups();
+    // After the cgroups: a network is removed once no process of its task is left.
+    sweep.networks = crate::net::sweep(taskdir::live_shim_task_ids);
+    sweep
+}
+
+fn sweep_stale_cgroups() -> Sweep {
     let mut sweep = Sweep::default();
     // Listed before the shims are looked for: a shim makes its cgroup only after it wrote
     // its pid, so the shim of any cgroup listed here is found below unless it has ended.
@@ -465,7 +496,7 @@ pub async fn stop(dir: &Path, grace: Duration) {
     stop_task(&dir, &spec, grace).await;
     if !shim_alive(&dir) {
         let id = spec.id.clone();
-        let _ = tokio::task::spawn_blocking(move || clean_up_cgroup(&id)).await;
+        let _ = tokio::task::spawn_blocking(move || clean_up_task(&id)).await;
     }
 }
 

@@ -9,9 +9,10 @@
 //! up as after any end). That thread also thaws the cgroup if it stays frozen for seconds:
 //! a stop freezes it for a moment only, so such a freeze was left by a process that died
 //! in the middle of one. Only SIGKILL leaves cleaning to others (`sandbox::stop`, or the
-//! start-up sweep `sandbox::sweep_stale_cgroups`).
+//! start-up sweep `sandbox::sweep_stale_tasks`).
 
 use crate::cgroup::{Limits, TaskCgroup};
+use crate::net;
 use crate::sandbox::{find_program, is_root, probe, TaskExit, TaskSpec};
 use crate::taskdir::{self, Started};
 use std::ffi::CString;
@@ -262,10 +263,32 @@ impl Drop for CgroupCleanup<'_> {
     }
 }
 
+/// Ends with the task's network removed and its slot given back, on every path (panics
+/// too). Made before the cgroup's guard, so dropped after it: once no process is left.
+struct NetworkCleanup(u32);
+
+impl Drop for NetworkCleanup {
+    fn drop(&mut self) {
+        net::teardown(self.0);
+    }
+}
+
 fn run_isolated(dir: &Path, spec: &TaskSpec, log: File, watch: &Watch) -> Result<(), Failure> {
     let missing = |what: &str| NotStarted(format!("{what} is not installed"));
     let bwrap = find_program("bwrap").ok_or_else(|| missing("bubblewrap"))?;
     let setpriv = find_program("setpriv").ok_or_else(|| missing("setpriv"))?;
+    let network = match &spec.network {
+        None => None,
+        Some(n) => {
+            let slot = net::claim(&spec.id, &n.range)
+                .map_err(|e| NotStarted(format!("the task's network: {e}")))?;
+            let cleanup = NetworkCleanup(slot);
+            net::setup(slot, n).map_err(|e| NotStarted(format!("the task's network: {e}")))?;
+            let ns = File::open(net::netns_path(slot))
+                .map_err(|e| NotStarted(format!("opening the task's network namespace: {e}")))?;
+            Some((cleanup, ns))
+        }
+    };
     let mib = spec.memory_limit_mib;
     let limits = Limits {
         memory_bytes: (mib > 0).then(|| mib.saturating_mul(1 << 20)),
@@ -282,7 +305,22 @@ fn run_isolated(dir: &Path, spec: &TaskSpec, log: File, watch: &Watch) -> Result
     if watch.stopping() {
         return Err(NotStarted("the shim was told to stop".into()));
     }
-    run_in_sandbox(dir, spec, log, &cgroup, &bwrap, &setpriv, watch)
+    let netns = network.as_ref().map(|(slot, ns)| (slot.0, ns.as_raw_fd()));
+    let tools = Tools {
+        bwrap: &bwrap,
+        setpriv: &setpriv,
+        netns,
+    };
+    run_in_sandbox(dir, spec, log, &cgroup, &tools, watch)
+}
+
+/// What the sandbox is made with: the programs, and the task's network namespace (its
+/// slot, and the namespace open as a descriptor) when it has one.
+#[derive(Clone, Copy)]
+struct Tools<'a> {
+    bwrap: &'a Path,
+    setpriv: &'a Path,
+    netns: Option<(u32, RawFd)>,
 }
 
 fn run_in_sandbox(
@@ -290,10 +328,14 @@ fn run_in_sandbox(
     spec: &TaskSpec,
     log: File,
     cgroup: &TaskCgroup,
-    bwrap: &Path,
-    setpriv: &Path,
+    tools: &Tools,
     watch: &Watch,
 ) -> Result<(), Failure> {
+    let Tools {
+        bwrap,
+        setpriv,
+        netns,
+    } = *tools;
     let (ready_read, ready_write) =
         pipe().map_err(|e| NotStarted(format!("creating a pipe: {e}")))?;
     let ready_fd = ready_write.as_raw_fd();
@@ -328,8 +370,14 @@ fn run_in_sandbox(
     unsafe {
         command.pre_exec(move || {
             unblock_stop_signals()?;
-            // Joining before exec: every process of the task, bwrap included, starts inside.
+            // Joining before exec: every process of the task, bwrap included, starts inside
+            // its cgroups and its network.
             join_cgroups(&procs)?;
+            if let Some((_, fd)) = netns {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             // Handed on through bwrap and setpriv to the launcher script.
             if libc::fcntl(ready_fd, libc::F_SETFD, 0) == -1 {
                 return Err(io::Error::last_os_error());
@@ -373,7 +421,7 @@ fn run_in_sandbox(
         };
         return Err(NotStarted(msg));
     }
-    record_started(dir, child.id(), true)?;
+    record_started(dir, child.id(), true, netns.map(|(slot, _)| slot))?;
     let status = child
         .wait()
         .map_err(|e| Later(format!("waiting for bwrap: {e}")))?;
@@ -577,7 +625,7 @@ fn run_direct(dir: &Path, spec: &TaskSpec, log: File, watch: &Watch) -> Result<(
     if watch.stopping() {
         watch.end_target();
     }
-    record_started(dir, pid, false)?;
+    record_started(dir, pid, false, None)?;
     let status = child.wait();
     watch.set(Target::Nothing);
     let status = status.map_err(|e| Later(format!("waiting for the task: {e}")))?;
@@ -589,12 +637,18 @@ fn run_direct(dir: &Path, spec: &TaskSpec, log: File, watch: &Watch) -> Result<(
     record_exit(dir, &exit_of(status, false, false))
 }
 
-fn record_started(dir: &Path, pid: u32, isolated: bool) -> Result<(), Failure> {
+fn record_started(
+    dir: &Path,
+    pid: u32,
+    isolated: bool,
+    net_slot: Option<u32>,
+) -> Result<(), Failure> {
     let started = Started {
         pid,
         shim_pid: std::process::id(),
         started_ms: taskdir::now_ms(),
         isolated,
+        net_slot,
     };
     // The task runs already: without this file the launcher would wait in vain, so say it.
     taskdir::write_json(&dir.join(taskdir::STARTED), &started).map_err(|e| Later(e.to_string()))
@@ -726,6 +780,7 @@ mod tests {
             memory_limit_mib: 0,
             cpu_cores: 0,
             pids_max: 0,
+            network: None,
         }
     }
 
@@ -817,6 +872,7 @@ mod tests {
             memory_limit_mib: 0,
             cpu_cores: 0,
             pids_max: 0,
+            network: None,
         };
         let args: Vec<String> = bwrap_args(&spec, Path::new("/usr/bin/setpriv"), 5)
             .into_iter()

@@ -32,6 +32,9 @@ pub struct Started {
     pub started_ms: i64,
     /// Whether the task runs in a sandbox with cgroups (else it runs directly).
     pub isolated: bool,
+    /// The slot of the task's own network ([`crate::net`]), when it has one.
+    #[serde(default)]
+    pub net_slot: Option<u32>,
 }
 
 pub fn now_ms() -> i64 {

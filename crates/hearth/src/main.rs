@@ -121,7 +121,43 @@ struct UpArgs {
     #[arg(long, default_value = "60s")]
     usage_interval: String,
     #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
     runtime: RuntimeArgs,
+}
+
+/// How this machine's tasks are networked.
+#[derive(Debug, Args)]
+struct NetworkArgs {
+    /// The private range each task's own network takes its address from (one per machine)
+    #[arg(long, default_value = hearth_agent::net::DEFAULT_RANGE)]
+    task_network: String,
+    /// A network no task may reach, e.g. 10.0.0.0/8 for the office LAN; repeat for several
+    #[arg(long)]
+    deny_network: Vec<String>,
+    /// Run every task in this machine's network instead of one of its own: any user's job
+    /// then reaches whatever another's listens on. Only where namespaces cannot be made
+    #[arg(long)]
+    insecure_shared_network: bool,
+}
+
+impl NetworkArgs {
+    fn mode(&self) -> Result<hearth_agent::net::NetworkMode> {
+        if self.insecure_shared_network {
+            return Ok(hearth_agent::net::NetworkMode::SharedInsecure);
+        }
+        let range = self
+            .task_network
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--task-network: {e}"))?;
+        let deny = self
+            .deny_network
+            .iter()
+            .map(|d| d.parse())
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|e| anyhow::anyhow!("--deny-network: {e}"))?;
+        Ok(hearth_agent::net::NetworkMode::Own { range, deny })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +186,8 @@ struct AgentArgs {
     /// A label jobs can ask for, key=value (e.g. disk=ssd); repeat for several
     #[arg(long)]
     label: Vec<String>,
+    #[command(flatten)]
+    network: NetworkArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -284,6 +322,7 @@ fn agent_config(args: AgentArgs) -> Result<hearth_agent::node::AgentConfig> {
             program: std::env::current_exe().context("finding the hearth binary")?,
             args: vec!["internal".into(), "shim".into()],
         },
+        network: args.network.mode()?,
     })
 }
 
@@ -393,6 +432,7 @@ fn up_config(args: UpArgs) -> Result<Config> {
             args: vec!["internal".into(), "shim".into()],
         },
         stop_grace: Duration::from_secs(args.stop_grace),
+        network: args.network.mode()?,
         data_dir,
         local_jobs: true,
     })

@@ -226,6 +226,13 @@ pub struct StartTask {
     /// task's properties. None: no UI (`spark.ui.enabled=false` is then added).
     #[serde(default)]
     pub ui_base: Option<String>,
+    /// Where the task may connect beyond its own network; None: anywhere the node allows.
+    #[serde(default)]
+    pub egress: Option<crate::net::Egress>,
+    /// The task runs in its node's network instead of one of its own: a part of a job
+    /// spread over several nodes, which the other nodes' parts must reach.
+    #[serde(default)]
+    pub shared_network: bool,
 }
 
 /// The Spark properties that place a task's UI: on `port` of loopback behind the door's

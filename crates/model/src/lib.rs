@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cluster;
 pub mod lifecycle;
+pub mod net;
 pub mod size;
 
 pub use size::{format_mib, parse_mib, SizeError};

@@ -47,6 +47,8 @@ pub struct Config {
     /// (`hearth server`: joined nodes run the jobs; users' interactive engines still run
     /// here, as the gateway and the door reach them on loopback).
     pub local_jobs: bool,
+    /// How this machine's tasks (jobs, engines, notebooks) are networked.
+    pub network: hearth_agent::net::NetworkMode,
 }
 
 /// Where everything lives under the data directory.

@@ -71,6 +71,9 @@ pub struct App {
     pub usage: usage::UsageRing,
     /// This machine's measured use (the local node's), refreshed every few seconds.
     pub machine: usage::LocalMachine,
+    /// The network each task on this machine gets of its own (jobs, engines, notebooks);
+    /// None when they share the machine's (`--insecure-shared-network`, or no isolation).
+    pub task_network: Option<hearth_agent::net::TaskNetwork>,
 }
 
 impl App {
@@ -230,6 +233,24 @@ pub async fn run(
         None => None,
     };
     let (cluster, cluster_port) = cluster_listener(&cfg).await?;
+    // A task reaches Hearth's API and gateway at its network's gateway address, on the
+    // ports they listen on here; nothing else of this machine.
+    let endpoints = [
+        listener.local_addr().ok(),
+        connect.as_ref().and_then(|c| c.1.local_addr().ok()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|to| hearth_agent::net::Endpoint {
+        port: to.port(),
+        to,
+    })
+    .collect();
+    let task_network = hearth_agent::net::node_network(&cfg.network, isolation.enabled, endpoints)
+        .map_err(anyhow::Error::msg)?;
+    if task_network.is_none() && isolation.enabled {
+        eprintln!("WARNING: --insecure-shared-network: every task shares this machine's network; a user's job reaches what any other task listens on");
+    }
     let usage = usage::UsageRing::new(cfg.usage_interval);
     let app = Arc::new(App {
         cfg,
@@ -251,6 +272,7 @@ pub async fn run(
         cluster: cluster.clone(),
         usage,
         machine: Default::default(),
+        task_network,
     });
     cluster.set_events(Arc::new(jobs::remote::NodeTasks(Arc::downgrade(&app))));
     accounts::bootstrap_admin(&app)?;
@@ -258,7 +280,7 @@ pub async fn run(
     // mid-stop): thawed, emptied and removed, before any task of ours starts. A live
     // task's (its shim runs) is never touched.
     if app.isolation.enabled {
-        let _ = tokio::task::spawn_blocking(hearth_agent::sandbox::sweep_stale_cgroups).await;
+        let _ = tokio::task::spawn_blocking(hearth_agent::sandbox::sweep_stale_tasks).await;
     }
     if app.cfg.local_jobs {
         // Before reconciling: jobs that ran here wait for this node to report them.

@@ -129,6 +129,7 @@ impl Env {
             memory_limit_mib: 256,
             cpu_cores: 1,
             pids_max: 200,
+            network: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use crate::common::{eventually, is_gone, needs_isolation, process_identity, shim, task_pids, Env};
 use hearth_agent::cgroup::{Limits, TaskCgroup};
-use hearth_agent::sandbox::{stop, sweep_stale_cgroups, Task, TaskSpec};
+use hearth_agent::sandbox::{stop, sweep_stale_tasks, Task, TaskSpec};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -272,7 +272,7 @@ async fn the_sweep_removes_frozen_and_empty_leftovers_and_leaves_live_tasks_alon
 
     let frozen_live_cgroup = TaskCgroup::open(&frozen_live.id).expect("cgroup");
     let freeze = frozen_live_cgroup.freeze().expect("freezer");
-    let sweep = tokio::task::spawn_blocking(sweep_stale_cgroups)
+    let sweep = tokio::task::spawn_blocking(sweep_stale_tasks)
         .await
         .expect("sweep");
     drop(freeze);

@@ -4,6 +4,7 @@
 mod common;
 mod freezer;
 mod fsaccess;
+mod network;
 mod portguard;
 mod sandbox;
 mod users;

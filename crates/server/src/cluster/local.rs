@@ -42,6 +42,7 @@ pub async fn run(app: Arc<App>, mut stop: crate::background::Stop) {
         app.cfg.shim.clone(),
         app.runtime().ok().map(|rt| rt.root),
         app.ports.clone(),
+        app.task_network.clone(),
     );
     // Tasks an earlier run of Hearth started and that still run under their shims.
     runner.reattach();

@@ -102,6 +102,9 @@ pub struct Engine {
     task_dir: PathBuf,
     /// The Hearth token a notebook's kernels reach the gateway with; revoked at its end.
     kernel_token: Mutex<Option<i64>>,
+    /// Its own network namespace and a process in it, once launched: its ports are on
+    /// its own loopback there. None while it starts, or when it shares the machine's.
+    netns: Mutex<Option<(PathBuf, u32)>>,
 }
 
 impl Engine {
@@ -124,6 +127,25 @@ impl Engine {
     /// Where the door serves a notebook.
     pub fn url(&self) -> Option<String> {
         (self.kind == EngineKind::Notebook).then(|| notebook_path(&self.user))
+    }
+
+    /// Its own network namespace, when it has one.
+    pub fn netns(&self) -> Option<PathBuf> {
+        self.place().map(|(ns, _)| ns)
+    }
+
+    /// Its own network namespace and a process in it (whose /proc shows its sockets).
+    pub fn place(&self) -> Option<(PathBuf, u32)> {
+        self.netns.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The uid listening on `port` where the engine serves: its own loopback, or the
+    /// machine's.
+    fn listener_uid(&self, port: u16) -> Option<u32> {
+        match self.place() {
+            Some((_, pid)) => hearth_agent::net::listener_uid(pid, port),
+            None => listener_uid(port),
+        }
     }
 }
 
@@ -204,6 +226,14 @@ impl Engines {
         let mut v: Vec<_> = self.lock().values().cloned().collect();
         v.sort_by_key(|e| e.id);
         v
+    }
+
+    /// The network namespace of the engine serving on `port`, when it has its own.
+    pub fn netns_of_port(&self, port: u16) -> Option<PathBuf> {
+        self.lock()
+            .values()
+            .find(|e| e.port == port)
+            .and_then(|e| e.netns())
     }
 
     pub fn get(&self, id: i64) -> Option<Arc<Engine>> {
@@ -459,6 +489,7 @@ fn new_engine(app: &App, user: &UserRow, kind: EngineKind, ports: Ports) -> Opti
         active: AtomicUsize::new(0),
         task_dir: engine_dir(app, id).join("task"),
         kernel_token: Mutex::new(None),
+        netns: Mutex::new(None),
     }))
 }
 
@@ -564,6 +595,7 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
         memory_limit_mib: e.memory_limit_mib,
         cpu_cores: e.cores,
         pids_max: 4096,
+        network: app.task_network.clone(),
     })
 }
 
@@ -582,14 +614,22 @@ fn kernel_remote(app: &App, user: &UserRow, e: &Engine) -> Result<Option<String>
         );
         return Ok(None);
     };
-    let ip = connect.addr.ip();
-    if !(ip.is_loopback() || ip.is_unspecified()) {
-        tracing::warn!(
-            engine = e.id,
-            "the gateway listens on {ip} only: notebook kernels reach it at localhost, so they get no `spark`"
-        );
-        return Ok(None);
-    }
+    // In a network of its own, the kernels reach the gateway at the network's gateway
+    // address (forwarded to where it listens); else on the machine's loopback.
+    let host = match &app.task_network {
+        Some(n) => hearth_agent::net::TaskNetwork::gateway(&n.range).to_string(),
+        None => {
+            let ip = connect.addr.ip();
+            if !(ip.is_loopback() || ip.is_unspecified()) {
+                tracing::warn!(
+                    engine = e.id,
+                    "the gateway listens on {ip} only: notebook kernels reach it at localhost, so they get no `spark`"
+                );
+                return Ok(None);
+            }
+            "localhost".to_string()
+        }
+    };
     // Spark Connect only: code in a notebook runs as its user, but need not drive the API.
     let t = crate::auth::new_token(
         user,
@@ -604,7 +644,7 @@ fn kernel_remote(app: &App, user: &UserRow, e: &Engine) -> Result<Option<String>
     *e.kernel_token.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
     // The token as plain metadata: relayed, and no per-call credentials in the kernel.
     Ok(Some(format!(
-        "sc://localhost:{}/;x-hearth-token={}",
+        "sc://{host}:{}/;x-hearth-token={}",
         connect.addr.port(),
         crate::auth::format_token(id, &t.secret)
     )))
@@ -662,11 +702,12 @@ async fn follow(
     owner_uid: u32,
     since: Option<std::time::Instant>,
 ) {
+    *e.netns.lock().unwrap_or_else(|p| p.into_inner()) = task.netns().zip(task.pid());
     let ready = async {
-        // Ready when the port listens *as the engine's uid*: a port someone else grabbed
-        // must never receive the engine's secret.
+        // Ready when the port listens *as the engine's uid*, in the engine's own network:
+        // a port someone else grabbed must never receive the engine's secret.
         loop {
-            if listener_uid(e.port).is_some_and(|uid| uid == owner_uid) {
+            if e.listener_uid(e.port).is_some_and(|uid| uid == owner_uid) {
                 return;
             }
             // Every 25 ms: the first query waits on this, and /proc/net/tcp is cheap to read.
@@ -813,7 +854,8 @@ pub async fn reap_idle(app: Arc<App>, mut stop: crate::background::Stop) {
 async fn kernels_busy(e: &Engine) -> bool {
     let path = format!("{}api/kernels", notebook_path(&e.user));
     let auth = format!("token {}", e.secret);
-    match crate::interactive::upstream::get_local(e.port, &path, &auth).await {
+    match crate::interactive::upstream::get_local(e.netns().as_deref(), e.port, &path, &auth).await
+    {
         Ok((200, body)) => serde_json::from_slice::<Vec<serde_json::Value>>(&body)
             .map(|kernels| {
                 kernels
@@ -918,6 +960,7 @@ fn take_back(app: &Arc<App>, dir: &std::path::Path) -> Option<Arc<Engine>> {
         active: AtomicUsize::new(0),
         task_dir: dir.join("task"),
         kernel_token: Mutex::new(r.kernel_token),
+        netns: Mutex::new(None),
     });
     map.insert((r.user_id, r.kind), e.clone());
     Some(e)

@@ -12,7 +12,6 @@ use crate::interactive::relay;
 use crate::App;
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
@@ -36,7 +35,41 @@ const RESOURCE_EXHAUSTED: u16 = 8;
 const UNAVAILABLE: u16 = 14;
 const UNAUTHENTICATED: u16 = 16;
 
-type Upstream = Client<HttpConnector, Incoming>;
+type Upstream = Client<ToEngine, Incoming>;
+
+/// Connects the gateway's HTTP/2 client to an engine by its port: on the engine's own
+/// loopback, entering its network namespace, or on the machine's when it has none. Engines'
+/// ports differ from one another, so each keeps its own pooled connection.
+#[derive(Clone)]
+struct ToEngine(std::sync::Weak<App>);
+
+impl tower_service::Service<hyper::Uri> for ToEngine {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let app = self.0.upgrade();
+        Box::pin(async move {
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| std::io::Error::other("no engine port"))?;
+            let app = app.ok_or_else(|| std::io::Error::other("Hearth is stopping"))?;
+            let netns = app.engines.netns_of_port(port);
+            let stream = crate::interactive::upstream::connect_tcp(netns.as_deref(), port).await?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
 
 /// How long a new connection may take to say anything and finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -104,12 +137,10 @@ pub async fn serve(
     mut stop: crate::background::Stop,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
     // One multiplexed HTTP/2 connection per engine, kept open between calls.
     let upstream: Upstream = Client::builder(TokioExecutor::new())
         .http2_only(true)
-        .build(http);
+        .build(ToEngine(Arc::downgrade(&app)));
     let slots = Slots::new(MAX_CONNECTIONS, MAX_PER_ADDRESS);
     loop {
         let (stream, peer) = tokio::select! {
@@ -144,13 +175,26 @@ pub async fn serve(
                     Ok(Err(e)) => tracing::debug!(%peer, "gateway TLS handshake: {e}"),
                     Err(_) => tracing::debug!(%peer, "gateway: no TLS handshake within 10 s"),
                 }
-            } else if peer.ip().is_loopback() {
+            } else if plaintext_allowed(&app, &stream, peer) {
                 route(app, upstream, stream).await;
             } else {
                 tracing::debug!(%peer, "gateway: plaintext refused from a remote address");
             }
         });
     }
+}
+
+/// Plaintext (h2c) only from this machine: over loopback, or from a task on it through
+/// its network's gateway (forwarded to loopback, or coming from the tasks' range). PySpark
+/// speaks plaintext to `localhost`, and to any host when the token travels as plain
+/// metadata (`x-hearth-token`), as notebook kernels' does.
+fn plaintext_allowed(app: &App, stream: &tokio::net::TcpStream, peer: SocketAddr) -> bool {
+    let local = stream.local_addr().map(|a| a.ip());
+    let from_task = match (&app.task_network, peer.ip()) {
+        (Some(n), std::net::IpAddr::V4(ip)) => n.range.contains(ip),
+        _ => false,
+    };
+    peer.ip().is_loopback() || local.is_ok_and(|ip| ip.is_loopback()) || from_task
 }
 
 /// A connection whose first call the relay takes (a valid token, an engine that runs) is
@@ -171,9 +215,11 @@ where
         if let Some((user, kind)) = relay::takes(&app, &call).await {
             match engines::acquire(&app, &user, kind).await {
                 Ok(lease) => {
-                    let engine = ("127.0.0.1", lease.engine.port);
+                    let (netns, port) = (lease.engine.netns(), lease.engine.port);
+                    let engine =
+                        crate::interactive::upstream::connect_tcp(netns.as_deref(), port).await;
                     // An engine gone already: the ordinary path answers (and starts another).
-                    if let Ok(upstream) = tokio::net::TcpStream::connect(engine).await {
+                    if let Ok(upstream) = engine {
                         let token = call.token().unwrap_or_default().to_string();
                         return relay::relay(app, user, token, lease, upstream, stream, first)
                             .await;

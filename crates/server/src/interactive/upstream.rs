@@ -5,10 +5,29 @@
 use axum::body::Body;
 use axum::http::header;
 use hyper_util::rt::TokioIo;
+use std::path::Path;
+use tokio::net::TcpStream;
 
-/// An HTTP/1.1 connection to a web server on loopback (a fresh one per request: it costs
-/// microseconds here, and a request never waits behind another's long poll).
+/// A TCP connection to `port` on loopback: a task's own (entering its network namespace,
+/// `netns`), or the machine's.
+pub async fn connect_tcp(netns: Option<&Path>, port: u16) -> std::io::Result<TcpStream> {
+    let stream = match netns {
+        Some(ns) => hearth_agent::net::connect(ns, port, CONNECT_TIMEOUT).await?,
+        None => tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))?,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An HTTP/1.1 connection to a web server on loopback, a task's own or the machine's (a
+/// fresh one per request: it costs microseconds here, and a request never waits behind
+/// another's long poll).
 pub async fn connect_local<B>(
+    netns: Option<&Path>,
     port: u16,
 ) -> Result<hyper::client::conn::http1::SendRequest<B>, String>
 where
@@ -16,10 +35,9 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let stream = connect_tcp(netns, port)
         .await
         .map_err(|e| format!("the web server did not answer: {e}"))?;
-    let _ = stream.set_nodelay(true);
     handshake(stream).await
 }
 
@@ -45,12 +63,13 @@ where
 /// GET `path` from the web server on `port` with an `Authorization` header: Hearth asking a
 /// notebook whether its kernels are busy. Status and body (at most 1 MiB).
 pub async fn get_local(
+    netns: Option<&Path>,
     port: u16,
     path: &str,
     authorization: &str,
 ) -> Result<(u16, Vec<u8>), String> {
     use http_body_util::BodyExt;
-    let mut sender = connect_local::<Body>(port).await?;
+    let mut sender = connect_local::<Body>(netns, port).await?;
     let req = hyper::Request::builder()
         .uri(path)
         .header(header::HOST, format!("127.0.0.1:{port}"))

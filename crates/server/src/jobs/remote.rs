@@ -336,6 +336,10 @@ fn task_for(
         cpu_cores,
         pids_max: 4096,
         ui_base,
+        egress: None,
+        // A spread job's parts reach one another at their nodes' addresses, on ports
+        // Spark picks: they run in their nodes' networks (see ARCHITECTURE.md).
+        shared_network: part.is_some(),
     }
 }
 

@@ -94,9 +94,13 @@ struct Upstream {
     lease: Option<engines::Lease>,
     /// Jupyter serves under the door's path; Spark serves at `/` with prefixed links.
     strip_prefix: bool,
-    /// On a joined node: (node, job, attempt), reached through the node's connection (the
-    /// node checks the port as the door does here). None: on this machine's loopback.
+    /// A job's UI: (node, job, attempt), reached through the node's connection, the
+    /// in-process node's too (the node checks the port as the door does here). None: an
+    /// engine's, on this machine.
     remote: Option<(String, i64, u32)>,
+    /// The engine's own network namespace and a process in it: its ports are on its own
+    /// loopback there. None: the machine's loopback.
+    place: Option<(std::path::PathBuf, u32)>,
 }
 
 fn not_found(what: &str) -> Response {
@@ -123,11 +127,18 @@ async fn serve(State(app): State<AppState>, req: Request) -> Response {
         let q = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
         return redirect(&format!("{}/{q}", parsed.prefix));
     }
-    // Only a port nobody else can reach, with the owner's own server on it: never hand a
-    // request (or a page of the owner's) to whatever else grabbed the number.
-    let ready = upstream.remote.is_some()
-        || (app.port_is_guarded(upstream.port)
-            && crate::layout::listener_uid(upstream.port) == Some(upstream.owner.task_uid(&app)));
+    // Only a port nobody else can reach (the task's own loopback, or a guarded one of the
+    // machine's), with the owner's own server on it: never hand a request (or a page of
+    // the owner's) to whatever else grabbed the number. A node checks its own tasks'.
+    let owner_uid = Some(upstream.owner.task_uid(&app));
+    let ready = match &upstream.place {
+        _ if upstream.remote.is_some() => true,
+        Some((_, pid)) => hearth_agent::net::listener_uid(*pid, upstream.port) == owner_uid,
+        None => {
+            app.port_is_guarded(upstream.port)
+                && crate::layout::listener_uid(upstream.port) == owner_uid
+        }
+    };
     if !ready {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -190,12 +201,13 @@ fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, A
             port: lease.engine.port,
             owner: caller.clone(),
             token: Some(lease.engine.secret.clone()),
+            place: lease.engine.place(),
             lease: Some(lease),
             strip_prefix: false,
             remote: None,
         });
     }
-    let (owner_id, port, remote) = match target {
+    let (owner_id, port, remote, place) = match target {
         Target::JobUi(id) => {
             let job = app
                 .store
@@ -211,11 +223,11 @@ fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, A
             }
             let port = crate::jobs::dispatch::ui_port(app, *id)
                 .ok_or_else(|| ApiError::not_found(format!("job {id} runs without a Spark UI")))?;
-            // The driver's node: this machine's loopback, or a joined node's through it.
+            // Through the driver's node, this machine's own too: the node knows where the
+            // task's UI is (its own loopback, in its own network).
             let node = job.driver_node().to_string();
-            let remote = (!app.cluster.is_in_process(&node))
-                .then(|| (node, *id, job.attempts.len() as u32 + 1));
-            (job.user_id, port, remote)
+            let remote = Some((node, *id, job.attempts.len() as u32 + 1));
+            (job.user_id, port, remote, None)
         }
         Target::EngineUi(id) => {
             let engine = app
@@ -228,7 +240,7 @@ fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, A
             let port = engine.ui_port.ok_or_else(|| {
                 ApiError::not_found(format!("session {id} runs without a Spark UI"))
             })?;
-            (engine.user_id, port, None)
+            (engine.user_id, port, None, engine.place())
         }
         Target::Notebook(_) => unreachable!("handled above"),
     };
@@ -244,6 +256,7 @@ fn find(app: &AppState, target: &Target, caller: &UserRow) -> Result<Upstream, A
         lease: None,
         strip_prefix: true,
         remote,
+        place,
     })
 }
 
@@ -540,7 +553,10 @@ async fn forward(
     let unavailable =
         |why: String| ApiError::new(StatusCode::BAD_GATEWAY, "upstream", why).into_response();
     let connected = match &upstream.remote {
-        None => crate::interactive::upstream::connect_local(upstream.port).await,
+        None => {
+            let netns = upstream.place.as_ref().map(|(ns, _)| ns.as_path());
+            crate::interactive::upstream::connect_local(netns, upstream.port).await
+        }
         Some((node, job, attempt)) => match app.cluster.open_tunnel(node, *job, *attempt).await {
             Ok(stream) => crate::interactive::upstream::handshake(stream).await,
             Err(why) => {
