@@ -58,6 +58,13 @@ if [ $# -eq 0 ] && ! pgrep -f 'hearth (up|server|agent)' >/dev/null; then
         done
         status=1
     fi
+    # Nor a task's network: its slot, namespace, veth or table (the shim removes them when
+    # the task ends; a start sweeps what a killed shim left).
+    nets=$(ls /run/hearth/net 2>/dev/null; ls /run/netns 2>/dev/null | grep '^hearth-' || true; ls /sys/class/net | grep '^hh[0-9]' || true)
+    if [ -n "$nets" ]; then
+        echo "FAILED: the tests left task networks behind:" $nets >&2
+        status=1
+    fi
     # Nor a port guard's nftables table (servers remove theirs when they stop; tests remove
     # their agents').
     tables=$(nft list tables 2>/dev/null | awk '$2 == "inet" && $3 ~ /^hearth_/ {print $3}' || true)

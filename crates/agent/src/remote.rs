@@ -240,8 +240,8 @@ impl Runner {
     /// A loopback port for a task's Spark UI: in a task's own network, Spark's usual one;
     /// else one guarded so that only this process reaches it (without isolation every task
     /// is this process's uid: any free port).
-    fn reserve_ui_port(&self) -> Result<u16, String> {
-        if self.network.is_some() {
+    fn reserve_ui_port(&self, own_network: bool) -> Result<u16, String> {
+        if own_network {
             return Ok(SPARK_UI_PORT);
         }
         if !self.isolated {
@@ -250,13 +250,18 @@ impl Runner {
         self.ports.as_ref().map_err(Clone::clone)?.reserve()
     }
 
-    fn release_ui_port(&self, port: u16) {
-        if self.network.is_some() {
+    fn release_ui_port(&self, port: u16, own_network: bool) {
+        if own_network {
             return;
         }
         if let Ok(guard) = &self.ports {
             guard.release(port);
         }
+    }
+
+    /// Whether `task` gets a network of its own here (else it shares the machine's).
+    fn own_network(&self, task: &StartTask) -> bool {
+        self.network.is_some() && !task.shared_network
     }
 
     /// The server waits for this attempt's output from `offset`.
@@ -416,8 +421,10 @@ impl Runner {
         let _ = std::fs::remove_file(layout.dir.join(UI_PORT));
         {
             let mut held = lock(&self.held);
-            if let Some((port, _)) = held.get_mut(&key).and_then(|h| h.ui.take()) {
-                self.release_ui_port(port);
+            if let Some(h) = held.get_mut(&key) {
+                if let Some((port, _)) = h.ui.take() {
+                    self.release_ui_port(port, h.netns.is_some());
+                }
             }
             match held.get_mut(&key) {
                 Some(h) if h.forgotten => {
@@ -556,7 +563,7 @@ impl Runner {
         let mut properties = task.properties.clone();
         let ui = match &task.ui_base {
             None => None,
-            Some(base) => match self.reserve_ui_port() {
+            Some(base) => match self.reserve_ui_port(self.own_network(&task)) {
                 Ok(port) => {
                     // Held first, so that the task's end gives the port back on every path.
                     if let Some(h) = lock(&self.held).get_mut(&key) {

@@ -96,6 +96,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: policy::GroupCommand,
     },
+    /// What tasks may reach over the network: denied networks, egress of queues, groups
+    /// and users (changes: admins)
+    Network {
+        #[command(subcommand)]
+        cmd: policy::NetworkCommand,
+    },
     /// Quotas
     Quota {
         #[command(subcommand)]
@@ -356,6 +362,7 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
         Command::Token { cmd } => tokens(&client, cmd)?,
         Command::Queue { cmd } => policy::queue(&client, cmd)?,
         Command::Group { cmd } => policy::group(&client, cmd)?,
+        Command::Network { cmd } => policy::network(&client, cmd)?,
         Command::Quota {
             cmd: QuotaCommand::Set(args),
         } => policy::quota(&client, args)?,

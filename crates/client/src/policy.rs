@@ -7,6 +7,7 @@ use crate::output::{print_queues, Format};
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use hearth_model::api::{GroupSpec, QueueSpec, QueueStatus, Quota, ResourceLimit, SchedPolicy};
+use hearth_model::net::{Cidr, Egress};
 use hearth_model::parse_mib;
 
 #[derive(Debug, Subcommand)]
@@ -62,6 +63,10 @@ pub struct QueueSettings {
     /// (replaces the list; `--open-to ''` closes the queue to all but its own groups)
     #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
     open_to: Option<Vec<String>>,
+    /// Where its jobs may connect beyond their own networks: open, none, or networks such
+    /// as 10.1.0.0/16,203.0.113.7
+    #[arg(long, value_parser = Egress::parse)]
+    egress: Option<Egress>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +139,9 @@ fn apply(q: &mut QueueSpec, s: &QueueSettings) -> Result<()> {
     if let Some(b) = s.best_effort {
         q.best_effort = b;
     }
+    if let Some(egress) = &s.egress {
+        q.egress = Some(egress.clone()).filter(|e| *e != Egress::Open);
+    }
     if let Some(groups) = &s.open_to {
         q.open_to = groups
             .iter()
@@ -178,6 +186,7 @@ pub fn queue(client: &Client, cmd: QueueCommand) -> Result<()> {
                 max: ResourceLimit::default(),
                 best_effort: false,
                 open_to: Vec::new(),
+                egress: None,
             };
             apply(&mut q, &settings)?;
             p.queues.push(q);
@@ -237,6 +246,7 @@ pub fn group(client: &Client, cmd: GroupCommand) -> Result<()> {
                 queue,
                 quota: Quota::default(),
                 member_quota: Quota::default(),
+                egress: None,
             });
             Ok(format!("Created group {name}."))
         }),
@@ -315,4 +325,106 @@ pub fn quota(client: &Client, a: QuotaArgs) -> Result<()> {
             if members { "each member of " } else { "" }
         ))
     })
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// The networks no task may reach, and where each queue's, group's and user's tasks
+    /// may connect
+    Show,
+    /// Set the networks no task may reach, e.g. 10.0.0.0/8 192.168.0.0/16 (replaces the
+    /// list; none clears it) (admins)
+    Deny {
+        #[arg(value_parser = Cidr::from_str_arg)]
+        networks: Vec<Cidr>,
+    },
+    /// Where a queue's, a group's or a user's tasks may connect beyond their own networks:
+    /// open, none, or networks such as 10.1.0.0/16,203.0.113.7. A task gets what its queue,
+    /// its group and its user all allow (admins)
+    Egress {
+        #[arg(value_parser = Egress::parse)]
+        egress: Egress,
+        #[arg(long, conflicts_with_all = ["group", "user"], required_unless_present_any = ["group", "user"])]
+        queue: Option<String>,
+        #[arg(long, conflicts_with = "user")]
+        group: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+pub fn network(client: &Client, cmd: NetworkCommand) -> Result<()> {
+    match cmd {
+        NetworkCommand::Show => {
+            let p: SchedPolicy = client.get("/policy")?;
+            let deny: Vec<String> = p.deny_networks.iter().map(Cidr::to_string).collect();
+            println!(
+                "Never reachable: this machine, other tasks, link-local (169.254.0.0/16), {}",
+                if deny.is_empty() {
+                    "and no network the admin listed".to_string()
+                } else {
+                    deny.join(", ")
+                }
+            );
+            println!("{:<8} {:<24} EGRESS", "OF", "NAME");
+            let show = |of: &str, name: &str, e: &Option<Egress>| {
+                let e = e.as_ref().map_or("open".to_string(), Egress::to_string);
+                println!("{of:<8} {name:<24} {e}");
+            };
+            for q in &p.queues {
+                show("queue", &q.name, &q.egress);
+            }
+            for g in &p.groups {
+                show("group", &g.name, &g.egress);
+            }
+            for (name, u) in p.users.iter().filter(|(_, u)| u.egress.is_some()) {
+                show("user", name, &u.egress);
+            }
+            Ok(())
+        }
+        NetworkCommand::Deny { networks } => update(client, |p| {
+            p.deny_networks = networks;
+            Ok(if p.deny_networks.is_empty() {
+                "No network is denied beyond those no task ever reaches.".to_string()
+            } else {
+                format!(
+                    "No task may reach {} (running tasks keep the rules they started with).",
+                    p.deny_networks
+                        .iter()
+                        .map(Cidr::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+        }),
+        NetworkCommand::Egress {
+            egress,
+            queue,
+            group,
+            user,
+        } => update(client, |p| {
+            let value = Some(egress.clone()).filter(|e| *e != Egress::Open);
+            let whose = if let Some(name) = queue {
+                let Some(q) = p.queues.iter_mut().find(|q| q.name == name) else {
+                    bail!("no queue named {name}: `hearth queue list` shows them");
+                };
+                q.egress = value;
+                format!("queue {name}")
+            } else if let Some(name) = group {
+                let Some(g) = p.groups.iter_mut().find(|g| g.name == name) else {
+                    bail!("no group named {name}: `hearth group list` shows them");
+                };
+                g.egress = value;
+                format!("group {name}")
+            } else if let Some(name) = user {
+                p.users.entry(name.clone()).or_default().egress = value;
+                format!("user {name}")
+            } else {
+                bail!("say whose: --queue, --group or --user");
+            };
+            Ok(format!(
+                "The tasks of {whose} may now connect to: {egress} (tasks started from now on)."
+            ))
+        }),
+    }
 }

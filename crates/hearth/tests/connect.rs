@@ -10,7 +10,17 @@ use std::time::{Duration, Instant};
 
 /// Runs `connect_sql.py URL SQL...` with the runtime's PySpark, trusting Hearth's CA.
 fn pyspark(h: &Hearth, url: &str, sql: &[&str]) -> Vec<String> {
-    let out = Command::new("timeout")
+    pyspark_in(h, Command::new("timeout"), url, sql)
+}
+
+/// The same, from inside the network of process `pid` (root entering it).
+fn pyspark_in_network_of(h: &Hearth, pid: u32, url: &str, sql: &[&str]) -> Vec<String> {
+    let timeout = std::path::Path::new("/usr/bin/timeout");
+    pyspark_in(h, common::in_network_of(pid, timeout), url, sql)
+}
+
+fn pyspark_in(h: &Hearth, mut command: Command, url: &str, sql: &[&str]) -> Vec<String> {
+    let out = command
         .arg("600")
         .arg(runtime().join("bin").join("python"))
         .arg(apps().join("connect_sql.py"))
@@ -161,20 +171,10 @@ fn users_get_right_answers_from_their_own_engines_and_never_each_others_sessions
     assert_eq!(mine[0]["state"], "running");
     let alice_engine = mine[0]["id"].as_u64().expect("id");
     let port = engine_port(&h, alice_engine);
-    let owner = std::fs::read_to_string("/proc/net/tcp")
-        .unwrap_or_default()
-        .lines()
-        .chain(
-            std::fs::read_to_string("/proc/net/tcp6")
-                .unwrap_or_default()
-                .lines(),
-        )
-        .find(|l| {
-            let c: Vec<&str> = l.split_whitespace().collect();
-            c.len() > 7 && c[1].ends_with(&format!(":{port:04X}")) && c[3] == "0A"
-        })
-        .map(|l| l.split_whitespace().nth(7).unwrap_or("").to_string());
-    assert_eq!(owner, Some(alice.uid.to_string()));
+    // Her engine listens as her, in its own network, and nothing on this machine's.
+    let engine = common::task_pid(&h.data_dir.join(format!("engines/{alice_engine}/task")));
+    assert_eq!(common::listener_in(engine, port), Some(alice.uid));
+    assert_eq!(common::listener_in(std::process::id(), port), None);
 
     // Her engine's Spark UI, behind the door: the SQL tab lists her queries; bob gets 404.
     let ui = mine[0]["ui_url"].as_str().expect("ui_url").to_string();
@@ -202,13 +202,13 @@ fn users_get_right_answers_from_their_own_engines_and_never_each_others_sessions
     );
     assert_eq!(status, 404);
 
-    // Straight to alice's engine without its secret: refused (plaintext, as the
-    // client speaks to `localhost`).
+    // Straight to alice's engine without its secret, even from inside its network as root:
+    // refused (plaintext, as the client speaks to `localhost`).
     for direct in [
         format!("sc://localhost:{port}"),
         format!("sc://localhost:{port}/;token={}", alice.token),
     ] {
-        let out = pyspark(&h, &direct, &["select 1"]);
+        let out = pyspark_in_network_of(&h, engine, &direct, &["select 1"]);
         assert!(
             out[0].starts_with("ERROR") && out[0].contains("UNAUTHENTICATED"),
             "{direct}: {out:?}"

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{apps, connects_as, get_page, runtime, text, wait_page, Hearth, User};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -79,15 +80,12 @@ fn a_notebook_runs_spark_as_its_owner_and_nobody_else_gets_in() {
 
     // The kernels' token opens Spark Connect only: code in the notebook cannot drive the
     // REST API as alice with it (her jobs, files, tokens), only her engine.
-    let steal = format!(
-        "import os, re, urllib.request, urllib.error\n\
+    let steal = "import os, re, urllib.request, urllib.error\n\
          tok = re.search(r'x-hearth-token=([^;]+)', os.environ['SPARK_REMOTE']).group(1)\n\
-         req = urllib.request.Request('{}/api/v1/jobs', headers={{'Authorization': 'Bearer ' + tok}})\n\
+         req = urllib.request.Request(os.environ['HEARTH_SERVER'] + '/api/v1/jobs', headers={'Authorization': 'Bearer ' + tok})\n\
          try:\n    print(urllib.request.urlopen(req).status)\n\
-         except urllib.error.HTTPError as e:\n    print(e.code)",
-        h.url
-    );
-    let cells = run_cells(&h, &alice, &[&steal]);
+         except urllib.error.HTTPError as e:\n    print(e.code)";
+    let cells = run_cells(&h, &alice, &[steal]);
     assert_eq!(cells[0], "OK 403", "{cells:?}");
     let (_, tokens) = h.api(&alice, "GET", "/api/v1/tokens", None);
     let kernel = tokens
@@ -141,10 +139,24 @@ fn a_notebook_runs_spark_as_its_owner_and_nobody_else_gets_in() {
         !connects_as(alice.uid, port),
         "the port is for the door only"
     );
-    let direct = ureq::get(&format!("http://127.0.0.1:{port}{api}")).call();
-    assert!(
-        matches!(direct, Err(ureq::Error::Status(403, _))),
-        "{direct:?}"
+    // Nothing of it on this machine's loopback: it listens on its own network's, where
+    // root entering it still meets Jupyter's refusal.
+    assert_eq!(common::listener_in(std::process::id(), port), None);
+    let task = h.data_dir.join(format!("engines/{}/task", notebook["id"]));
+    let direct = common::in_network_of(common::task_pid(&task), Path::new("/usr/bin/python3"))
+        .arg("-c")
+        .arg(format!(
+            "import urllib.request, urllib.error\n\
+             try:\n    urllib.request.urlopen('http://127.0.0.1:{port}{api}', timeout=10)\n\
+             except urllib.error.HTTPError as e:\n    print(e.code)"
+        ))
+        .output()
+        .expect("nsenter");
+    assert_eq!(
+        text(&direct.stdout).trim(),
+        "403",
+        "{}",
+        text(&direct.stderr)
     );
 
     // The kernels' token is alice's while the notebook runs, and goes with it.
@@ -274,7 +286,10 @@ fn a_running_jobs_spark_ui_is_behind_the_door_for_its_owner_and_admins_only() {
         .trim()
         .parse()
         .expect("port");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    // On the job's own network's loopback, as alice; nothing of it on this machine's.
+    let task = common::task_pid(&h.data_dir.join(format!("jobs/{id}-1/task")));
+    assert_eq!(common::listener_in(task, port), Some(alice.uid));
+    assert_eq!(common::listener_in(std::process::id(), port), None);
     assert!(!connects_as(bob.uid, port), "bob reached alice's UI port");
     assert!(
         !connects_as(alice.uid, port),

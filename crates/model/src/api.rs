@@ -393,6 +393,9 @@ pub struct QueueSpec {
     /// (`default` is open to everyone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub open_to: Vec<String>,
+    /// Where its jobs may connect beyond their own networks (default: open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::net::Egress>,
 }
 
 fn one() -> u32 {
@@ -429,6 +432,9 @@ pub struct GroupSpec {
     /// Limits on each member without a quota of their own.
     #[serde(default)]
     pub member_quota: Quota,
+    /// Where members' jobs, engines and notebooks may connect (default: open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::net::Egress>,
 }
 
 /// A user's place in the scheduling policy.
@@ -444,6 +450,9 @@ pub struct UserPolicy {
     /// The highest `--priority` the user may ask for (low, normal, high).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_priority: Option<String>,
+    /// Where the user's jobs, engines and notebooks may connect (default: open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::net::Egress>,
 }
 
 /// The whole scheduling policy, read and written as one document. A write must carry the
@@ -462,6 +471,10 @@ pub struct SchedPolicy {
     /// SIGTERM-to-SIGKILL time for preempted jobs (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preemption_grace_seconds: Option<u64>,
+    /// Networks no task may reach, whatever its egress (an office LAN, a database
+    /// subnet), besides those no task ever reaches: this machine, other tasks, link-local.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_networks: Vec<crate::net::Cidr>,
 }
 
 /// What one user holds and waits for in a queue.

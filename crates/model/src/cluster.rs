@@ -229,6 +229,9 @@ pub struct StartTask {
     /// Where the task may connect beyond its own network; None: anywhere the node allows.
     #[serde(default)]
     pub egress: Option<crate::net::Egress>,
+    /// Networks the task may not reach besides the node's own list (the policy's).
+    #[serde(default)]
+    pub deny: Vec<crate::net::Cidr>,
     /// The task runs in its node's network instead of one of its own: a part of a job
     /// spread over several nodes, which the other nodes' parts must reach.
     #[serde(default)]

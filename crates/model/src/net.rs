@@ -101,6 +101,83 @@ pub enum Egress {
     Only(Vec<Cidr>),
 }
 
+impl Cidr {
+    /// [`FromStr`] for a command-line parser.
+    pub fn from_str_arg(s: &str) -> Result<Cidr, String> {
+        s.parse()
+    }
+
+    /// Whether every address of `other` is in this network.
+    pub fn covers(&self, other: &Cidr) -> bool {
+        self.len <= other.len && self.contains(other.addr)
+    }
+}
+
+impl Egress {
+    /// What both allow: a task under a queue's, its group's and its user's egress may go
+    /// only where all of them let it.
+    pub fn and(&self, other: &Egress) -> Egress {
+        match (self, other) {
+            (Egress::None, _) | (_, Egress::None) => Egress::None,
+            (Egress::Open, x) | (x, Egress::Open) => x.clone(),
+            (Egress::Only(a), Egress::Only(b)) => {
+                // Two networks overlap only when one holds the other: the smaller is what
+                // both allow.
+                let mut both: Vec<Cidr> = Vec::new();
+                for x in a {
+                    for y in b {
+                        let overlap = if x.covers(y) {
+                            Some(*y)
+                        } else if y.covers(x) {
+                            Some(*x)
+                        } else {
+                            None
+                        };
+                        if let Some(c) = overlap.filter(|c| !both.contains(c)) {
+                            both.push(c);
+                        }
+                    }
+                }
+                if both.is_empty() {
+                    Egress::None
+                } else {
+                    Egress::Only(both)
+                }
+            }
+        }
+    }
+
+    /// `open`, `none`, or networks separated by commas (`10.1.0.0/16,203.0.113.7`): how a
+    /// command line writes it.
+    pub fn parse(s: &str) -> Result<Egress, String> {
+        match s.trim() {
+            "open" => Ok(Egress::Open),
+            "none" => Ok(Egress::None),
+            list => {
+                let nets = list
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<Vec<Cidr>, String>>()
+                    .map_err(|e| format!("{e}; or write `open` or `none`"))?;
+                Ok(Egress::Only(nets))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Egress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Egress::Open => write!(f, "open"),
+            Egress::None => write!(f, "none"),
+            Egress::Only(nets) => {
+                let nets: Vec<String> = nets.iter().map(Cidr::to_string).collect();
+                write!(f, "{}", nets.join(","))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +196,26 @@ mod tests {
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("example.com".parse::<Cidr>().is_err());
         assert_eq!("0.0.0.0/0".parse::<Cidr>().expect("all").size(), 1 << 32);
+    }
+
+    #[test]
+    fn egress_of_a_queue_a_group_and_a_user_is_what_all_allow() {
+        let e = |s: &str| Egress::parse(s).expect("egress");
+        assert_eq!(e("open").and(&e("none")), Egress::None);
+        assert_eq!(e("open").and(&e("10.1.0.0/16")), e("10.1.0.0/16"));
+        assert_eq!(
+            e("10.0.0.0/8").and(&e("10.1.0.0/16,192.168.1.0/24")),
+            e("10.1.0.0/16")
+        );
+        assert_eq!(e("10.1.0.0/16").and(&e("10.2.0.0/16")), Egress::None);
+        assert_eq!(e("1.2.3.4,5.6.7.0/24").to_string(), "1.2.3.4/32,5.6.7.0/24");
+        let err = Egress::parse("example.com").expect_err("not a network");
+        assert!(err.contains("`open` or `none`"), "{err}");
+        let json = serde_json::to_string(&e("10.0.0.0/8")).expect("json");
+        assert_eq!(json, r#"{"only":["10.0.0.0/8"]}"#);
+        assert_eq!(
+            serde_json::to_string(&Egress::None).expect("json"),
+            r#""none""#
+        );
     }
 }

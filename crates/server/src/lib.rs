@@ -131,6 +131,21 @@ impl App {
         fresh
     }
 
+    /// Where a task on this machine reaches Hearth's API (`HEARTH_SERVER` in its
+    /// environment, which the `hearth` CLI reads): its network's gateway, forwarded to where
+    /// the API listens; or, sharing the machine's network, the API's own address.
+    pub fn server_url_for_tasks(&self) -> String {
+        let port = self.cfg.listen.port();
+        match &self.task_network {
+            Some(n) => format!(
+                "http://{}:{port}",
+                hearth_agent::net::TaskNetwork::gateway(&n.range)
+            ),
+            None if self.cfg.listen.ip().is_unspecified() => format!("http://127.0.0.1:{port}"),
+            None => format!("http://{}", self.cfg.listen),
+        }
+    }
+
     pub fn policy(&self) -> Arc<policy::Policy> {
         self.policy
             .read()

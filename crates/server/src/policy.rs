@@ -4,6 +4,7 @@
 
 use crate::store::Store;
 use hearth_model::api::{self, SchedPolicy};
+use hearth_model::net::{Cidr, Egress};
 use hearth_model::parse_mib;
 use hearth_sched::{Config, Group, Priority, Queue, Quota, Resources, User};
 use std::collections::HashSet;
@@ -44,6 +45,33 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
         Err(format!(
             "{what} name `{name}` is not valid: use 1-64 letters, digits, - or _"
         ))
+    }
+}
+
+impl Policy {
+    /// Where `user`'s tasks may connect beyond their own networks: what their group's and
+    /// their own egress allow together, and for a job also its queue's (`queue`).
+    pub fn egress(&self, user: &str, queue: Option<&str>) -> Egress {
+        let group = self.config.group_of(user);
+        let of_queue = queue
+            .and_then(|q| self.doc.queues.iter().find(|s| s.name == q))
+            .and_then(|s| s.egress.clone());
+        let of_group = self
+            .doc
+            .groups
+            .iter()
+            .find(|g| g.name == group)
+            .and_then(|g| g.egress.clone());
+        let of_user = self.doc.users.get(user).and_then(|u| u.egress.clone());
+        [of_queue, of_group, of_user]
+            .into_iter()
+            .flatten()
+            .fold(Egress::Open, |all, e| all.and(&e))
+    }
+
+    /// Networks no task may reach.
+    pub fn deny_networks(&self) -> &[Cidr] {
+        &self.doc.deny_networks
     }
 }
 

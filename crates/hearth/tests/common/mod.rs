@@ -319,7 +319,7 @@ impl Hearth {
             }
             assert!(
                 Instant::now() < deadline,
-                "job {id} still {state}:\n{}",
+                "job {id} still {state}: {job}\n{}",
                 self.server_log()
             );
             std::thread::sleep(Duration::from_millis(200));
@@ -510,4 +510,33 @@ pub fn connects_as(uid: u32, port: u16) -> bool {
         .output()
         .expect("setpriv");
     out.status.success()
+}
+
+/// A process of the task whose shim's files are in `task_dir` (its `started` file): in
+/// the task's own network namespace, so /proc/PID/net shows that network's sockets.
+pub fn task_pid(task_dir: &Path) -> u32 {
+    let started = std::fs::read_to_string(task_dir.join("started")).expect("the task started");
+    let started: serde_json::Value = serde_json::from_str(&started).expect("json");
+    started["pid"].as_u64().expect("pid") as u32
+}
+
+/// The uid listening on TCP `port` in the network namespace of process `pid`.
+pub fn listener_in(pid: u32, port: u16) -> Option<u32> {
+    ["tcp", "tcp6"].iter().find_map(|t| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok()?;
+        text.lines().skip(1).find_map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            (c.len() > 7 && c[1].ends_with(&format!(":{port:04X}")) && c[3] == "0A")
+                .then(|| c[7].parse().ok())
+                .flatten()
+        })
+    })
+}
+
+/// `program` run by root inside the network namespace of process `pid`, as Hearth's door
+/// enters a task's network.
+pub fn in_network_of(pid: u32, program: &Path) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/proc/{pid}/ns/net")).arg(program);
+    cmd
 }

@@ -533,7 +533,7 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
     };
     let private = private_dirs(&dir, owner, &properties)?;
     hearth_agent::users::ensure_workspace(&linux).map_err(|err| err.to_string())?;
-    let (argv, env) = match e.kind {
+    let (argv, mut env) = match e.kind {
         EngineKind::Spark => (
             spark::connect_server_argv(&spark::ConnectEngine {
                 spark_home: &rt.spark_home,
@@ -580,6 +580,7 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
             )
         }
     };
+    env.push(("HEARTH_SERVER".into(), app.server_url_for_tasks()));
     Ok(TaskSpec {
         id: format!("{}-engine-{}", app.instance, e.id),
         dir: e.task_dir.clone(),
@@ -595,7 +596,12 @@ fn prepare(app: &App, user: &UserRow, e: &Engine) -> Result<TaskSpec, String> {
         memory_limit_mib: e.memory_limit_mib,
         cpu_cores: e.cores,
         pids_max: 4096,
-        network: app.task_network.clone(),
+        network: app.task_network.clone().map(|mut n| {
+            let policy = app.policy();
+            n.egress = policy.egress(&user.name, None);
+            n.deny.extend(policy.deny_networks().iter().copied());
+            n
+        }),
     })
 }
 

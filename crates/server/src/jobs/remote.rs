@@ -280,6 +280,10 @@ fn task_for(
         jars: all(&spec.jars),
     };
     let mut env = spark::job_env(&rt, &linux, &user.name, id);
+    // A joined node's tasks reach the server by whatever address their admin gave it.
+    if app.cluster.is_in_process(node) {
+        env.push(("HEARTH_SERVER".into(), app.server_url_for_tasks()));
+    }
     // The driver's UI, placed by its node (a worker runs no driver, so has none).
     let ui_base = part
         .is_none_or(|p| p.driver)
@@ -336,7 +340,8 @@ fn task_for(
         cpu_cores,
         pids_max: 4096,
         ui_base,
-        egress: None,
+        egress: Some(app.policy().egress(&user.name, Some(&job.queue))),
+        deny: app.policy().deny_networks().to_vec(),
         // A spread job's parts reach one another at their nodes' addresses, on ports
         // Spark picks: they run in their nodes' networks (see ARCHITECTURE.md).
         shared_network: part.is_some(),

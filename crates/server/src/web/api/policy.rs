@@ -75,6 +75,7 @@ pub async fn queues(
                 max: Default::default(),
                 best_effort: false,
                 open_to: Vec::new(),
+                egress: None,
             })
         });
         let u = users
