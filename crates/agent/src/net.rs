@@ -175,6 +175,10 @@ pub fn ruleset(slot: u32, net: &TaskNetwork) -> String {
     )
 }
 
+/// What a node started with `--insecure-shared-network` reports (`hearth nodes` shows it).
+pub const SHARED_NETWORK_PROBLEM: &str = "tasks share this machine's network \
+    (--insecure-shared-network): a user's job reaches whatever another's listens on";
+
 /// How a node gives its tasks networks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkMode {

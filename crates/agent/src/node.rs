@@ -604,7 +604,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let key = load_or_make_key(&key_path)?;
 
     let mut offer = cfg.offer.clone();
-    offer.isolation_problems = Some(isolation.problems.clone());
+    let mut problems = isolation.problems.clone();
+    if isolation.enabled && network.is_none() {
+        problems.push(crate::net::SHARED_NETWORK_PROBLEM.to_string());
+    }
+    offer.isolation_problems = Some(problems);
     // Read at start: mount the server's workspaces here before starting the agent.
     offer.workspace_mark = std::fs::read_to_string(
         cfg.data_dir

@@ -280,13 +280,14 @@ fn run_isolated(dir: &Path, spec: &TaskSpec, log: File, watch: &Watch) -> Result
     let network = match &spec.network {
         None => None,
         Some(n) => {
+            let t0 = std::time::Instant::now();
             let slot = net::claim(&spec.id, &n.range)
                 .map_err(|e| NotStarted(format!("the task's network: {e}")))?;
             let cleanup = NetworkCleanup(slot);
             net::setup(slot, n).map_err(|e| NotStarted(format!("the task's network: {e}")))?;
             let ns = File::open(net::netns_path(slot))
                 .map_err(|e| NotStarted(format!("opening the task's network namespace: {e}")))?;
-            Some((cleanup, ns))
+            Some((cleanup, ns, t0.elapsed().as_secs_f64() * 1000.0))
         }
     };
     let mib = spec.memory_limit_mib;
@@ -305,7 +306,9 @@ fn run_isolated(dir: &Path, spec: &TaskSpec, log: File, watch: &Watch) -> Result
     if watch.stopping() {
         return Err(NotStarted("the shim was told to stop".into()));
     }
-    let netns = network.as_ref().map(|(slot, ns)| (slot.0, ns.as_raw_fd()));
+    let netns = network
+        .as_ref()
+        .map(|(slot, ns, ms)| (slot.0, ns.as_raw_fd(), *ms));
     let tools = Tools {
         bwrap: &bwrap,
         setpriv: &setpriv,
@@ -320,7 +323,8 @@ fn run_isolated(dir: &Path, spec: &TaskSpec, log: File, watch: &Watch) -> Result
 struct Tools<'a> {
     bwrap: &'a Path,
     setpriv: &'a Path,
-    netns: Option<(u32, RawFd)>,
+    /// The slot, the namespace as a descriptor, and how long making it took (ms).
+    netns: Option<(u32, RawFd, f64)>,
 }
 
 fn run_in_sandbox(
@@ -373,7 +377,7 @@ fn run_in_sandbox(
             // Joining before exec: every process of the task, bwrap included, starts inside
             // its cgroups and its network.
             join_cgroups(&procs)?;
-            if let Some((_, fd)) = netns {
+            if let Some((_, fd, _)) = netns {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -421,7 +425,7 @@ fn run_in_sandbox(
         };
         return Err(NotStarted(msg));
     }
-    record_started(dir, child.id(), true, netns.map(|(slot, _)| slot))?;
+    record_started(dir, child.id(), true, netns.map(|(slot, _, ms)| (slot, ms)))?;
     let status = child
         .wait()
         .map_err(|e| Later(format!("waiting for bwrap: {e}")))?;
@@ -641,14 +645,15 @@ fn record_started(
     dir: &Path,
     pid: u32,
     isolated: bool,
-    net_slot: Option<u32>,
+    net: Option<(u32, f64)>,
 ) -> Result<(), Failure> {
     let started = Started {
         pid,
         shim_pid: std::process::id(),
         started_ms: taskdir::now_ms(),
         isolated,
-        net_slot,
+        net_slot: net.map(|(slot, _)| slot),
+        net_setup_ms: net.map(|(_, ms)| ms),
     };
     // The task runs already: without this file the launcher would wait in vain, so say it.
     taskdir::write_json(&dir.join(taskdir::STARTED), &started).map_err(|e| Later(e.to_string()))

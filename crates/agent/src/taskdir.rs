@@ -35,6 +35,9 @@ pub struct Started {
     /// The slot of the task's own network ([`crate::net`]), when it has one.
     #[serde(default)]
     pub net_slot: Option<u32>,
+    /// How long making that network took, in milliseconds (for `bench/network.py`).
+    #[serde(default)]
+    pub net_setup_ms: Option<f64>,
 }
 
 pub fn now_ms() -> i64 {

@@ -409,6 +409,12 @@ fn a_restart_reattaches_running_jobs_keeps_queued_ones_and_runs_vanished_ones_ag
         }
     }
     h.boot();
+    // The vanished task's network, whose shim could not remove it, went with the restart.
+    let victims = common::task_networks_of(&h);
+    assert!(
+        !victims.iter().any(|t| t.ends_with(&format!("-{victim}-1"))),
+        "{victims:?}"
+    );
 
     let job = h.wait_job(&alice, survivor, 2 * MIN);
     assert_eq!(job["state"], "succeeded", "{job}\n{}", h.server_log());
@@ -468,6 +474,8 @@ fn a_restart_reattaches_running_jobs_keeps_queued_ones_and_runs_vanished_ones_ag
         "{job}"
     );
     assert_eq!(pids_of(alice.uid), Vec::<u32>::new());
+    // And nothing of their networks: each ended, its shim removed its own.
+    assert_eq!(common::task_networks_of(&h), Vec::<String>::new());
     // Logs survive restarts.
     assert!(h.logs(&alice, survivor).contains("sleepy done"));
 }

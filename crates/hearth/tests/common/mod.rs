@@ -540,3 +540,21 @@ pub fn in_network_of(pid: u32, program: &Path) -> Command {
     cmd.arg(format!("--net=/proc/{pid}/ns/net")).arg(program);
     cmd
 }
+
+/// The task networks of this Hearth instance still on the machine (their slots' task ids).
+pub fn task_networks_of(h: &Hearth) -> Vec<String> {
+    let instance = hearth_server::store::Store::open(&h.data_dir.join("hearth.db"))
+        .and_then(|s| s.meta("instance"))
+        .ok()
+        .flatten()
+        .expect("the instance id");
+    std::fs::read_dir(hearth_agent::net::SLOTS_DIR)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter(|task| task.starts_with(&format!("{instance}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -142,7 +142,13 @@ fn offer(app: &App) -> NodeOffer {
         version: env!("CARGO_PKG_VERSION").into(),
         runtime,
         data_dir: Some(app.cfg.data_dir.display().to_string()),
-        isolation_problems: Some(app.isolation.problems.clone()),
+        isolation_problems: Some({
+            let mut problems = app.isolation.problems.clone();
+            if app.isolation.enabled && app.task_network.is_none() {
+                problems.push(hearth_agent::net::SHARED_NETWORK_PROBLEM.to_string());
+            }
+            problems
+        }),
         workspace_mark: std::fs::read_to_string(app.cfg.workspaces_dir().join(WORKSPACE_MARK))
             .ok()
             .map(|s| s.trim().to_string()),
