@@ -134,6 +134,20 @@ impl Engine {
         self.place().map(|(ns, _)| ns)
     }
 
+    /// A connection to its `port` (its Connect server's or notebook's): on its own network's
+    /// loopback, or, when tasks share the machine's network (`shared`), the machine's.
+    /// Never the machine's loopback for an engine that should have a network of its own:
+    /// whatever listens there on that number is someone else's.
+    pub async fn connect(&self, shared: bool, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+        let netns = self.netns();
+        if netns.is_none() && !shared {
+            return Err(std::io::Error::other(
+                "the engine's network is not known yet",
+            ));
+        }
+        crate::interactive::upstream::connect_tcp(netns.as_deref(), port).await
+    }
+
     /// Its own network namespace and a process in it (whose /proc shows its sockets).
     pub fn place(&self) -> Option<(PathBuf, u32)> {
         self.netns.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -228,12 +242,9 @@ impl Engines {
         v
     }
 
-    /// The network namespace of the engine serving on `port`, when it has its own.
-    pub fn netns_of_port(&self, port: u16) -> Option<PathBuf> {
-        self.lock()
-            .values()
-            .find(|e| e.port == port)
-            .and_then(|e| e.netns())
+    /// The engine serving on `port`, while it runs.
+    pub fn by_port(&self, port: u16) -> Option<Arc<Engine>> {
+        self.lock().values().find(|e| e.port == port).cloned()
     }
 
     pub fn get(&self, id: i64) -> Option<Arc<Engine>> {
@@ -828,7 +839,7 @@ pub async fn reap_idle(app: Arc<App>, mut stop: crate::background::Stop) {
             .filter(|e| e.kind == EngineKind::Notebook && e.state() == EngineState::Running)
             .collect();
         for e in notebooks {
-            if kernels_busy(&e).await {
+            if kernels_busy(&app, &e).await {
                 e.touch();
             }
         }
@@ -857,8 +868,11 @@ pub async fn reap_idle(app: Arc<App>, mut stop: crate::background::Stop) {
 }
 
 /// Whether JupyterLab reports a kernel busy (or starting) right now.
-async fn kernels_busy(e: &Engine) -> bool {
+async fn kernels_busy(app: &App, e: &Engine) -> bool {
     let path = format!("{}api/kernels", notebook_path(&e.user));
+    if e.netns().is_none() && app.task_network.is_some() {
+        return false; // its network is not known yet: its secret goes nowhere else
+    }
     let auth = format!("token {}", e.secret);
     match crate::interactive::upstream::get_local(e.netns().as_deref(), e.port, &path, &auth).await
     {

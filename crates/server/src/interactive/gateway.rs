@@ -64,8 +64,11 @@ impl tower_service::Service<hyper::Uri> for ToEngine {
                 .port_u16()
                 .ok_or_else(|| std::io::Error::other("no engine port"))?;
             let app = app.ok_or_else(|| std::io::Error::other("Hearth is stopping"))?;
-            let netns = app.engines.netns_of_port(port);
-            let stream = crate::interactive::upstream::connect_tcp(netns.as_deref(), port).await?;
+            let engine = app
+                .engines
+                .by_port(port)
+                .ok_or_else(|| std::io::Error::other("that engine has ended"))?;
+            let stream = engine.connect(app.task_network.is_none(), port).await?;
             Ok(TokioIo::new(stream))
         })
     }
@@ -215,9 +218,8 @@ where
         if let Some((user, kind)) = relay::takes(&app, &call).await {
             match engines::acquire(&app, &user, kind).await {
                 Ok(lease) => {
-                    let (netns, port) = (lease.engine.netns(), lease.engine.port);
-                    let engine =
-                        crate::interactive::upstream::connect_tcp(netns.as_deref(), port).await;
+                    let shared = app.task_network.is_none();
+                    let engine = lease.engine.connect(shared, lease.engine.port).await;
                     // An engine gone already: the ordinary path answers (and starts another).
                     if let Ok(upstream) = engine {
                         let token = call.token().unwrap_or_default().to_string();
