@@ -28,9 +28,9 @@ SERVER="http://$LISTEN"
 STOP=0
 [ "${1:-}" = "--stop" ] && STOP=1
 
-if [ "$(id -u)" = 0 ] && ! { command -v bwrap && command -v nft; } >/dev/null; then
-    echo "==> installing bubblewrap (the sandbox every job runs in) and nftables (keeps users' web ports private)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap nftables
+if [ "$(id -u)" = 0 ] && ! { command -v bwrap && command -v nft && command -v ip; } >/dev/null; then
+    echo "==> installing bubblewrap (the sandbox every job runs in), iproute2 and nftables (every job's own network)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap nftables iproute2
 fi
 
 echo "==> building hearth"

@@ -13,8 +13,11 @@ fi
 need_pkgs=()
 command -v bwrap >/dev/null || need_pkgs+=(bubblewrap)
 command -v pgrep >/dev/null || need_pkgs+=(procps)
-# nftables keeps users' web servers' loopback ports for Hearth's proxy alone.
+# iproute2 and nftables make every task's own network (and guard shared-network ports).
 command -v nft >/dev/null || need_pkgs+=(nftables)
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+# nsenter (util-linux): tests look into a task's network as root.
+command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 # javac builds the JVM test application.
 command -v javac >/dev/null || need_pkgs+=(openjdk-17-jdk-headless)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
