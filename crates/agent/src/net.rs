@@ -62,6 +62,11 @@ pub struct TaskNetwork {
     /// Networks the admin denies to every task.
     pub deny: Vec<Cidr>,
     pub endpoints: Vec<Endpoint>,
+    /// The machine's resolver when it listens on loopback (systemd-resolved's 127.0.0.53):
+    /// tasks ask it at their gateway address (forwarded, UDP and TCP port 53), through a
+    /// resolv.conf of their own. None: tasks use the machine's resolv.conf as it is.
+    #[serde(default)]
+    pub dns: Option<Ipv4Addr>,
 }
 
 impl TaskNetwork {
@@ -80,6 +85,31 @@ impl TaskNetwork {
     pub fn address(range: &Cidr, slot: u32) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(range.addr()) + 1 + slot)
     }
+}
+
+/// The first resolver of a resolv.conf when it is on loopback (a task cannot reach the
+/// machine's loopback, so it is forwarded to it).
+pub fn loopback_resolver(resolv_conf: &str) -> Option<Ipv4Addr> {
+    let first = resolv_conf.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next() == Some("nameserver"))
+            .then(|| words.next())
+            .flatten()
+    })?;
+    first.parse::<Ipv4Addr>().ok().filter(|ip| ip.is_loopback())
+}
+
+/// A task's resolv.conf when the machine's resolver is on loopback: the same, but asking
+/// the task's gateway.
+pub fn task_resolv_conf(machine: &str, gateway: Ipv4Addr) -> String {
+    let mut out = format!("nameserver {gateway}\n");
+    for line in machine.lines() {
+        if !line.trim_start().starts_with("nameserver") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The namespace of the task in `slot`, as `ip netns` names it.
@@ -128,6 +158,16 @@ pub fn ruleset(slot: u32, net: &TaskNetwork) -> String {
             "    iifname \"{link}\" ip daddr {ip} tcp dport {} ct status dnat accept\n",
             to.port()
         ));
+    }
+    if let Some(dns) = net.dns {
+        for proto in ["udp", "tcp"] {
+            dnat.push_str(&format!(
+                "    iifname \"{link}\" ip daddr {gateway} {proto} dport 53 dnat ip to {dns}:53\n"
+            ));
+            admit.push_str(&format!(
+                "    iifname \"{link}\" ip daddr {dns} {proto} dport 53 ct status dnat accept\n"
+            ));
+        }
     }
     let egress = match &net.egress {
         Egress::Open => format!("    iifname \"{link}\" accept\n"),
@@ -233,6 +273,7 @@ pub fn node_network(
         egress: Egress::Open,
         deny: deny.clone(),
         endpoints,
+        dns: loopback_resolver(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
     }))
 }
 
@@ -367,7 +408,7 @@ fn setup_steps(slot: u32, net: &TaskNetwork) -> Result<(), String> {
     // DNAT to loopback through (Hearth listening on 127.0.0.1), and the machine forwards
     // the tasks' egress.
     sysctl(&format!("net/ipv6/conf/{link}/disable_ipv6"), "1")?;
-    if !net.endpoints.is_empty() {
+    if !net.endpoints.is_empty() || net.dns.is_some() {
         sysctl(&format!("net/ipv4/conf/{link}/route_localnet"), "1")?;
     }
     if net.egress != Egress::None {
@@ -507,6 +548,7 @@ mod tests {
                     to: "0.0.0.0:15002".parse().expect("addr"),
                 },
             ],
+            dns: None,
         }
     }
 
@@ -572,5 +614,31 @@ mod tests {
         assert!(json.contains("\"range\":\"10.213.0.0/16\""), "{json}");
         assert_eq!(serde_json::from_str::<TaskNetwork>(&json).expect("back"), n);
         assert!(serde_json::from_str::<Cidr>("\"10.0.0.1/8\"").is_err());
+    }
+
+    #[test]
+    fn a_resolver_on_loopback_is_asked_at_the_gateway() {
+        let conf = "# made by systemd-resolved\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n";
+        let dns = loopback_resolver(conf);
+        assert_eq!(dns, Some(Ipv4Addr::new(127, 0, 0, 53)));
+        assert_eq!(loopback_resolver("nameserver 10.255.255.53\n"), None);
+        let gw = Ipv4Addr::new(10, 213, 0, 1);
+        assert_eq!(
+            task_resolv_conf(conf, gw),
+            "nameserver 10.213.0.1\n# made by systemd-resolved\noptions edns0 trust-ad\nsearch lan\n"
+        );
+        let mut n = net(Egress::None);
+        n.dns = dns;
+        let rules = ruleset(4, &n);
+        assert!(
+            rules.contains(
+                "iifname \"hh4\" ip daddr 10.213.0.1 udp dport 53 dnat ip to 127.0.0.53:53"
+            ),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("ip daddr 127.0.0.53 tcp dport 53 ct status dnat accept"),
+            "{rules}"
+        );
     }
 }

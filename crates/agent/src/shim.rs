@@ -20,6 +20,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -360,9 +361,25 @@ fn run_in_sandbox(
         .try_clone()
         .map_err(|e| NotStarted(format!("duplicating the log: {e}")))?;
 
+    // The machine's resolver is on its loopback, which the task's network does not reach:
+    // the task asks its gateway instead (forwarded there by its rules).
+    let resolv_conf = match spec.network.as_ref().filter(|n| n.dns.is_some()) {
+        None => None,
+        Some(n) => {
+            let file = dir.join("resolv.conf");
+            let machine = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let text = net::task_resolv_conf(&machine, net::TaskNetwork::gateway(&n.range));
+            std::fs::write(&file, text)
+                .and_then(|()| {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+                })
+                .map_err(|e| NotStarted(format!("writing the task's resolv.conf: {e}")))?;
+            Some(file)
+        }
+    };
     let mut command = Command::new(bwrap);
     command
-        .args(bwrap_args(spec, setpriv, ready_fd))
+        .args(bwrap_args(spec, setpriv, ready_fd, resolv_conf.as_deref()))
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir("/")
@@ -437,7 +454,12 @@ fn run_in_sandbox(
     record_exit(dir, &exit)
 }
 
-fn bwrap_args(spec: &TaskSpec, setpriv: &Path, ready_fd: RawFd) -> Vec<std::ffi::OsString> {
+fn bwrap_args(
+    spec: &TaskSpec,
+    setpriv: &Path,
+    ready_fd: RawFd,
+    resolv_conf: Option<&Path>,
+) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = Vec::new();
     let mut push = |items: &[&std::ffi::OsStr]| args.extend(items.iter().map(|s| s.into()));
     let s = |x: &'static str| std::ffi::OsStr::new(x);
@@ -464,6 +486,9 @@ fn bwrap_args(spec: &TaskSpec, setpriv: &Path, ready_fd: RawFd) -> Vec<std::ffi:
         s("--proc"),
         s("/proc"),
     ]);
+    if let Some(file) = resolv_conf {
+        push(&[s("--ro-bind"), file.as_os_str(), s("/etc/resolv.conf")]);
+    }
     // Hide first, then bind: a workspace inside a hidden folder is exposed again. A path
     // that does not exist hides nothing (and bwrap could not create it on a read-only /).
     for hidden in spec.hidden_paths.iter().filter(|p| p.exists()) {
@@ -879,7 +904,7 @@ mod tests {
             pids_max: 0,
             network: None,
         };
-        let args: Vec<String> = bwrap_args(&spec, Path::new("/usr/bin/setpriv"), 5)
+        let args: Vec<String> = bwrap_args(&spec, Path::new("/usr/bin/setpriv"), 5, None)
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();

@@ -62,6 +62,7 @@ fn task_network(egress: Egress, endpoints: Vec<Endpoint>) -> TaskNetwork {
         egress,
         deny: vec![],
         endpoints,
+        dns: None,
     }
 }
 
@@ -350,4 +351,61 @@ async fn a_network_whose_shim_was_killed_is_removed_by_the_next_start() {
         .expect("sweep");
     assert!(sweep.networks.contains(&slot), "{sweep:?}");
     assert!(leftovers(slot).is_empty(), "left: {:?}", leftovers(slot));
+}
+
+#[tokio::test]
+async fn a_resolver_on_the_machines_loopback_is_reached_at_the_gateway_and_nothing_else_there() {
+    needs_isolation!();
+    if !can_network() {
+        return;
+    }
+    let mut env = Env::new("network-dns");
+    let dave = env.user("netdave");
+    // A stand-in for systemd-resolved's stub on 127.0.0.53: it answers each datagram with
+    // its own bytes reversed. Another loopback UDP service beside it stays out of reach.
+    let resolver = std::net::UdpSocket::bind("127.0.0.53:53").expect("bind 127.0.0.53:53");
+    let other = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let other_port = other.local_addr().expect("addr").port();
+    resolver
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let answer = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        if let Ok((n, peer)) = resolver.recv_from(&mut buf) {
+            let reply: Vec<u8> = buf[..n].iter().rev().copied().collect();
+            let _ = resolver.send_to(&reply, peer);
+        }
+    });
+    let script = format!(
+        r#"
+import socket
+conf = open("/etc/resolv.conf").read()
+ns = [l.split()[1] for l in conf.splitlines() if l.startswith("nameserver")]
+print("NAMESERVERS", ns)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3)
+u.sendto(b"query", (ns[0], 53))
+try: print("ANSWER", u.recvfrom(100)[0].decode())
+except Exception as e: print("NO ANSWER", type(e).__name__)
+v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); v.settimeout(1)
+v.sendto(b"x", (ns[0], {other_port}))
+try: print("OTHER ANSWERED", v.recvfrom(100)[0])
+except Exception as e: print("OTHER SILENT")
+"#
+    );
+    let mut network = task_network(Egress::None, vec![]);
+    network.dns = Some(Ipv4Addr::new(127, 0, 0, 53));
+    let spec = with_network(
+        env.spec(&dave, &["/usr/bin/python3", "-c", &script]),
+        network,
+    );
+    let (exit, out) = env.run(&spec).await;
+    let _ = answer.join();
+    assert_eq!(exit.code, Some(0), "{out}");
+    assert!(out.contains("NAMESERVERS ['10.213.0.1']"), "{out}");
+    assert!(
+        out.contains("ANSWER yreuq"),
+        "the resolver did not answer through the gateway:\n{out}"
+    );
+    assert!(out.contains("OTHER SILENT"), "{out}");
+    drop(other);
 }
