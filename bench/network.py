@@ -18,6 +18,8 @@ Usage (as root, after scripts/test.sh; the runtime's python has pyspark for `con
 import argparse, importlib.util, json, os, statistics, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# bench/platform.py would shadow the standard library's `platform` (pyspark imports it).
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 spec = importlib.util.spec_from_file_location("hearth_platform_bench", os.path.join(HERE, "platform.py"))
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
@@ -54,6 +56,15 @@ def setup(runs):
           f"median {statistics.median(ms):.1f} ms, p95 {p95:.1f} ms, max {max(ms):.1f} ms | - | median < 50 ms |")
 
 
+def side_by_side(*extra):
+    """Two instances side by side: own networks (the default) and shared (the baseline),
+    each with its own gateway port and no cluster port."""
+    def one(*more):
+        return bench.Hearth("--connect-listen", f"127.0.0.1:{bench.free_port()}", "--cluster-listen", "off",
+                            *extra, *more)
+    return one(), one("--insecure-shared-network")
+
+
 def submit_wait(h, *args):
     t = time.perf_counter()
     out = h.cli(h.user, "submit", "--wait", *args)
@@ -63,7 +74,7 @@ def submit_wait(h, *args):
 
 
 def shuffle(runs):
-    own, shared = bench.Hearth(), bench.Hearth("--insecure-shared-network")
+    own, shared = side_by_side()
     args = ("--num-executors", "1", "--driver-memory", "2g", "--executor-memory", "1g", SHUFFLE)
     try:
         submit_wait(own, *args)  # warm the page cache
@@ -83,14 +94,17 @@ def shuffle(runs):
 
 def connect(runs):
     from pyspark.sql import SparkSession
-    own, shared = bench.Hearth("--engine-cores", "1"), bench.Hearth("--engine-cores", "1", "--insecure-shared-network")
+    own, shared = side_by_side("--engine-cores", "1")
     sessions = []
     try:
         for h in (own, shared):
             out = h.cli(h.user, "connect")
             url = [l for l in out.stdout.splitlines() if l.startswith("export SPARK_REMOTE=")][0]
-            url = url.split("=", 1)[1].strip("'\"")
-            os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = os.path.join(h.work, "data", "tls", "ca.pem")
+            token = url.split("x-hearth-token=", 1)[1].strip("'\"")
+            port = url.split("sc://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+            # Plaintext h2c to `localhost` (as a notebook's kernels speak), so that one
+            # process can talk to two Hearths with different CAs.
+            url = f"sc://localhost:{port}/;x-hearth-token={token}"
             s = SparkSession.builder.remote(url).create()
             s.sql("select 1").collect()  # starts the engine
             for _ in range(20):

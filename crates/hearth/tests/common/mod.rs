@@ -377,16 +377,25 @@ impl Drop for Hearth {
                 .args(["delete", "table", "inet", &table])
                 .output();
         }
-        for uid in &self.uids {
-            let name = format!("hearth{uid}");
-            let _ = Command::new("userdel").arg(&name).output();
-            let _ = Command::new("groupdel").arg(&name).output();
-        }
-        // Processes a failed test may have left: everything of our users' uids.
+        // Processes a failed test may have left: everything of our users' uids, first
+        // (userdel refuses a user whose processes still run).
         for uid in &self.uids {
             let _ = Command::new("pkill")
                 .args(["-9", "-U", &uid.to_string()])
                 .output();
+        }
+        for uid in &self.uids {
+            let name = format!("hearth{uid}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !Command::new("userdel")
+                .arg(&name)
+                .output()
+                .is_ok_and(|o| o.status.success() || o.status.code() == Some(6))
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = Command::new("groupdel").arg(&name).output();
         }
         if std::env::var("HEARTH_TEST_KEEP").is_err() {
             let _ = std::fs::remove_dir_all(&self.work);
