@@ -183,18 +183,7 @@ fn pyspark(h: &Hearth, user: &User, extra: &str) {
         "sc://127.0.0.1:{}/;use_ssl=true;x-hearth-token={}{extra}",
         h.connect_port, user.token
     );
-    let out = Command::new("timeout")
-        .arg("600")
-        .arg(runtime().join("bin").join("python"))
-        .arg(apps().join("connect_sql.py"))
-        .arg(url)
-        .arg("select 1")
-        .env(
-            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
-            h.data_dir.join("tls").join("ca.pem"),
-        )
-        .output()
-        .expect("run python");
+    let out = common::connect_sql(h, &url, &["select 1"]);
     assert!(
         text(&out.stdout).contains("OK [[1]]"),
         "{}{}",

@@ -1541,21 +1541,8 @@ fn a_users_spark_connect_engine_shows_on_the_sessions_page_with_its_spark_ui() {
     let mut h = Hearth::start_with(&["--engine-cores", "1", "--engine-memory", "1g"]);
     let gina = h.add_user(&common::unique("gina"));
     // Her first query through the gateway starts her engine (stock PySpark, trusting the CA).
-    let out = Command::new("timeout")
-        .arg("600")
-        .arg(common::runtime().join("bin").join("python"))
-        .arg(apps().join("connect_sql.py"))
-        .arg(format!(
-            "sc://127.0.0.1:{}/;token={}",
-            h.connect_port, gina.token
-        ))
-        .arg("select 40 + 2 as answer")
-        .env(
-            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
-            h.data_dir.join("tls").join("ca.pem"),
-        )
-        .output()
-        .expect("run python");
+    let url = format!("sc://127.0.0.1:{}/;token={}", h.connect_port, gina.token);
+    let out = common::connect_sql(&h, &url, &["select 40 + 2 as answer"]);
     assert!(
         out.status.success() && common::text(&out.stdout).contains("42"),
         "pyspark failed ({}):\n{}\n{}",

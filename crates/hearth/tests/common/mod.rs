@@ -567,3 +567,19 @@ pub fn task_networks_of(h: &Hearth) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Runs `apps/connect_sql.py URL SQL...` with the runtime's PySpark, trusting Hearth's CA.
+pub fn connect_sql(h: &Hearth, url: &str, sql: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("600")
+        .arg(runtime().join("bin").join("python"))
+        .arg(apps().join("connect_sql.py"))
+        .arg(url)
+        .args(sql)
+        .env(
+            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+            h.data_dir.join("tls").join("ca.pem"),
+        )
+        .output()
+        .expect("run python")
+}
