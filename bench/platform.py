@@ -65,16 +65,15 @@ class Hearth:
         return json.load(urllib.request.urlopen(req))
 
     def close(self):
-        uid = None
-        try:
-            uid = json.loads(self.cli(self.admin, "user", "list", "-o", "json").stdout)[1]["uid"]
-        except Exception:
-            pass
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
-        if uid:
-            subprocess.run(["userdel", f"hearth{uid}"], capture_output=True)
-            subprocess.run(["groupdel", f"hearth{uid}"], capture_output=True)
+        # The Linux accounts Hearth made for its users (admin included): homes under work.
+        import pwd
+        for p in pwd.getpwall():
+            if p.pw_dir.startswith(self.work + "/"):
+                subprocess.run(["pkill", "-9", "-u", p.pw_name], capture_output=True)
+                subprocess.run(["userdel", p.pw_name], capture_output=True)
+                subprocess.run(["groupdel", p.pw_name], capture_output=True)
         shutil.rmtree(self.work, ignore_errors=True)
 
 

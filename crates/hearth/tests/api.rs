@@ -610,6 +610,8 @@ fn hearth_up_refuses_a_data_dir_its_jobs_cannot_reach() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().expect("wait");
+    // The admin's Linux account, made at the first start.
+    common::remove_users_under(&work);
     let _ = std::fs::remove_dir_all(&work);
     assert!(
         up_ok,

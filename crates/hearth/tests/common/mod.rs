@@ -583,3 +583,17 @@ pub fn connect_sql(h: &Hearth, url: &str, sql: &[&str]) -> Output {
         .output()
         .expect("run python")
 }
+
+/// Removes the Linux accounts a server made for its users under `dir` (their homes are
+/// workspaces there): for tests that run a server without a [`Hearth`] to clean up.
+pub fn remove_users_under(dir: &Path) {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    for line in passwd.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() > 5 && Path::new(fields[5]).starts_with(dir) {
+            let _ = Command::new("pkill").args(["-9", "-u", fields[0]]).output();
+            let _ = Command::new("userdel").arg(fields[0]).output();
+            let _ = Command::new("groupdel").arg(fields[0]).output();
+        }
+    }
+}
