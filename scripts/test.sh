@@ -68,6 +68,13 @@ if [ $# -eq 0 ] && ! pgrep -f 'hearth (up|server|agent)' >/dev/null; then
         echo "FAILED: the tests left task networks behind:" $nets >&2
         status=1
     fi
+    # Nor a Linux account made for a test's users (their homes are under the tests' /tmp
+    # directories; a test kills its users' processes, then removes them).
+    accounts=$(awk -F: '$6 ~ "^/tmp/(hearth-|closed-)" {print $1}' /etc/passwd)
+    if [ -n "$accounts" ]; then
+        echo "FAILED: the tests left Linux accounts behind:" $accounts >&2
+        status=1
+    fi
     # Nor a port guard's nftables table (servers remove theirs when they stop; tests remove
     # their agents').
     tables=$(nft list tables 2>/dev/null | awk '$2 == "inet" && $3 ~ /^hearth_/ {print $3}' || true)
