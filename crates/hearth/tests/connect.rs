@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{apps, runtime, text, Hearth, User};
+use common::{apps, text, Hearth, User};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,19 +19,8 @@ fn pyspark_in_network_of(h: &Hearth, pid: u32, url: &str, sql: &[&str]) -> Vec<S
     pyspark_in(h, common::in_network_of(pid, timeout), url, sql)
 }
 
-fn pyspark_in(h: &Hearth, mut command: Command, url: &str, sql: &[&str]) -> Vec<String> {
-    let out = command
-        .arg("600")
-        .arg(runtime().join("bin").join("python"))
-        .arg(apps().join("connect_sql.py"))
-        .arg(url)
-        .args(sql)
-        .env(
-            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
-            h.data_dir.join("tls").join("ca.pem"),
-        )
-        .output()
-        .expect("run python");
+fn pyspark_in(h: &Hearth, command: Command, url: &str, sql: &[&str]) -> Vec<String> {
+    let out = common::connect_sql_with(h, command, url, sql);
     let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
     assert!(
         out.status.success() && !lines.is_empty(),

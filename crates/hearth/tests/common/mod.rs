@@ -529,17 +529,10 @@ pub fn task_pid(task_dir: &Path) -> u32 {
     started["pid"].as_u64().expect("pid") as u32
 }
 
-/// The uid listening on TCP `port` in the network namespace of process `pid`.
+/// The uid listening on TCP `port` in the network namespace of process `pid` (what Hearth
+/// itself checks).
 pub fn listener_in(pid: u32, port: u16) -> Option<u32> {
-    ["tcp", "tcp6"].iter().find_map(|t| {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok()?;
-        text.lines().skip(1).find_map(|l| {
-            let c: Vec<&str> = l.split_whitespace().collect();
-            (c.len() > 7 && c[1].ends_with(&format!(":{port:04X}")) && c[3] == "0A")
-                .then(|| c[7].parse().ok())
-                .flatten()
-        })
-    })
+    hearth_agent::net::listener_uid(pid, port)
 }
 
 /// `program` run by root inside the network namespace of process `pid`, as Hearth's door
@@ -570,7 +563,12 @@ pub fn task_networks_of(h: &Hearth) -> Vec<String> {
 
 /// Runs `apps/connect_sql.py URL SQL...` with the runtime's PySpark, trusting Hearth's CA.
 pub fn connect_sql(h: &Hearth, url: &str, sql: &[&str]) -> Output {
-    Command::new("timeout")
+    connect_sql_with(h, Command::new("timeout"), url, sql)
+}
+
+/// The same through `timeout` (the program `command` runs, e.g. under `nsenter`).
+pub fn connect_sql_with(h: &Hearth, mut command: Command, url: &str, sql: &[&str]) -> Output {
+    command
         .arg("600")
         .arg(runtime().join("bin").join("python"))
         .arg(apps().join("connect_sql.py"))
